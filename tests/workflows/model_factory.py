@@ -1,0 +1,141 @@
+"""Tiny models made in code, saved in every format Dockyard reads (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+TORCH_MODULE_SOURCE = """
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+"""
+
+
+def torch_module(folder: Path):
+    """Write the TinyNet source to folder/tiny_net.py and return (module instance, source path)."""
+    import importlib.util
+
+    import torch
+
+    src = folder / "tiny_net.py"
+    src.write_text(TORCH_MODULE_SOURCE)
+    spec = importlib.util.spec_from_file_location("tiny_net_fixture", src)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    return mod.TinyNet().eval(), src
+
+
+def save_torchscript(folder: Path) -> Path:
+    import torch
+
+    module, _ = torch_module(folder)
+    path = folder / "tiny.torchscript.pt"
+    torch.jit.save(torch.jit.trace(module, torch.randn(2, 3, 8, 8)), str(path))
+    return path
+
+
+def save_exported_program(folder: Path) -> Path:
+    import torch
+
+    module, _ = torch_module(folder)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(
+        module, (torch.randn(2, 3, 8, 8),), dynamic_shapes={"x": {0: batch}}
+    )
+    path = folder / "tiny.pt2"
+    torch.export.save(program, str(path))
+    return path
+
+
+def save_state_dict(folder: Path, suffix: str = ".pth") -> tuple[Path, Path]:
+    import torch
+
+    module, src = torch_module(folder)
+    path = folder / f"tiny_weights{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(module.state_dict(), str(path))
+    else:
+        torch.save(module.state_dict(), str(path))
+    return path, src
+
+
+def keras_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3), name="image"),
+            # Non-zero biases: a converter may fold a zero bias away and change the weight count.
+            keras.layers.Conv2D(
+                4, 3, padding="same", activation="relu", bias_initializer="random_normal"
+            ),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(5, bias_initializer="random_normal"),
+        ]
+    )
+
+
+def save_keras(folder: Path, suffix: str = ".keras") -> Path:
+    path = folder / f"tiny{suffix}"
+    keras_model().save(str(path))
+    return path
+
+
+def save_savedmodel(folder: Path) -> Path:
+    path = folder / "tiny_savedmodel"
+    keras_model().export(str(path), verbose=False)
+    return path
+
+
+def save_tflite(folder: Path) -> Path:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model())
+    path = folder / "tiny.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+def save_onnx(folder: Path) -> Path:
+    """A small ONNX graph made with onnx.helper (Conv -> Relu -> Gemm), dynamic batch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(4, np.float32), "b")
+    fc = numpy_helper.from_array(rng.standard_normal((4 * 8 * 8, 5)).astype(np.float32), "fc")
+    shape = numpy_helper.from_array(np.array([-1, 256], np.int64), "shape")
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Reshape", ["r", "shape"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5])],
+        [w, b, fc, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path = folder / "tiny.onnx"
+    onnx.save(model, str(path))
+    return path

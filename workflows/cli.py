@@ -1,0 +1,291 @@
+"""`dockyard-cli`: the engine's steps from the command line, with the same code the GUI runs.
+
+Readable tables by default, `--json` for machines; a progress bar on stderr for long work;
+exit 0 on success, 1 with a one-line error (no traceback) otherwise, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from workflows import __version__
+from workflows.errors import DockyardError, MissingInputError
+from workflows.inputs import parse_input_shapes
+from workflows.options import LoadOptions, to_dict
+from workflows.steps.convert import DEFAULT_OPSET
+
+
+def _add_load_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    g = p.add_argument_group(f"{prefix or 'model'} loading")
+    g.add_argument(f"--{prefix}format", help="force the model format instead of detecting it")
+    g.add_argument(f"--{prefix}model-file", help="eager PyTorch: the .py file defining the module")
+    g.add_argument(f"--{prefix}model-class", help="eager PyTorch: the module's class name")
+    g.add_argument(
+        f"--{prefix}input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=1x3x224x224",
+        help="input shape for formats that do not record it (repeatable)",
+    )
+    g.add_argument(
+        f"--{prefix}static-batch",
+        action="store_true",
+        help="keep the first dimension fixed instead of a dynamic batch",
+    )
+    g.add_argument(
+        f"--{prefix}allow-unsafe",
+        action="store_true",
+        help="accept a file whose loading runs code stored in it (trusted files only)",
+    )
+
+
+def _load_options(args: argparse.Namespace, path: str, prefix: str = "") -> LoadOptions:
+    get = lambda name: getattr(args, prefix.replace("-", "_") + name)  # noqa: E731
+    return LoadOptions(
+        path=str(path),
+        format=get("format"),
+        model_file=get("model_file"),
+        model_class=get("model_class"),
+        input_shapes={k: list(v) for k, v in parse_input_shapes(get("input_shape")).items()},
+        dynamic_batch=not get("static_batch"),
+        allow_unsafe=get("allow_unsafe"),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dockyard-cli", description="Load, inspect, convert and validate ML models."
+    )
+    parser.add_argument("--version", action="version", version=f"dockyard {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="describe a model: I/O, ops, parameters, MACs")
+    p.add_argument("model")
+    p.add_argument(
+        "--graph", action="store_true", help="with --json: include every node and tensor"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_load_options(p)
+
+    p = sub.add_parser("convert", help="convert a model to ONNX")
+    p.add_argument("model")
+    p.add_argument("--to", default="onnx", choices=["onnx"], help="target format")
+    p.add_argument("-o", "--output", required=True, help="output .onnx file")
+    p.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim graph simplification")
+    p.add_argument("--json", action="store_true")
+    _add_load_options(p)
+
+    p = sub.add_parser("validate", help="compare a candidate with the original on the same inputs")
+    p.add_argument("original")
+    p.add_argument("candidate")
+    p.add_argument("--inputs", help=".npy/.npz inputs (default: synthesised from the input spec)")
+    p.add_argument(
+        "--batch-sizes", default="1,7", help="batch sizes to try when dynamic (default 1,7)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    p.add_argument("--json", action="store_true")
+    _add_load_options(p)
+    return parser
+
+
+def _run_with_progress(step: str, options: Any, outputs: list[Path], quiet: bool) -> dict[str, Any]:
+    """Run a step in the child-process runner, drawing a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from workflows.runner import StepProcess
+
+    console = Console(stderr=True)
+    show = not quiet and console.is_terminal
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
+    ) as bar:
+        task = bar.add_task(step, total=1.0)
+        proc = StepProcess(
+            step, options, lambda f, m: bar.update(task, completed=f, description=m), outputs
+        )
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.cancel()
+            raise
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _spec_line(spec: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    shape = spec["shape"]
+    dims = "?" if shape is None else ", ".join("?" if d is None else str(d) for d in shape)
+    return escape(f"{spec['name']}: {spec['dtype']}[{dims}]")
+
+
+def _print_model(console: Any, model: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{model['path']}[/bold]  format: {model['format']}  "
+        f"size: {_size(model['size_bytes'])}  parameters: {model['parameters']:,}"
+        if model["parameters"] is not None
+        else f"[bold]{model['path']}[/bold]"
+    )
+    if model.get("producer"):
+        console.print(f"producer: {model['producer']}")
+    for kind in ("inputs", "outputs"):
+        for spec in model[kind]:
+            console.print(f"  {kind[:-1]:6} {_spec_line(spec)}")
+
+
+def _show_inspect(console: Any, r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    _print_model(console, r["model"])
+    if r.get("opsets"):
+        console.print(
+            "opsets: "
+            + ", ".join(f"{d} {v}" for d, v in r["opsets"].items())
+            + f"  IR: {r.get('ir_version')}"
+        )
+    if "macs_per_sample" in r:
+        console.print(
+            f"nodes: {r['node_count']:,}  MACs/sample: {r['macs_per_sample']:,}  "
+            f"FLOPs/sample: {r['flops_per_sample']:,}  weights: {_size(r['parameter_bytes'])}"
+        )
+        for dtype, v in r["parameters_by_dtype"].items():
+            console.print(f"  {dtype}: {v['count']:,} values, {_size(v['bytes'])}")
+    if r.get("custom_ops"):
+        console.print(f"[yellow]custom/unknown ops:[/yellow] {', '.join(r['custom_ops'])}")
+    table = Table("op", "count", title="operators")
+    for op, n in list(r.get("op_histogram", {}).items())[:25]:
+        table.add_row(op, str(n))
+    console.print(table)
+
+
+def _show_convert(console: Any, r: dict[str, Any]) -> None:
+    console.print(
+        f"[green]wrote[/green] {r['output']} ({_size(r['size_bytes'])}, opset {r['opset']}) "
+        f"in {r['seconds']:.1f} s; nodes {r['nodes_before']} -> {r['nodes_after']}"
+        + (" (simplified)" if r["simplified"] else "")
+    )
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "exact"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+def _show_validate(console: Any, r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console.print(f"original  {r['original']['path']} ({r['original']['format']})")
+    console.print(f"candidate {r['candidate']['path']} ({r['candidate']['format']})")
+    console.print(f"inputs: {r['inputs']}")
+    table = Table(
+        "trial", "output", "shape", "max abs", "mean abs", "cosine", "SQNR dB", "top-1 agree", "ok"
+    )
+    for t in r["trials"]:
+        for o in t["outputs"]:
+            table.add_row(
+                t["trial"],
+                o["name"],
+                "x".join(map(str, o["candidate_shape"])),
+                _fmt(o.get("max_abs_error")),
+                _fmt(o.get("mean_abs_error")),
+                _fmt(o.get("cosine_similarity")),
+                _fmt(o.get("sqnr_db")),
+                _fmt(o.get("top1_agreement", "-")),
+                "yes" if o["within_tolerance"] else "NO",
+            )
+    console.print(table)
+    tol = r["tolerance"]
+    verdict = "[green]PASS[/green]" if r["passed"] else "[red]FAIL[/red]"
+    console.print(f"{verdict} (atol {tol['atol']:g}, rtol {tol['rtol']:g})")
+
+
+def _command(args: argparse.Namespace) -> tuple[str, Any, list[Path], Callable[[Any, dict], None]]:
+    if args.command == "inspect":
+        options = {"model": to_dict(_load_options(args, args.model)), "include_graph": args.graph}
+        return "inspect", options, [], _show_inspect
+    if args.command == "convert":
+        out = Path(args.output)
+        options = {
+            "model": to_dict(_load_options(args, args.model)),
+            "output": str(out),
+            "target": args.to,
+            "opset": args.opset,
+            "simplify": not args.no_simplify,
+        }
+        return "convert", options, [out], _show_convert
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError as exc:
+        raise MissingInputError(
+            f"--batch-sizes: {args.batch_sizes!r} is not a list like 1,7"
+        ) from exc
+    options = {
+        "original": to_dict(_load_options(args, args.original)),
+        "candidate": to_dict(LoadOptions(path=str(args.candidate))),
+        "inputs": args.inputs,
+        "batch_sizes": sizes,
+        "seed": args.seed,
+        "atol": args.atol,
+        "rtol": args.rtol,
+    }
+    return "validate", options, [], _show_validate
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `dockyard-cli`."""
+    from rich.console import Console
+
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        step, options, outputs, show = _command(args)
+        result = _run_with_progress(step, options, outputs, quiet=args.json)
+    except KeyboardInterrupt:
+        err.print("dockyard-cli: interrupted; nothing was written")
+        return 130
+    except DockyardError as exc:
+        message = " ".join(str(exc).split())
+        err.print(f"dockyard-cli: error: {message}", markup=False)
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    else:
+        out = Console(highlight=False)
+        if not out.is_terminal:
+            out = Console(highlight=False, width=140)
+        show(out, result)
+    if step == "validate" and not result["passed"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

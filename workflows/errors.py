@@ -1,0 +1,35 @@
+"""Error types with messages a user can act on: which file, what is wrong, what to do."""
+
+from __future__ import annotations
+
+
+class DockyardError(Exception):
+    """Base of every error the engine raises on purpose; its message is shown to the user as is."""
+
+
+class FormatError(DockyardError):
+    """A file is not a model Dockyard can read, or is damaged."""
+
+
+class UnsafeModelError(FormatError):
+    """Loading the file would execute code stored in it; refused unless the user opts in."""
+
+
+class MissingInputError(DockyardError):
+    """A step needs something the user did not give (an input shape, a module file, ...)."""
+
+
+class ConversionError(DockyardError):
+    """A converter failed; the message names the operator or construct where possible."""
+
+
+class RuntimeLoadError(DockyardError):
+    """A runtime (ONNX Runtime, LiteRT, ...) cannot run the model."""
+
+
+class StepCancelled(DockyardError):
+    """The user cancelled the step."""
+
+
+class StepCrashed(DockyardError):
+    """The child process running a step died (segfault, out of memory, killed)."""

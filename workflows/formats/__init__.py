@@ -1,0 +1,70 @@
+"""Model formats: one module per format, each with a cheap `match` and an expensive `load`.
+
+`detect` asks every format in turn (by content, not only the extension) and, when none fits,
+reports each one's reason, the way Netron's model factories do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from workflows.errors import FormatError
+from workflows.model import Model
+
+# Order matters: more specific formats first (a .pt2 and a TorchScript file are both zips).
+FORMAT_MODULES = (
+    "onnx_format",
+    "tflite_format",
+    "exported_program",
+    "torchscript",
+    "keras_format",
+    "savedmodel",
+    "pytorch_eager",
+)
+
+
+def format_modules() -> list[ModuleType]:
+    """The format modules, in detection order."""
+    return [importlib.import_module(f"{__name__}.{name}") for name in FORMAT_MODULES]
+
+
+def by_name(name: str) -> ModuleType:
+    """The format module whose NAME is `name` (for example "onnx", "keras")."""
+    for module in format_modules():
+        if name == module.NAME:
+            return module
+    known = ", ".join(m.NAME for m in format_modules())
+    raise FormatError(f"unknown format {name!r}; known formats: {known}")
+
+
+def detect(path: Path, **options: Any) -> ModuleType:
+    """The format module that reads `path`; FormatError with a specific reason otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"{path}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise FormatError(
+            f"{path}: the file is empty (0 bytes); was the download or copy cut short?"
+        )
+    if options.get("model_file"):
+        return by_name("pytorch_eager")
+    for module in format_modules():
+        if module.match(path):
+            return module
+    reasons = "; ".join(f"{m.NAME}: {m.why_not(path)}" for m in format_modules())
+    raise FormatError(f"{path}: not a model format Dockyard reads ({reasons})")
+
+
+def load_model(path: Path | str, format: str | None = None, **options: Any) -> Model:
+    """Detect the format of `path` (or use `format`) and load it.
+
+    Options understood by some formats: `input_shapes` ({name: shape}) where a format does not
+    record them, `model_file`/`model_class` for eager PyTorch, `allow_unsafe` to accept a file
+    whose loading runs code stored in it.
+    """
+    path = Path(path)
+    module = by_name(format) if format else detect(path, **options)
+    return module.load(path, **options)

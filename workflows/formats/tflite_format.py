@@ -1,0 +1,106 @@
+"""TFLite / LiteRT flatbuffers (magic "TFL3" at byte 4), run with ai_edge_litert."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workflows.errors import FormatError
+from workflows.formats._sniff import head
+from workflows.model import Dim, Model, TensorSpec, path_size
+
+NAME = "tflite"
+FRAMEWORK = "tflite"
+
+
+def match(path: Path) -> bool:
+    return path.is_file() and head(path, 8)[4:8] == b"TFL3"
+
+
+def why_not(path: Path) -> str:
+    return "no TFL3 flatbuffer identifier at byte 4"
+
+
+def interpreter(path: Path, threads: int | None = None) -> Any:
+    """A LiteRT interpreter with tensors allocated; FormatError for an unreadable file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise FormatError(f"{path}: LiteRT cannot load this model: {exc}") from exc
+    return interp
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    sig = detail.get("shape_signature")
+    sig = sig if sig is not None and len(sig) else detail["shape"]
+    dims: tuple[Dim, ...] = tuple(
+        ("batch" if i == 0 else None) if int(d) < 0 else int(d) for i, d in enumerate(sig)
+    )
+    return TensorSpec(detail["name"], dims, np.dtype(detail["dtype"]).name)
+
+
+def ops_details(interp: Any) -> list[dict[str, Any]]:
+    """The model's own ops (without the DELEGATE pseudo-ops XNNPACK adds at allocation)."""
+    return [op for op in interp._get_ops_details() if op["op_name"] != "DELEGATE"]
+
+
+def constant_elements(interp: Any) -> int:
+    """Elements of weight tensors: constants no op produces, not shape/axis (int32/int64) tensors."""
+    ops = ops_details(interp)
+    produced = {t for op in ops for t in op["outputs"]}
+    consumed = {t for op in ops for t in op["inputs"] if t >= 0}
+    inputs = {d["index"] for d in interp.get_input_details()}
+    total = 0
+    for d in interp.get_tensor_details():
+        i = d["index"]
+        index_like = np.dtype(d["dtype"]) in (np.int32, np.int64)
+        if i in consumed and i not in produced and i not in inputs and not index_like:
+            total += int(np.prod(d["shape"])) if len(d["shape"]) else 1
+    return total
+
+
+def load(path: Path, **_: Any) -> Model:
+    """Read the model's signature and weights count through the LiteRT interpreter."""
+    interp = interpreter(path)
+    ops = ops_details(interp)
+    return Model(
+        format=NAME,
+        framework=FRAMEWORK,
+        path=path,
+        inputs=[_spec(d) for d in interp.get_input_details()],
+        outputs=[_spec(d) for d in interp.get_output_details()],
+        size_bytes=path_size(path),
+        parameters=constant_elements(interp),
+        producer="tflite",
+        metadata={"ops": len(ops), "signatures": list(interp.get_signature_list())},
+        native=interp,
+    )
+
+
+def session(model: Model, threads: int | None = None):
+    """Run the model in LiteRT, resizing dynamic inputs to the feed's shape."""
+    interp = interpreter(model.path, threads)
+    in_details = interp.get_input_details()
+    allocated: dict[int, tuple[int, ...]] = {d["index"]: tuple(d["shape"]) for d in in_details}
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        resized = False
+        for d in in_details:
+            arr = feeds[d["name"]]
+            if tuple(arr.shape) != allocated[d["index"]]:
+                interp.resize_tensor_input(d["index"], list(arr.shape), strict=True)
+                allocated[d["index"]] = tuple(arr.shape)
+                resized = True
+        if resized:
+            interp.allocate_tensors()
+        for d in in_details:
+            interp.set_tensor(d["index"], np.ascontiguousarray(feeds[d["name"]], dtype=d["dtype"]))
+        interp.invoke()
+        return [interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()]
+
+    return run

@@ -1,0 +1,208 @@
+"""Run a step in a child process that streams progress events and can be killed at any moment.
+
+Why a child process and not a thread: converters hold the GIL for long stretches (the GUI would
+freeze), cannot be interrupted from a thread, and a segfault in a C extension would take the whole
+application down. A killed child's half-written outputs are removed (see `workflows.atomic`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workflows import errors
+from workflows.atomic import remove_partials
+from workflows.progress import Progress, ProgressCallback
+
+STEPS = {
+    "inspect": "workflows.steps.inspect:run",
+    "convert": "workflows.steps.convert:run",
+    "validate": "workflows.steps.validate:run",
+}
+
+
+class StepFailed(errors.DockyardError):
+    """A step raised an unexpected exception in the child; `details` holds its traceback."""
+
+    def __init__(self, message: str, details: str = "", error_type: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+        self.error_type = error_type
+
+
+def resolve(step: str) -> Callable[[Any, Progress], dict[str, Any]]:
+    """The function behind a step name ("convert") or a "package.module:function" path."""
+    target = STEPS.get(step, step)
+    module_name, _, func = target.partition(":")
+    if not func:
+        raise errors.MissingInputError(f"unknown step {step!r}; steps: {', '.join(STEPS)}")
+    return getattr(importlib.import_module(module_name), func)
+
+
+def _child_main(step: str, options: Any, conn: Any) -> None:
+    if hasattr(os, "setsid"):
+        os.setsid()  # own process group: a cancel also kills whatever the step spawned
+    os.dup2(2, 1)  # libraries that print must not pollute the parent's stdout (it may carry JSON)
+    last = [0.0]
+
+    def send_progress(fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.05 or fraction >= 1.0:
+            last[0] = now
+            conn.send({"type": "progress", "fraction": fraction, "message": message})
+
+    try:
+        from workflows.jsonable import jsonable
+
+        result = resolve(step)(options, Progress(send_progress))
+        conn.send({"type": "result", "value": jsonable(result)})
+    except BaseException as exc:  # everything goes back to the parent as an error event
+        conn.send(
+            {
+                "type": "error",
+                "error_type": type(exc).__name__,
+                "message": str(exc) or type(exc).__name__,
+                "expected": isinstance(exc, errors.DockyardError),
+                "details": traceback.format_exc(),
+            }
+        )
+    finally:
+        conn.close()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if name == "SIGKILL":
+            return "was killed (SIGKILL; out of memory?)"
+        return f"crashed ({name})"
+    return f"exited with code {code} without a result"
+
+
+def _rebuild_error(event: dict[str, Any]) -> errors.DockyardError:
+    cls = getattr(errors, event["error_type"], None)
+    if event.get("expected") and isinstance(cls, type) and issubclass(cls, errors.DockyardError):
+        return cls(event["message"])
+    return StepFailed(
+        f"{event['error_type']}: {event['message']}", event["details"], event["error_type"]
+    )
+
+
+class StepProcess:
+    """One step running in a child process. Use `wait()` for the result; `cancel()` from any thread."""
+
+    def __init__(
+        self,
+        step: str,
+        options: Any,
+        on_progress: ProgressCallback | None = None,
+        outputs: list[Path] | None = None,
+    ) -> None:
+        self.step = step
+        self.options = options
+        self.on_progress = on_progress
+        self.outputs = [Path(p) for p in outputs or []]
+        self._cancelled = threading.Event()
+        ctx = mp.get_context("spawn")  # fork is unsafe with threads (Qt, ORT) and absent on Windows
+        self._recv, send = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_child_main, args=(step, options, send), daemon=True)
+        self.process.start()
+        send.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def cancel(self) -> None:
+        """Kill the child (and its process group) now; wait() then raises StepCancelled."""
+        self._cancelled.set()
+        self._kill()
+
+    def _kill(self) -> None:
+        if self.process.exitcode is not None:
+            return
+        try:
+            if hasattr(os, "killpg") and self.pid:
+                os.killpg(self.pid, signal.SIGKILL)
+            else:
+                self.process.kill()
+        except (ProcessLookupError, PermissionError):
+            self.process.kill()
+        self.process.join(timeout=2)
+
+    def _cleanup(self) -> None:
+        if self.pid is None:
+            return
+        for out in self.outputs:
+            remove_partials(out.parent, self.pid)
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Relay progress events until the result arrives; raise the step's error otherwise."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                if self._cancelled.is_set():
+                    raise errors.StepCancelled(f"{self.step} was cancelled")
+                if deadline is not None and time.monotonic() > deadline:
+                    self.cancel()
+                    raise errors.StepCancelled(f"{self.step} timed out after {timeout} s")
+                try:
+                    ready = self._recv.poll(0.05)
+                    event = self._recv.recv() if ready else None
+                except (EOFError, OSError):
+                    event = None
+                    ready = True
+                if event is None:
+                    if ready or not self.process.is_alive():
+                        self.process.join(timeout=1)
+                        if self._cancelled.is_set():
+                            raise errors.StepCancelled(f"{self.step} was cancelled")
+                        raise errors.StepCrashed(
+                            f"the {self.step} step's process {_describe_exit(self.process.exitcode)}; "
+                            "nothing was written. Try again, or run it with less data/memory."
+                        )
+                    continue
+                if event["type"] == "progress":
+                    if self.on_progress:
+                        self.on_progress(event["fraction"], event["message"])
+                elif event["type"] == "result":
+                    self.process.join(timeout=5)
+                    return event["value"]
+                else:
+                    self.process.join(timeout=5)
+                    raise _rebuild_error(event)
+        except BaseException:
+            self._kill()
+            self._cleanup()
+            raise
+
+
+def run_step(
+    step: str,
+    options: Any,
+    on_progress: ProgressCallback | None = None,
+    outputs: list[Path] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Run `step` with `options` in a child process and return its JSON-serialisable result."""
+    return StepProcess(step, options, on_progress, outputs).wait(timeout)
+
+
+def run_inline(step: str, options: Any, progress: Progress | None = None) -> dict[str, Any]:
+    """Run `step` in this process (cheap steps, tests); same result shape as run_step."""
+    from workflows.jsonable import jsonable
+
+    return jsonable(resolve(step)(options, progress or Progress()))

@@ -1,0 +1,1 @@
+"""Steps: plain functions `run(options, progress) -> dict` with JSON-serialisable results."""

@@ -1,0 +1,174 @@
+"""Inspect a model: I/O, op histogram, parameters by dtype, MACs/FLOPs, opsets, custom ops, graph."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workflows.graph import Graph, Tensor, from_onnx, from_tflite
+from workflows.model import Model
+from workflows.options import LoadOptions, from_dict, option
+from workflows.progress import Progress, null_progress
+
+
+@dataclass
+class InspectOptions:
+    """Options of the inspect step."""
+
+    model: LoadOptions = option(None, "The model to inspect")
+    include_graph: bool = option(True, "Include every node and tensor in the result")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = from_dict(LoadOptions, self.model)
+
+
+def _known(dim: Any) -> int:
+    # Symbolic dims (the batch, a sequence length) count as 1: MACs are reported per sample.
+    return dim if isinstance(dim, int) and dim > 0 else 1
+
+
+def _prod(shape: Any) -> int:
+    return int(np.prod([_known(d) for d in shape])) if shape else 1
+
+
+def estimate_macs(graph: Graph) -> dict[str, int]:
+    """Multiply-accumulates per sample for Conv, ConvTranspose, Gemm and MatMul, by op type."""
+    macs: Counter[str] = Counter()
+    for node in graph.nodes:
+        op = node.op_type
+        if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or not node.outputs:
+            continue
+        shapes = [graph.tensors.get(t) for t in node.inputs[:2]] + [
+            graph.tensors.get(node.outputs[0])
+        ]
+        if any(t is None or t.shape is None for t in shapes):
+            continue
+        a, b, y = (t.shape for t in shapes)  # type: ignore[union-attr]
+        if op == "Conv" and len(b) >= 3:
+            macs[op] += _prod(y) * _prod(b[1:])  # every output element: C_in/group * kernel MACs
+        elif op == "ConvTranspose" and len(b) >= 3:
+            macs[op] += _prod(a) * _prod(b[1:])
+        elif op == "Gemm" and len(a) == 2:
+            trans_a = node.attributes.get("transA", 0)
+            macs[op] += _prod(y) * _known(a[0] if trans_a else a[1])
+        elif op == "MatMul" and a:
+            macs[op] += _prod(y) * _known(a[-1])
+    return dict(macs)
+
+
+def _parameters_by_dtype(graph: Graph) -> dict[str, dict[str, int]]:
+    by_dtype: dict[str, dict[str, int]] = {}
+    for t in graph.tensors.values():
+        if not t.constant or t.shape is None:
+            continue
+        n = _prod(t.shape)
+        entry = by_dtype.setdefault(t.dtype, {"count": 0, "bytes": 0})
+        entry["count"] += n
+        entry["bytes"] += n * np.dtype(t.dtype).itemsize if t.dtype != "unknown" else 0
+    return by_dtype
+
+
+def _onnx_details(model: Model, progress: Progress) -> tuple[Graph, dict[str, Any]]:
+    import onnx
+
+    progress.update(0.2, "Inferring shapes")
+    proto = model.native
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        inference = "ok"
+    except Exception as exc:  # a model with unknown ops can still be inspected without shapes
+        inference = f"failed: {exc}"
+    progress.update(0.6, "Reading the graph")
+    graph = from_onnx(proto)
+    # Weights stored as Constant nodes (Paddle exports do this) count as parameters too.
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output:
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                graph.tensors[node.output[0]] = Tensor(
+                    node.output[0],
+                    tuple(int(d) for d in value.dims),
+                    onnx.helper.tensor_dtype_to_np_dtype(value.data_type).name,
+                    constant=True,
+                )
+    custom = sorted(
+        {
+            (n.domain or "ai.onnx", n.op_type)
+            for n in proto.graph.node
+            if not onnx.defs.has(n.op_type, n.domain or "")
+        }
+    )
+    return graph, {
+        "shape_inference": inference,
+        "ir_version": model.metadata.get("ir_version"),
+        "opsets": model.metadata.get("opsets"),
+        "custom_ops": [f"{d}::{op}" for d, op in custom],
+    }
+
+
+def inspect_model(
+    model: Model, include_graph: bool = True, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Everything Dockyard can tell about `model` without running it."""
+    progress = progress or null_progress()
+    started = time.perf_counter()
+    graph: Graph | None = None
+    details: dict[str, Any] = {}
+    if model.format == "onnx":
+        graph, details = _onnx_details(model, progress)
+    elif model.format == "tflite":
+        graph = from_tflite(model.native)
+    else:
+        details["op_histogram"] = native_histogram(model)
+    progress.update(0.8, "Summarising")
+    result: dict[str, Any] = {"model": model.summary(), **details}
+    if graph is not None:
+        macs = estimate_macs(graph)
+        by_dtype = _parameters_by_dtype(graph)
+        result.update(
+            op_histogram=dict(Counter(n.op_type for n in graph.nodes).most_common()),
+            node_count=len(graph.nodes),
+            parameters_by_dtype=by_dtype,
+            parameter_bytes=sum(v["bytes"] for v in by_dtype.values()),
+            macs_per_sample=sum(macs.values()),
+            flops_per_sample=2 * sum(macs.values()),
+            macs_by_op=macs,
+        )
+        if include_graph:
+            result["graph"] = graph.to_dict()
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    progress.update(1.0, "Inspected")
+    return result
+
+
+def native_histogram(model: Model) -> dict[str, int]:
+    """Op or layer types counted in the framework's own graph (formats without a uniform graph)."""
+    native = model.native
+    counts: Counter[str] = Counter()
+    if model.format == "keras":
+        counts.update(type(layer).__name__ for layer in native.layers)
+    elif model.format == "torchscript":
+        counts.update(n.kind() for n in native.inlined_graph.nodes())
+    elif model.format == "exported_program":
+        counts.update(str(n.target) for n in native.graph.nodes if n.op == "call_function")
+    elif model.format == "pytorch_eager":
+        counts.update(type(m).__name__ for m in native.modules() if not list(m.children()))
+    elif model.format == "savedmodel":
+        from workflows.formats.savedmodel import signature
+
+        fn = signature(native, model.path, model.metadata.get("signature", "serving_default"))
+        counts.update(op.type for op in fn.graph.get_operations())
+    return dict(counts.most_common())
+
+
+def run(options: InspectOptions | dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Runner entry point: load and inspect."""
+    opts = from_dict(InspectOptions, options)
+    progress.update(0.05, f"Loading {opts.model.path}")
+    model = opts.model.load()
+    return inspect_model(model, opts.include_graph, progress.scaled(0.1, 1.0))
