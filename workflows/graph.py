@@ -49,12 +49,17 @@ class Graph:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "nodes": [asdict(n) for n in self.nodes],
-            "tensors": {k: asdict(v) for k, v in self.tensors.items()},
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-        }
+        """A JSON-serialisable copy (shapes as lists)."""
+        from workflows.jsonable import jsonable
+
+        return jsonable(
+            {
+                "nodes": [asdict(n) for n in self.nodes],
+                "tensors": {k: asdict(v) for k, v in self.tensors.items()},
+                "inputs": self.inputs,
+                "outputs": self.outputs,
+            }
+        )
 
 
 def _attr_value(attr: Any) -> Any:

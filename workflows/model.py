@@ -59,18 +59,22 @@ class Model:
         return self.path.stem if self.path.suffix else self.path.name
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-serialisable description (no framework objects)."""
-        return {
-            "format": self.format,
-            "framework": self.framework,
-            "path": str(self.path),
-            "inputs": [asdict(t) for t in self.inputs],
-            "outputs": [asdict(t) for t in self.outputs],
-            "size_bytes": self.size_bytes,
-            "parameters": self.parameters,
-            "producer": self.producer,
-            "metadata": self.metadata,
-        }
+        """A JSON-serialisable description (no framework objects; shapes as lists)."""
+        from workflows.jsonable import jsonable
+
+        return jsonable(
+            {
+                "format": self.format,
+                "framework": self.framework,
+                "path": str(self.path),
+                "inputs": [asdict(t) for t in self.inputs],
+                "outputs": [asdict(t) for t in self.outputs],
+                "size_bytes": self.size_bytes,
+                "parameters": self.parameters,
+                "producer": self.producer,
+                "metadata": self.metadata,
+            }
+        )
 
 
 def path_size(path: Path) -> int:

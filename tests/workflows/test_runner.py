@@ -1,0 +1,115 @@
+"""The child-process runner: progress, results, errors, crashes, cancel within 1 s, clean-up."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from workflows.errors import FormatError, StepCancelled, StepCrashed
+from workflows.runner import StepFailed, StepProcess, run_inline, run_step
+
+STEPS = "tests.workflows.runner_steps"
+
+
+def test_progress_events_and_result(capfd):
+    events = []
+    result = run_step(f"{STEPS}:echo", {"a": 1}, lambda f, m: events.append((f, m)), timeout=60)
+    assert result["echo"] == {"a": 1}
+    assert result["nan"] is None  # non-finite floats are made JSON-safe
+    assert events[-1] == (1.0, "step 5 of 5")
+    assert [f for f, _ in events] == sorted(f for f, _ in events)
+    assert "noise a library printed" not in capfd.readouterr().out
+
+
+def test_expected_error_keeps_its_type_and_message():
+    with pytest.raises(FormatError, match="the file is empty"):
+        run_step(f"{STEPS}:user_error", {}, timeout=60)
+
+
+def test_unexpected_error_carries_the_traceback():
+    with pytest.raises(StepFailed) as info:
+        run_step(f"{STEPS}:bug", {}, timeout=60)
+    assert "ZeroDivisionError" in str(info.value)
+    assert "return 1 / 0" in info.value.details
+
+
+def test_segfault_becomes_an_error_not_a_hang():
+    started = time.monotonic()
+    with pytest.raises(StepCrashed, match="SIGSEGV"):
+        run_step(f"{STEPS}:segfault", {}, timeout=60)
+    assert time.monotonic() - started < 30
+
+
+def _start_and_wait_for_progress(options):
+    first = threading.Event()
+    proc = StepProcess(
+        f"{STEPS}:long_running",
+        options,
+        lambda f, m: first.set(),
+        outputs=[Path(options["output"])],
+    )
+    outcome = {}
+
+    def wait():
+        try:
+            proc.wait()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert first.wait(30), "no progress event arrived"
+    return proc, waiter, outcome
+
+
+def test_cancel_kills_within_a_second_and_cleans_up(tmp_path):
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "good.txt").write_text("a good earlier result")
+    pid_file = tmp_path / "grandchild.pid"
+    proc, waiter, outcome = _start_and_wait_for_progress(
+        {"output": str(target), "grandchild_pid_file": str(pid_file)}
+    )
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert list(tmp_path.glob(".export.dockyard-partial-*")), "the step should be mid-write"
+
+    started = time.monotonic()
+    proc.cancel()
+    elapsed = time.monotonic() - started
+    waiter.join(10)
+    assert elapsed < 1.0, f"cancel took {elapsed:.2f} s"
+    assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == "zombie"
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
+    assert isinstance(outcome["error"], StepCancelled)
+    assert not list(tmp_path.glob(".export.dockyard-partial-*")), "partial output left behind"
+    assert (target / "good.txt").read_text() == "a good earlier result"
+
+
+def test_timeout_cancels(tmp_path):
+    with pytest.raises(StepCancelled, match="timed out"):
+        run_step(
+            f"{STEPS}:long_running",
+            {"output": str(tmp_path / "x")},
+            timeout=1.5,
+            outputs=[tmp_path / "x"],
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_run_inline_same_shape():
+    assert run_inline(f"{STEPS}:echo", {"b": 2})["echo"] == {"b": 2}
+
+
+def test_finished_child_is_reaped():
+    proc = StepProcess(f"{STEPS}:echo", {})
+    proc.wait(timeout=60)
+    assert proc.process.exitcode == 0
+    assert not psutil.pid_exists(proc.pid)
