@@ -72,3 +72,20 @@ def test_native_histograms(tmp_path):
     ep_report = inspect_model(load_model(mf.save_exported_program(tmp_path)))
     assert ep_report["op_histogram"]["aten.conv2d.default"] == 1
     assert ep_report["model"]["parameters"] == 4 * 27 + 4 + 256 * 5 + 5
+
+
+def test_tflite_macs(tmp_path):
+    report = inspect_model(load_model(mf.save_tflite(tmp_path)))
+    # Conv 3x3x3 -> 4 channels on 8x8 (same padding), then Dense 4 -> 5.
+    assert report["macs_by_op"] == {"CONV_2D": 8 * 8 * 4 * 27, "FULLY_CONNECTED": 5 * 4}
+
+
+def test_native_parameter_bytes(tmp_path):
+    report = inspect_model(load_model(mf.save_keras(tmp_path)))
+    assert report["parameters_by_dtype"] == {"float32": {"count": 137, "bytes": 548}}
+    weights, src = mf.save_state_dict(tmp_path)
+    eager = load_model(weights, model_file=src, input_shapes={"x": [1, 3, 8, 8]})
+    report = inspect_model(eager)
+    assert report["parameters_by_dtype"]["float32"]["count"] == 1397
+    assert report["parameter_bytes"] == 1397 * 4
+    assert eager.outputs[0].shape == ("batch", 5)  # probed with one forward pass

@@ -51,6 +51,25 @@ def output_specs(outputs: Sequence[np.ndarray], dynamic_batch: bool) -> list[Ten
     return specs
 
 
+def probe_outputs(
+    module: Any, inputs: Sequence[TensorSpec], dynamic_batch: bool
+) -> list[TensorSpec]:
+    """Output specs found by running the module once on zeros (batch 2); [] if shapes are unknown."""
+    import torch
+
+    from workflows.inputs import concrete_shape
+
+    if not inputs or any(s.shape is None for s in inputs):
+        return []
+    args = [torch.zeros(concrete_shape(s, 2), dtype=getattr(torch, s.dtype)) for s in inputs]
+    try:
+        with torch.inference_mode():
+            outputs = flatten_outputs(module(*args))
+    except Exception:  # the real error surfaces, with context, when the user converts or runs it
+        return []
+    return output_specs(outputs, dynamic_batch)
+
+
 def input_specs_from_options(
     names: Sequence[str],
     path: Path,

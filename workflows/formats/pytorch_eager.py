@@ -113,7 +113,7 @@ def load(
         framework=FRAMEWORK,
         path=path,
         inputs=inputs,
-        outputs=[],
+        outputs=_torch.probe_outputs(module, inputs, dynamic_batch),
         size_bytes=path_size(path),
         parameters=sum(p.numel() for p in module.parameters()),
         producer=f"torch {torch.__version__}",

@@ -36,12 +36,23 @@ def _prod(shape: Any) -> int:
     return int(np.prod([_known(d) for d in shape])) if shape else 1
 
 
+MAC_OPS = (
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED",
+)
+
+
 def estimate_macs(graph: Graph) -> dict[str, int]:
-    """Multiply-accumulates per sample for Conv, ConvTranspose, Gemm and MatMul, by op type."""
+    """Multiply-accumulates per sample for convolutions and matrix products (ONNX and TFLite ops)."""
     macs: Counter[str] = Counter()
     for node in graph.nodes:
         op = node.op_type
-        if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or not node.outputs:
+        if op not in MAC_OPS or not node.outputs:
             continue
         shapes = [graph.tensors.get(t) for t in node.inputs[:2]] + [
             graph.tensors.get(node.outputs[0])
@@ -58,6 +69,12 @@ def estimate_macs(graph: Graph) -> dict[str, int]:
             macs[op] += _prod(y) * _known(a[0] if trans_a else a[1])
         elif op == "MatMul" and a:
             macs[op] += _prod(y) * _known(a[-1])
+        elif op == "CONV_2D" and len(b) == 4:  # filter [out, kh, kw, in], NHWC output
+            macs[op] += _prod(y[1:]) * _prod(b[1:])
+        elif op == "DEPTHWISE_CONV_2D" and len(b) == 4:  # filter [1, kh, kw, channels]
+            macs[op] += _prod(y[1:]) * _prod(b[1:3])
+        elif op == "FULLY_CONNECTED" and len(b) == 2:  # weights [out, in]
+            macs[op] += _prod(y[1:]) * _known(b[1])
     return dict(macs)
 
 
@@ -125,6 +142,10 @@ def inspect_model(
         graph = from_tflite(model.native)
     else:
         details["op_histogram"] = native_histogram(model)
+        details["parameters_by_dtype"] = native_parameters_by_dtype(model)
+        details["parameter_bytes"] = sum(
+            v["bytes"] for v in details["parameters_by_dtype"].values()
+        )
     progress.update(0.8, "Summarising")
     result: dict[str, Any] = {"model": model.summary(), **details}
     if graph is not None:
@@ -164,6 +185,36 @@ def native_histogram(model: Model) -> dict[str, int]:
         fn = signature(native, model.path, model.metadata.get("signature", "serving_default"))
         counts.update(op.type for op in fn.graph.get_operations())
     return dict(counts.most_common())
+
+
+def native_parameters_by_dtype(model: Model) -> dict[str, dict[str, int]]:
+    """Weight values and bytes by dtype, read from the framework's own weights."""
+    import numpy as np
+
+    arrays: list[tuple[str, int, int]] = []  # (dtype, count, itemsize)
+    native = model.native
+    if model.framework == "pytorch":
+        tensors = (
+            native.state_dict.values()
+            if model.format == "exported_program"
+            else native.state_dict().values()
+        )
+        arrays = [
+            (str(t.dtype).removeprefix("torch."), t.numel(), t.element_size()) for t in tensors
+        ]
+    elif model.format == "keras":
+        arrays = [
+            (w.dtype, int(np.prod(w.shape)), np.dtype(w.dtype).itemsize) for w in native.weights
+        ]
+    elif model.format == "savedmodel":
+        seen = {id(v): v for v in getattr(native, "variables", [])}.values()
+        arrays = [(v.dtype.name, int(v.shape.num_elements() or 0), v.dtype.size) for v in seen]
+    by_dtype: dict[str, dict[str, int]] = {}
+    for dtype, count, itemsize in arrays:
+        entry = by_dtype.setdefault(dtype, {"count": 0, "bytes": 0})
+        entry["count"] += count
+        entry["bytes"] += count * itemsize
+    return by_dtype
 
 
 def run(options: InspectOptions | dict[str, Any], progress: Progress) -> dict[str, Any]:
