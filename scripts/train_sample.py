@@ -1,8 +1,9 @@
 """Train the bundled sample (resources/sample/) on scikit-learn's digits; deterministic.
 
 Writes the weights (safetensors), a torch.export program with a dynamic batch (.pt2), the
-held-back test split (digits_test.npz: x float32 [N,1,8,8] scaled to 0..1, y int64), the label
-names and sample.json (preprocessing and the accuracy measured here).
+held-back test split (digits_test.npz: x float32 [N,1,8,8] scaled to 0..1, y int64), 256
+calibration samples drawn from the training split (digits_calibration.npz), the label names and
+sample.json (preprocessing and the accuracy measured here).
 
     python scripts/train_sample.py
 """
@@ -56,6 +57,10 @@ def main() -> None:
     )
     torch.export.save(program, str(SAMPLE / "digits_cnn.pt2"))
     np.savez_compressed(SAMPLE / "digits_test.npz", x=x_test, y=y_test)
+    # Calibration data for static quantization comes from the training split, never the test split.
+    rng = np.random.default_rng(0)
+    calib = rng.choice(len(x_train), size=256, replace=False)
+    np.savez_compressed(SAMPLE / "digits_calibration.npz", x=x_train[calib], y=y_train[calib])
     labels = [str(i) for i in range(10)]
     (SAMPLE / "labels.txt").write_text("\n".join(labels) + "\n")
     meta = {
@@ -65,6 +70,7 @@ def main() -> None:
         "preprocessing": {"scale": 1 / 16.0, "mean": [0.0], "std": [1.0], "channel_order": "gray"},
         "labels": labels,
         "test_split": {"file": "digits_test.npz", "samples": len(y_test), "random_state": 0},
+        "calibration_split": {"file": "digits_calibration.npz", "samples": 256, "from": "train"},
         "test_accuracy": round(accuracy, 4),
         "parameters": sum(p.numel() for p in model.parameters()),
         "trained_with": f"torch {torch.__version__}",

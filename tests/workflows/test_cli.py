@@ -22,7 +22,8 @@ def test_sample_inspect_convert_validate(sample_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["model"]["format"] == "exported_program"
-    assert info["model"]["parameters"] == 38_282
+    meta = json.loads((sample_dir / "sample.json").read_text())
+    assert info["model"]["parameters"] == meta["parameters"] == 71_754
     assert info["model"]["inputs"][0]["shape"][1:] == [1, 8, 8]
 
     out = tmp_path / "digits.onnx"
@@ -37,7 +38,7 @@ def test_sample_inspect_convert_validate(sample_dir, tmp_path):
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     logits = sess.run(None, {"x": data["x"]})[0]
     accuracy = float((logits.argmax(1) == data["y"]).mean())
-    expected = json.loads((sample_dir / "sample.json").read_text())["test_accuracy"]
+    expected = meta["test_accuracy"]
     assert abs(accuracy - expected) < 1e-3 and accuracy > 0.95
 
     r = cli(
