@@ -95,7 +95,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
     p.add_argument("--json", action="store_true")
     _add_load_options(p)
+
+    p = sub.add_parser(
+        "quantize", help="INT8 (static QDQ, dynamic) and FP16 variants with ONNX Runtime"
+    )
+    p.add_argument("model")
+    p.add_argument(
+        "-o", "--output", required=True, help="output folder for the variants and report.json"
+    )
+    p.add_argument(
+        "--mode",
+        action="append",
+        choices=["static", "dynamic", "fp16"],
+        help="variant to make (repeatable; default: static)",
+    )
+    p.add_argument(
+        "--calibration", help="calibration data: image folder, .npy or .npz (default: synthetic)"
+    )
+    p.add_argument("--calibration-samples", type=int, default=128)
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
+    p.add_argument("--activation-type", default="uint8", choices=["uint8", "int8"])
+    p.add_argument("--evaluation", help="evaluation data: labelled .npz (x, y) or class folders")
+    p.add_argument("--evaluation-samples", type=int)
+    p.add_argument("--labels", help="label names file, one per line")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="accuracy gate in points")
+    p.add_argument("--no-fallback", action="store_true", help="do not keep failing nodes in float")
+    _add_preprocess_options(p)
+    p.add_argument("--json", action="store_true")
+    _add_load_options(p)
     return parser
+
+
+def _add_preprocess_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("image preprocessing (image folders only)")
+    g.add_argument("--resize", metavar="HxW", help="resize images to this size, e.g. 224x224")
+    g.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
+    g.add_argument("--channels", default="RGB", choices=["RGB", "BGR", "L"])
+    g.add_argument("--scale", type=float, default=1 / 255, help="pixel scale (default 1/255)")
+    g.add_argument("--mean", default="0", help="per-channel mean, comma separated")
+    g.add_argument("--std", default="1", help="per-channel std, comma separated")
+
+
+def _preprocess(args: argparse.Namespace) -> dict[str, Any]:
+    from workflows.inputs import parse_shape
+
+    def floats(text: str) -> list[float]:
+        try:
+            return [float(v) for v in text.split(",")]
+        except ValueError as exc:
+            raise MissingInputError(f"{text!r} is not a comma-separated list of numbers") from exc
+
+    return {
+        "size": list(parse_shape(args.resize)) if args.resize else None,
+        "layout": args.layout,
+        "channels": args.channels,
+        "scale": args.scale,
+        "mean": floats(args.mean),
+        "std": floats(args.std),
+    }
 
 
 def _run_with_progress(step: str, options: Any, outputs: list[Path], quiet: bool) -> dict[str, Any]:
@@ -227,6 +285,65 @@ def _show_validate(console: Any, r: dict[str, Any]) -> None:
     console.print(f"{verdict} (atol {tol['atol']:g}, rtol {tol['rtol']:g})")
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def _show_quantize(console: Any, r: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    fp = r["float_model"]
+    console.print(
+        f"float model {fp['file']}: {_size(fp['size_bytes'])}, "
+        f"top-1 {_pct(fp['accuracy'].get('top1'))}"
+    )
+    console.print(
+        f"calibration: {escape(r['calibration']['source'])} ({r['calibration']['samples']} samples)"
+    )
+    console.print(
+        f"evaluation:  {escape(r['evaluation']['source'])} ({r['evaluation']['samples']} samples)"
+    )
+    table = Table(
+        "variant",
+        "file",
+        "size",
+        "smaller",
+        "top-1",
+        "top-1 agree",
+        "max abs err",
+        "gate",
+        "kept float",
+    )
+    for v in r["variants"]:
+        acc = v["accuracy"]
+        dev = acc.get("deviation", {})
+        g = acc["gate"]
+        verdict = "-" if g["passed"] is None else ("pass" if g["passed"] else "FAIL")
+        if g.get("drop_points") is not None:
+            verdict += f" ({g['drop_points']:+.2f} pt)"
+        table.add_row(
+            v["name"],
+            v["file"],
+            _size(v["size_bytes"]),
+            f"{v['size_ratio']:.2f}x",
+            _pct(acc.get("top1")),
+            _pct(dev.get("top1_agreement")),
+            _fmt(dev.get("max_abs_error")),
+            verdict,
+            str(len(v["excluded_nodes"])),
+        )
+    console.print(table)
+    for v in r["variants"]:
+        if v["excluded_nodes"]:
+            console.print(
+                f"{v['name']}: kept in float after fallback: {', '.join(v['excluded_nodes'])}"
+            )
+    if r.get("warning"):
+        console.print(f"[yellow]note:[/yellow] {r['warning']}")
+    console.print(f"wrote {r['output']}")
+
+
 def _command(args: argparse.Namespace) -> tuple[str, Any, list[Path], Callable[[Any, dict], None]]:
     if args.command == "inspect":
         options = {"model": to_dict(_load_options(args, args.model)), "include_graph": args.graph}
@@ -241,6 +358,25 @@ def _command(args: argparse.Namespace) -> tuple[str, Any, list[Path], Callable[[
             "simplify": not args.no_simplify,
         }
         return "convert", options, [out], _show_convert
+    if args.command == "quantize":
+        out = Path(args.output)
+        options = {
+            "model": to_dict(_load_options(args, args.model)),
+            "output": str(out),
+            "modes": args.mode or ["static"],
+            "calibration": args.calibration,
+            "calibration_samples": args.calibration_samples,
+            "method": args.method,
+            "per_channel": args.per_channel,
+            "activation_type": args.activation_type,
+            "evaluation": args.evaluation,
+            "evaluation_samples": args.evaluation_samples,
+            "labels": args.labels,
+            "max_accuracy_drop": args.max_accuracy_drop,
+            "fallback": not args.no_fallback,
+            "preprocess": _preprocess(args),
+        }
+        return "quantize", options, [out], _show_quantize
     try:
         sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     except ValueError as exc:

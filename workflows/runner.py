@@ -26,6 +26,7 @@ STEPS = {
     "inspect": "workflows.steps.inspect:run",
     "convert": "workflows.steps.convert:run",
     "validate": "workflows.steps.validate:run",
+    "quantize": "workflows.steps.quantize:run",
 }
 
 

@@ -139,3 +139,63 @@ def save_onnx(folder: Path) -> Path:
     path = folder / "tiny.onnx"
     onnx.save(model, str(path))
     return path
+
+
+def digits_split():
+    """scikit-learn's digits, flattened and scaled to 0..1: (x_train, y_train, x_test, y_test)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    return train_test_split(x, d.target.astype(np.int64), test_size=0.3, random_state=0)
+
+
+def save_outlier_mlp(folder: Path, outlier: float = 1e4) -> Path:
+    """A digits MLP (sklearn-trained) plus one hidden unit that is always `outlier` and feeds
+    nothing. Float accuracy is unchanged; per-tensor INT8 of that activation wipes out the rest."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from sklearn.neural_network import MLPClassifier
+
+    x_train, _, y_train, _ = digits_split()
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=400, random_state=0).fit(
+        x_train, y_train
+    )
+    w1, w2 = clf.coefs_
+    b1, b2 = clf.intercepts_
+    w1 = np.concatenate([w1, np.zeros((64, 1))], axis=1).astype(np.float32)
+    b1 = np.concatenate([b1, [outlier]]).astype(np.float32)
+    w2 = np.concatenate([w2, np.zeros((1, 10))], axis=0).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in [(w1, "w1"), (b1, "b1"), (w2, "w2"), (b2.astype(np.float32), "b2")]
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="hidden_gemm"),
+        helper.make_node("Relu", ["h"], ["hr"], name="hidden_relu"),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"], name="output_gemm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "outlier_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    path = folder / "outlier_mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def save_digit_images(folder: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """Digits ([N,1,8,8] in 0..1) as 8x8 grayscale PNGs in one subfolder per class."""
+    from PIL import Image
+
+    for i, (img, label) in enumerate(zip(x, y, strict=True)):
+        cls = folder / str(int(label))
+        cls.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(img[0] * 255).astype(np.uint8), mode="L").save(
+            cls / f"{i:04d}.png"
+        )
+    return folder

@@ -109,3 +109,36 @@ def test_convert_failure_leaves_no_file_and_keeps_the_old_one(tmp_path, sample_d
     assert "--input-shape" in r.stderr
     assert out.read_bytes() == b"a good earlier model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lin.pt", "model.onnx"]
+
+
+def test_quantize_cli(sample_dir, tmp_path):
+    r = cli(
+        "quantize",
+        str(sample_dir / "digits_cnn.pt2"),
+        "-o",
+        str(tmp_path / "q"),
+        "--calibration",
+        str(sample_dir / "digits_calibration.npz"),
+        "--evaluation",
+        str(sample_dir / "digits_test.npz"),
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    (static,) = report["variants"]
+    assert static["size_ratio"] >= 3.5
+    assert report["float_model"]["accuracy"]["top1"] - static["accuracy"]["top1"] <= 0.01
+    assert (tmp_path / "q" / "digits_cnn.int8-static.onnx").is_file()
+
+    (tmp_path / "no_images").mkdir()
+    r = cli(
+        "quantize",
+        str(sample_dir / "digits_cnn.pt2"),
+        "-o",
+        str(tmp_path / "q2"),
+        "--calibration",
+        str(tmp_path / "no_images"),
+    )
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1 and "no images found" in r.stderr
+    assert not (tmp_path / "q2").exists()

@@ -1,0 +1,192 @@
+"""Quantize: the sample's static INT8 keeps accuracy and shrinks; fallback rescues a broken model;
+bad data gets specific errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.workflows import model_factory as mf
+from workflows.data import DataError, Preprocess, load_dataset
+from workflows.formats import load_model
+from workflows.steps.quantize import QuantizeOptions, quantize_model
+
+
+@pytest.fixture(scope="module")
+def sample_onnx(tmp_path_factory, sample_dir):
+    from workflows.steps.convert import convert_model
+
+    out = tmp_path_factory.mktemp("sample") / "digits_cnn.onnx"
+    convert_model(load_model(sample_dir / "digits_cnn.pt2"), out)
+    return out
+
+
+def _opts(sample_dir, model, out, **kw):
+    base = dict(
+        model={"path": str(model)},
+        output=str(out),
+        calibration=str(sample_dir / "digits_calibration.npz"),
+        evaluation=str(sample_dir / "digits_test.npz"),
+        labels=str(sample_dir / "labels.txt"),
+    )
+    return QuantizeOptions(**{**base, **kw})
+
+
+def test_sample_static_int8_keeps_accuracy_and_shrinks(sample_dir, sample_onnx, tmp_path):
+    opts = _opts(sample_dir, sample_onnx, tmp_path / "q", modes=["static", "dynamic", "fp16"])
+    report = quantize_model(load_model(sample_onnx), opts)
+    fp32 = report["float_model"]["accuracy"]["top1"]
+    assert fp32 > 0.97
+    static, dynamic, fp16 = report["variants"]
+    assert static["name"] == "int8-static"
+    assert abs(fp32 - static["accuracy"]["top1"]) * 100 <= 1.0
+    assert static["size_ratio"] >= 3.5, static["size_ratio"]
+    assert static["accuracy"]["gate"]["passed"] is True
+    assert dynamic["size_ratio"] >= 3.5
+    assert 1.9 <= fp16["size_ratio"] <= 2.1
+    assert fp16["accuracy"]["deviation"]["max_abs_error"] < 0.05
+    # The static variant really is QDQ INT8 and keeps float32 I/O.
+    proto = onnx.load(str(tmp_path / "q" / static["file"]))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    saved = json.loads((tmp_path / "q" / "report.json").read_text())
+    assert saved["variants"][0]["size_bytes"] == static["size_bytes"]
+    assert not saved["calibration"]["synthetic"] and saved["evaluation"]["labelled"]
+
+
+def test_fallback_rescues_an_outlier_model(tmp_path):
+    model_path = mf.save_outlier_mlp(tmp_path)
+    _, x_test, _, y_test = mf.digits_split()
+    x_train = mf.digits_split()[0]
+    np.savez(tmp_path / "calib.npz", x=x_train[:128])
+    np.savez(tmp_path / "test.npz", x=x_test, y=y_test)
+    common = dict(
+        model={"path": str(model_path)},
+        calibration=str(tmp_path / "calib.npz"),
+        evaluation=str(tmp_path / "test.npz"),
+    )
+
+    naive = quantize_model(
+        load_model(model_path),
+        QuantizeOptions(**common, output=str(tmp_path / "naive"), fallback=False),
+    )
+    fp32 = naive["float_model"]["accuracy"]["top1"]
+    broken = naive["variants"][0]["accuracy"]
+    assert fp32 > 0.95
+    assert broken["top1"] < 0.5, "the outlier should break naive INT8"
+    assert broken["gate"]["passed"] is False
+
+    rescued = quantize_model(
+        load_model(model_path), QuantizeOptions(**common, output=str(tmp_path / "rescued"))
+    )
+    v = rescued["variants"][0]
+    assert v["accuracy"]["gate"]["passed"] is True
+    assert (fp32 - v["accuracy"]["top1"]) * 100 <= 1.0
+    assert "hidden_gemm" in v["excluded_nodes"] or "hidden_relu" in v["excluded_nodes"]
+    assert v["fallback"]["rounds"][-1]["gate"]["passed"] is True
+    worst = v["fallback"]["culprits"][0]
+    assert worst["tensor"] in ("h", "hr") and worst["kind"] == "activation"
+
+
+def test_image_folder_with_preprocessing_matches_arrays(sample_dir, sample_onnx, tmp_path):
+    test = np.load(sample_dir / "digits_test.npz")
+    folder = mf.save_digit_images(tmp_path / "images", test["x"][:200], test["y"][:200])
+    model = load_model(sample_onnx)
+    recipe = Preprocess(channels="L", scale=1 / 255)
+    data = load_dataset(folder, model.inputs, recipe)
+    assert data.x["x"].shape == (200, 1, 8, 8)
+    assert sorted(set(data.y.tolist())) == list(range(10))
+    assert data.label_names == [str(i) for i in range(10)]
+    # PNG rounding to 8 bits only: pixels match the arrays to 1/510.
+    by_name = sorted(folder.rglob("*.png"))
+    first = int(by_name[0].stem)
+    assert np.abs(data.x["x"][0] - test["x"][first]).max() <= 1 / 510 + 1e-6
+
+
+def test_synthetic_data_is_flagged(sample_onnx, tmp_path):
+    report = quantize_model(
+        load_model(sample_onnx),
+        QuantizeOptions(model={"path": str(sample_onnx)}, output=str(tmp_path / "q")),
+    )
+    assert report["calibration"]["synthetic"] and report["evaluation"]["synthetic"]
+    assert "synthetic" in report["warning"]
+    assert report["variants"][0]["accuracy"]["gate"]["metric"] == "top1_agreement"
+
+
+def test_empty_calibration_folder(sample_onnx, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        quantize_model(
+            load_model(sample_onnx),
+            QuantizeOptions(
+                model={"path": str(sample_onnx)},
+                output=str(tmp_path / "q"),
+                calibration=str(tmp_path / "empty"),
+            ),
+        )
+    assert not (tmp_path / "q").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"], "partial output left behind"
+
+
+def test_mixed_image_sizes_without_resize(sample_onnx, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("L", (8, 8)).save(folder / "a.png")
+    Image.new("L", (16, 12)).save(folder / "b.png")
+    with pytest.raises(
+        DataError, match=r"different sizes.*a\.png is 8x8.*b\.png is 16x12.*--resize"
+    ):
+        load_dataset(folder, load_model(sample_onnx).inputs, Preprocess(channels="L"))
+    resized = load_dataset(
+        folder, load_model(sample_onnx).inputs, Preprocess(channels="L", size=[8, 8])
+    )
+    assert resized.x["x"].shape == (2, 1, 8, 8)
+
+
+def test_labels_that_do_not_match_the_output_width(sample_onnx, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nbird\n")
+    np.savez(tmp_path / "eval.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    with pytest.raises(DataError, match="3 classes but the model outputs 10 scores"):
+        quantize_model(
+            load_model(sample_onnx),
+            QuantizeOptions(
+                model={"path": str(sample_onnx)},
+                output=str(tmp_path / "q"),
+                evaluation=str(tmp_path / "eval.npz"),
+                labels=str(labels),
+            ),
+        )
+
+
+def test_non_float_model_asked_for_fp16(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"])],
+        "ints",
+        [
+            helper.make_tensor_value_info("a", TensorProto.INT64, ["batch", 3]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["batch", 3]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.INT64, ["batch", 3])],
+    )
+    path = tmp_path / "ints.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(DataError, match="no float32 weights or inputs"):
+        quantize_model(
+            load_model(path),
+            QuantizeOptions(model={"path": str(path)}, output=str(tmp_path / "q"), modes=["fp16"]),
+        )
+
+
+def test_data_shape_mismatch_is_explained(sample_onnx, tmp_path):
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 3, 8, 8), np.float32))
+    with pytest.raises(DataError, match="samples are 3x8x8 but input 'x' expects 1x8x8"):
+        load_dataset(tmp_path / "wrong.npy", load_model(sample_onnx).inputs)

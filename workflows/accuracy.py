@@ -1,0 +1,63 @@
+"""Accuracy of a model on a dataset: top-1/top-5 with labels, otherwise deviation from a reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from workflows.data import DataError, Dataset
+from workflows.metrics import compare, looks_like_class_scores
+
+RunFn = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+def predict(run: RunFn, data: Dataset, batch_size: int = 64) -> list[np.ndarray]:
+    """Every output of `run` over the whole dataset, concatenated along the batch."""
+    chunks: list[list[np.ndarray]] = []
+    for feeds in data.batches(batch_size):
+        chunks.append(run(feeds))
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def topk_accuracy(
+    scores: np.ndarray, labels: np.ndarray, label_names: list[str] | None = None, source: str = ""
+) -> dict[str, float]:
+    """Top-1 and top-5 accuracy (as fractions) of class scores [N, classes] against labels [N]."""
+    if not looks_like_class_scores(scores):
+        raise DataError(
+            f"{source}: labels were given but the model's first output is {scores.shape}, not "
+            "[batch, classes] scores"
+        )
+    classes = scores.shape[1]
+    n_labels = len(label_names) if label_names else int(labels.max()) + 1
+    if n_labels != classes or labels.max() >= classes:
+        raise DataError(
+            f"{source}: the labels name {n_labels} classes but the model outputs {classes} scores; "
+            "check the label file or the class folders"
+        )
+    order = np.argsort(-scores, axis=1)
+    k = min(5, classes)
+    return {
+        "top1": float(np.mean(order[:, 0] == labels)),
+        f"top{k}": float(np.mean((order[:, :k] == labels[:, None]).any(axis=1))),
+    }
+
+
+def evaluate(
+    run: RunFn, data: Dataset, reference: list[np.ndarray] | None = None
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Accuracy figures for one model (top-k when labelled, deviation from `reference` when given)
+    and its outputs."""
+    outputs = predict(run, data)
+    result: dict[str, Any] = {
+        "samples": len(data),
+        "synthetic": data.synthetic,
+        "source": data.source,
+    }
+    if data.y is not None:
+        result.update(topk_accuracy(outputs[0], data.y, data.label_names, data.source))
+    if reference is not None:
+        result["deviation"] = compare(reference[0], outputs[0])
+    return result, outputs

@@ -1,0 +1,210 @@
+"""Datasets for calibration, accuracy and test inference: image folders with a preprocessing
+recipe, .npy/.npz arrays, or inputs synthesised from the model's input spec (marked synthetic)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workflows.errors import DockyardError
+from workflows.inputs import synthesize
+from workflows.model import TensorSpec
+from workflows.options import option
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+class DataError(DockyardError):
+    """Calibration or evaluation data that cannot be used as given."""
+
+
+@dataclass
+class Preprocess:
+    """How images become model input. Saved with the workflow so every run feeds the same numbers."""
+
+    size: list[int] | None = option(None, "Resize to [height, width]; none keeps the image size")
+    layout: str = option("NCHW", "Tensor layout: NCHW (PyTorch, ONNX) or NHWC (TensorFlow)")
+    channels: str = option("RGB", "Channel order: RGB, BGR or L (grayscale)")
+    scale: float = option(1 / 255, "Multiply pixel values (0..255) by this first")
+    mean: list[float] = option([0.0], "Then subtract this per-channel mean")
+    std: list[float] = option([1.0], "Then divide by this per-channel std")
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """[N, H, W, C] uint8 pixels -> float32 model input in this recipe's layout."""
+        x = pixels.astype(np.float32) * np.float32(self.scale)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.layout.upper() == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
+@dataclass
+class Dataset:
+    """Feeds for every model input (N samples each), optional labels and where they came from."""
+
+    x: dict[str, np.ndarray]
+    y: np.ndarray | None
+    label_names: list[str] | None
+    source: str
+    synthetic: bool
+
+    def __len__(self) -> int:
+        return len(next(iter(self.x.values())))
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Feeds in batches of `batch_size` (the last may be smaller)."""
+        for start in range(0, len(self), batch_size):
+            yield {k: v[start : start + batch_size] for k, v in self.x.items()}
+
+    def take(self, n: int | None) -> Dataset:
+        """The first `n` samples (all when n is None)."""
+        if n is None or n >= len(self):
+            return self
+        y = None if self.y is None else self.y[:n]
+        return Dataset(
+            {k: v[:n] for k, v in self.x.items()}, y, self.label_names, self.source, self.synthetic
+        )
+
+
+def _image_files(folder: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes:
+        files, labels = [], []
+        for index, cls in enumerate(classes):
+            for f in sorted(cls.rglob("*")):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(f)
+                    labels.append(index)
+        return files, labels, [c.name for c in classes]
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    return files, None, None
+
+
+def load_images(
+    folder: Path, preprocess: Preprocess
+) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """Decode and preprocess every image below `folder` (folder-per-class gives labels)."""
+    from PIL import Image
+
+    files, labels, names = _image_files(folder)
+    if not files:
+        raise DataError(
+            f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, directly or in one "
+            "subfolder per class); choose a folder with images or a .npz file"
+        )
+    mode = {"RGB": "RGB", "BGR": "RGB", "L": "L", "GRAY": "L"}.get(preprocess.channels.upper())
+    if mode is None:
+        raise DataError(f"unknown channel order {preprocess.channels!r}; use RGB, BGR or L")
+    pixels, sizes = [], {}
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img = img.convert(mode)
+                if preprocess.size:
+                    img = img.resize(
+                        (preprocess.size[1], preprocess.size[0]), Image.Resampling.BILINEAR
+                    )
+                arr = np.asarray(img)
+        except OSError as exc:
+            raise DataError(f"{f}: not a readable image ({exc})") from exc
+        sizes.setdefault(arr.shape[:2], f)
+        if len(sizes) > 1:
+            (s1, f1), (s2, f2) = list(sizes.items())[:2]
+            raise DataError(
+                f"{folder}: images have different sizes ({f1.name} is {s1[1]}x{s1[0]}, {f2.name} is "
+                f"{s2[1]}x{s2[0]}) and no resize is set; set one (e.g. --resize 224x224)"
+            )
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if preprocess.channels.upper() == "BGR":
+            arr = arr[:, :, ::-1]
+        pixels.append(arr)
+    x = preprocess.apply(np.stack(pixels))
+    return x, (np.asarray(labels, np.int64) if labels is not None else None), names
+
+
+def _check_shape(x: np.ndarray, spec: TensorSpec, source: str) -> None:
+    if spec.shape is None:
+        return
+    expected = spec.shape[1:]
+    if len(expected) != x.ndim - 1 or any(
+        isinstance(e, int) and e != a for e, a in zip(expected, x.shape[1:], strict=False)
+    ):
+        dims = "x".join("?" if not isinstance(d, int) else str(d) for d in expected)
+        raise DataError(
+            f"{source}: samples are {'x'.join(map(str, x.shape[1:]))} but input {spec.name!r} expects "
+            f"{dims}; check the resize, layout and channel settings"
+        )
+
+
+def load_dataset(
+    source: str | Path | None,
+    specs: Sequence[TensorSpec],
+    preprocess: Preprocess | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    synthetic_count: int = 64,
+    label_names: list[str] | None = None,
+) -> Dataset:
+    """Load data for a model whose inputs are `specs` (None: synthesise `synthetic_count` samples)."""
+    if source is None or source == "":
+        feeds = synthesize(specs, batch=synthetic_count, seed=seed)
+        return Dataset(feeds, None, label_names, f"synthetic (normal(0,1), seed {seed})", True)
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    y, names = None, label_names
+    if path.is_dir():
+        if len(specs) != 1:
+            raise DataError(
+                f"{path}: image folders feed single-input models; this one has {len(specs)}"
+            )
+        x, y, folder_names = load_images(path, preprocess or Preprocess())
+        feeds = {specs[0].name: x}
+        names = folder_names or names
+    elif path.suffix == ".npy":
+        if len(specs) != 1:
+            raise DataError(f"{path}: a .npy holds one array; the model has {len(specs)} inputs")
+        feeds = {specs[0].name: np.load(path, allow_pickle=False)}
+    elif path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            arrays = dict(data)
+        wanted = [s.name for s in specs]
+        if all(n in arrays for n in wanted):
+            feeds = {n: arrays[n] for n in wanted}
+        elif len(specs) == 1 and "x" in arrays:
+            feeds = {wanted[0]: arrays["x"]}
+        else:
+            raise DataError(
+                f"{path}: arrays {sorted(arrays)} do not name the model's inputs {wanted}"
+            )
+        y = arrays.get("y")
+        if "labels" in arrays:
+            names = [str(n) for n in arrays["labels"]]
+    else:
+        raise DataError(f"{path}: data must be an image folder, a .npy or a .npz file")
+    for spec in specs:
+        arr = feeds[spec.name]
+        if spec.dtype not in ("unknown", arr.dtype.name):
+            feeds[spec.name] = arr.astype(spec.dtype)
+        _check_shape(feeds[spec.name], spec, str(path))
+    counts = {len(v) for v in feeds.values()} | ({len(y)} if y is not None else set())
+    if len(counts) != 1:
+        raise DataError(f"{path}: inputs and labels have different sample counts {sorted(counts)}")
+    if not next(iter(counts)):
+        raise DataError(f"{path}: holds no samples")
+    dataset = Dataset(
+        feeds, None if y is None else np.asarray(y).astype(np.int64), names, str(path), False
+    )
+    return dataset.take(limit)
+
+
+def read_labels(path: Path | None) -> list[str] | None:
+    """Label names from a text file, one per line (None when no file is given)."""
+    if path is None:
+        return None
+    lines = [ln.strip() for ln in Path(path).read_text().splitlines()]
+    return [ln for ln in lines if ln]

@@ -1,0 +1,164 @@
+"""ONNX Runtime's own quantization tooling: pre-processing, dynamic INT8, static INT8 (QDQ), FP16.
+
+Nothing here re-implements quantization; it chooses ORT's options and names failures clearly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workflows.data import DataError, Dataset
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+QUANT_TYPES = ("int8", "uint8")
+
+
+def _quiet() -> contextlib.AbstractContextManager:
+    # ORT's quantizer logs a line per tensor at INFO; keep our output readable.
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def preprocess(src: Path, dst: Path) -> str:
+    """quant_pre_process (shape inference + graph optimisation); falls back to a plain copy."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        with _quiet():
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        return "ok"
+    except Exception as exc:  # symbolic shape inference fails on some exotic graphs: skip it
+        try:
+            with _quiet():
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+            return f"ok without symbolic shape inference ({type(exc).__name__})"
+        except Exception as exc2:
+            dst.write_bytes(src.read_bytes())
+            return f"skipped: {exc2}"
+
+
+class DatasetReader:
+    """ORT CalibrationDataReader over a Dataset (re-iterable via rewind)."""
+
+    def __init__(self, data: Dataset, batch_size: int = 16) -> None:
+        self.data = data
+        self.batch_size = batch_size
+        self._it: Iterator[dict[str, np.ndarray]] = iter(())
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.data.batches(self.batch_size))
+
+    def __iter__(self):
+        self.rewind()
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+def _qtype(name: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    if name not in QUANT_TYPES:
+        raise DataError(f"unknown quantization type {name!r}; use one of {', '.join(QUANT_TYPES)}")
+    return QuantType.QInt8 if name == "int8" else QuantType.QUInt8
+
+
+def quantize_static_qdq(
+    src: Path,
+    dst: Path,
+    calibration: Dataset,
+    method: str = "minmax",
+    per_channel: bool = False,
+    activation_type: str = "uint8",
+    weight_type: str = "int8",
+    nodes_to_exclude: Sequence[str] = (),
+    percentile: float = 99.999,
+) -> None:
+    """Static INT8 in QDQ format with calibration on `calibration` (QOperator is 10-40x slower here)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise DataError(
+            f"unknown calibration method {method!r}; use {', '.join(CALIBRATION_METHODS)}"
+        )
+    calib_method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    extra = {"CalibPercentile": percentile} if method == "percentile" else {}
+    with _quiet():
+        quantize_static(
+            str(src),
+            str(dst),
+            DatasetReader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=_qtype(activation_type),
+            weight_type=_qtype(weight_type),
+            nodes_to_exclude=list(nodes_to_exclude) or None,
+            calibrate_method=calib_method,
+            extra_options=extra,
+        )
+
+
+def quantize_dynamic_int8(
+    src: Path,
+    dst: Path,
+    per_channel: bool = False,
+    weight_type: str = "int8",
+    nodes_to_exclude: Sequence[str] = (),
+) -> None:
+    """Dynamic INT8: weights quantized ahead, activations at run time (no calibration data)."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    with _quiet():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            per_channel=per_channel,
+            weight_type=_qtype(weight_type),
+            nodes_to_exclude=list(nodes_to_exclude) or None,
+        )
+
+
+def float_tensor_count(proto: Any) -> int:
+    """float32 initializers plus float32 graph inputs."""
+    from onnx import TensorProto
+
+    n = sum(1 for t in proto.graph.initializer if t.data_type == TensorProto.FLOAT)
+    return n + sum(
+        1 for i in proto.graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT
+    )
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """FP16 weights and compute, float32 inputs and outputs (onnxconverter-common)."""
+    import onnx
+    from onnxconverter_common import float16
+
+    proto = onnx.load(str(src))
+    if not float_tensor_count(proto):
+        raise DataError(
+            f"{src}: the model has no float32 weights or inputs (already quantized or integer-only), "
+            "so there is nothing to convert to FP16"
+        )
+    with _quiet():
+        half = float16.convert_float_to_float16(proto, keep_io_types=True)
+    onnx.save(half, str(dst))

@@ -1,0 +1,280 @@
+"""Quantize an ONNX model (static INT8 QDQ, dynamic INT8, FP16) with ONNX Runtime's tooling,
+measure each variant's accuracy against the float model, and fall back to float where INT8 breaks
+the accuracy gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workflows import quantizers
+from workflows.accuracy import evaluate
+from workflows.atomic import atomic_dir, scratch_dir
+from workflows.data import DataError, Dataset, Preprocess, load_dataset, read_labels
+from workflows.formats import onnx_format
+from workflows.jsonable import jsonable
+from workflows.model import Model
+from workflows.options import LoadOptions, from_dict, option, to_dict
+from workflows.progress import Progress, null_progress
+
+MODES = ("static", "dynamic", "fp16")
+VARIANT_NAMES = {"static": "int8-static", "dynamic": "int8-dynamic", "fp16": "fp16"}
+
+
+@dataclass
+class QuantizeOptions:
+    """Options of the quantize step."""
+
+    model: LoadOptions = option(None, "The model to quantize (converted to ONNX first if needed)")
+    output: str = option("", "Folder for the variants and report.json")
+    modes: list[str] = option(["static"], "Variants: static (INT8 QDQ), dynamic (INT8), fp16")
+    calibration: str | None = option(None, "Calibration data: image folder, .npy or .npz")
+    calibration_samples: int = option(128, "Calibration samples to use")
+    method: str = option("minmax", "Calibration: minmax, entropy or percentile")
+    per_channel: bool = option(False, "Per-channel weight scales (more accurate, a little slower)")
+    activation_type: str = option("uint8", "Activation type: uint8 (x86 fast path) or int8")
+    weight_type: str = option("int8", "Weight type: int8 or uint8")
+    evaluation: str | None = option(None, "Evaluation data (labelled .npz or class folders)")
+    evaluation_samples: int | None = option(None, "Evaluation samples to use (all if empty)")
+    labels: str | None = option(None, "Label names file, one per line")
+    preprocess: Preprocess = option(None, "How images become input tensors")
+    max_accuracy_drop: float = option(1.0, "Accuracy gate: largest allowed top-1 drop, in points")
+    fallback: bool = option(True, "When the gate fails, keep the worst nodes in float and retry")
+    max_fallback_rounds: int = option(6, "Fallback rounds at most")
+    seed: int = option(0, "Seed for synthetic data")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = from_dict(LoadOptions, self.model)
+        if self.preprocess is None:
+            self.preprocess = Preprocess()
+        elif isinstance(self.preprocess, dict):
+            self.preprocess = from_dict(Preprocess, self.preprocess)
+        unknown = sorted(set(self.modes) - set(MODES))
+        if unknown or not self.modes:
+            raise DataError(f"quantize: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
+
+
+def gate(baseline: dict[str, Any], figures: dict[str, Any], max_drop: float) -> dict[str, Any]:
+    """Pass/fail of a variant: top-1 drop against labels, else top-1 agreement with the original."""
+    if "top1" in figures and "top1" in baseline:
+        drop = 100 * (baseline["top1"] - figures["top1"])
+        return {"metric": "top1", "drop_points": round(drop, 3), "passed": drop <= max_drop}
+    agreement = figures.get("deviation", {}).get("top1_agreement")
+    if agreement is not None:
+        drop = 100 * (1 - agreement)
+        return {
+            "metric": "top1_agreement",
+            "drop_points": round(drop, 3),
+            "passed": drop <= max_drop,
+        }
+    return {
+        "metric": None,
+        "passed": None,
+        "note": "outputs are not class scores; judge by the deviation figures",
+    }
+
+
+class _Quantizer:
+    """Holds what every variant shares: the float model, the data, the baseline figures."""
+
+    def __init__(
+        self,
+        opts: QuantizeOptions,
+        float_path: Path,
+        pre_path: Path,
+        model: Model,
+        calib: Dataset,
+        evaluation: Dataset,
+        work: Path,
+    ) -> None:
+        self.opts, self.float_path, self.pre_path = opts, float_path, pre_path
+        self.model, self.calib, self.evaluation, self.work = model, calib, evaluation, work
+        self.baseline, self.reference = evaluate(onnx_format.session(model), evaluation)
+
+    def make(self, mode: str, dst: Path, exclude: list[str]) -> None:
+        o = self.opts
+        if mode == "static":
+            quantizers.quantize_static_qdq(
+                self.pre_path,
+                dst,
+                self.calib,
+                o.method,
+                o.per_channel,
+                o.activation_type,
+                o.weight_type,
+                exclude,
+            )
+        elif mode == "dynamic":
+            quantizers.quantize_dynamic_int8(
+                self.pre_path, dst, o.per_channel, o.weight_type, exclude
+            )
+        else:
+            quantizers.convert_fp16(self.float_path, dst)
+
+    def measure(self, path: Path) -> dict[str, Any]:
+        variant = onnx_format.load(path)
+        figures, _ = evaluate(onnx_format.session(variant), self.evaluation, self.reference)
+        figures["gate"] = gate(self.baseline, figures, self.opts.max_accuracy_drop)
+        return figures
+
+    def variant(self, mode: str, dst: Path, progress: Progress) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.make(mode, dst, [])
+        figures = self.measure(dst)
+        rounds: list[dict[str, Any]] = []
+        excluded: list[str] = []
+        culprits_used: list[dict[str, Any]] = []
+        if figures["gate"]["passed"] is False and self.opts.fallback and mode == "static":
+            progress.update(0.5, "Accuracy gate failed: locating the worst-quantized tensors")
+            from workflows.quant_fallback import rank_culprits
+
+            culprits = rank_culprits(self.pre_path, dst, self.calib.take(32), self.work / mode)
+            take = 1
+            for r in range(self.opts.max_fallback_rounds):
+                fresh = [c for c in culprits if not set(c.nodes) <= set(excluded)][:take]
+                if not fresh:
+                    break
+                for c in fresh:
+                    excluded += [n for n in c.nodes if n not in excluded]
+                    culprits_used.append(
+                        {
+                            "tensor": c.tensor,
+                            "kind": c.kind,
+                            "sqnr_db": round(c.sqnr_db, 2),
+                            "nodes": c.nodes,
+                        }
+                    )
+                progress.update(
+                    0.5 + 0.4 * (r + 1) / self.opts.max_fallback_rounds,
+                    f"Fallback round {r + 1}: {len(excluded)} node(s) kept in float",
+                )
+                self.make(mode, dst, excluded)
+                figures = self.measure(dst)
+                rounds.append(
+                    {
+                        "round": r + 1,
+                        "excluded_nodes": list(excluded),
+                        **{k: figures[k] for k in ("top1", "gate") if k in figures},
+                    }
+                )
+                if figures["gate"]["passed"]:
+                    break
+                take *= 2
+        return {
+            "mode": mode,
+            "name": VARIANT_NAMES[mode],
+            "file": dst.name,
+            "size_bytes": onnx_format.onnx_size(dst),
+            "seconds": round(time.perf_counter() - started, 2),
+            "accuracy": figures,
+            "excluded_nodes": excluded,
+            "fallback": {"rounds": rounds, "culprits": culprits_used} if rounds else None,
+            "options": {
+                k: getattr(self.opts, k)
+                for k in ("method", "per_channel", "activation_type", "weight_type")
+            }
+            if mode != "fp16"
+            else {},
+        }
+
+
+def quantize_model(
+    model: Model, opts: QuantizeOptions, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Write every requested variant of `model` (+ the float baseline and report.json) to opts.output."""
+    progress = progress or null_progress()
+    output = Path(opts.output)
+    labels = read_labels(Path(opts.labels)) if opts.labels else None
+    with atomic_dir(output) as out, scratch_dir(output) as work:
+        float_path = out / f"{model.name}.fp32.onnx"
+        if model.format == "onnx":
+            shutil.copyfile(model.path, float_path)
+            for data_file in model.path.parent.glob(model.path.name + ".data*"):
+                shutil.copyfile(data_file, out / data_file.name)
+        else:
+            from workflows.steps.convert import convert_model
+
+            progress.update(0.02, f"Converting {model.format} to ONNX first")
+            convert_model(model, float_path, progress=progress.scaled(0.02, 0.15))
+        float_model = onnx_format.load(float_path)
+        specs = float_model.inputs
+        progress.update(0.16, "Loading calibration and evaluation data")
+        calib = load_dataset(
+            opts.calibration,
+            specs,
+            opts.preprocess,
+            opts.calibration_samples,
+            opts.seed,
+            synthetic_count=opts.calibration_samples,
+            label_names=labels,
+        )
+        evaluation = load_dataset(
+            opts.evaluation,
+            specs,
+            opts.preprocess,
+            opts.evaluation_samples,
+            opts.seed + 1,
+            label_names=labels,
+        )
+        pre_path = work / "preprocessed.onnx"
+        pre_status = quantizers.preprocess(float_path, pre_path)
+        progress.update(0.2, "Measuring the float model")
+        q = _Quantizer(opts, float_path, pre_path, float_model, calib, evaluation, work)
+        fp32_size = onnx_format.onnx_size(float_path)
+        variants = []
+        for i, mode in enumerate(opts.modes):
+            span = progress.scaled(
+                0.2 + 0.75 * i / len(opts.modes), 0.2 + 0.75 * (i + 1) / len(opts.modes)
+            )
+            span.update(0.0, f"Quantizing: {VARIANT_NAMES[mode]}")
+            v = q.variant(mode, out / f"{model.name}.{VARIANT_NAMES[mode]}.onnx", span)
+            v["size_ratio"] = round(fp32_size / v["size_bytes"], 3)
+            variants.append(v)
+        report = jsonable(
+            {
+                "step": "quantize",
+                "source": model.summary(),
+                "float_model": {
+                    "file": float_path.name,
+                    "size_bytes": fp32_size,
+                    "accuracy": q.baseline,
+                },
+                "preprocessing": pre_status,
+                "calibration": {
+                    "source": calib.source,
+                    "samples": len(calib),
+                    "synthetic": calib.synthetic,
+                },
+                "evaluation": {
+                    "source": evaluation.source,
+                    "samples": len(evaluation),
+                    "synthetic": evaluation.synthetic,
+                    "labelled": evaluation.y is not None,
+                },
+                "options": to_dict(opts),
+                "variants": variants,
+            }
+        )
+        if evaluation.synthetic:
+            report["warning"] = (
+                "accuracy figures use synthetic inputs (no evaluation data was "
+                "given): they show agreement with the float model, not task accuracy"
+            )
+        (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    progress.update(1.0, f"Wrote {len(variants)} variant(s) to {output}")
+    report["output"] = str(output)
+    return report
+
+
+def run(options: QuantizeOptions | dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Runner entry point: load the model the options name, then quantize it."""
+    opts = from_dict(QuantizeOptions, options)
+    if not opts.output:
+        raise DataError("quantize: give an output folder (-o DIR)")
+    progress.update(0.01, f"Loading {opts.model.path}")
+    return quantize_model(opts.model.load(), opts, progress)
