@@ -27,6 +27,7 @@ STEPS = {
     "convert": "workflows.steps.convert:run",
     "validate": "workflows.steps.validate:run",
     "quantize": "workflows.steps.quantize:run",
+    "benchmark": "workflows.steps.benchmark:run",
 }
 
 
@@ -48,9 +49,15 @@ def resolve(step: str) -> Callable[[Any, Progress], dict[str, Any]]:
     return getattr(importlib.import_module(module_name), func)
 
 
+NESTED_ENV = "DOCKYARD_RUNNER_CHILD"
+
+
 def _child_main(step: str, options: Any, conn: Any) -> None:
-    if hasattr(os, "setsid"):
-        os.setsid()  # own process group: a cancel also kills whatever the step spawned
+    if hasattr(os, "setsid") and not os.environ.get(NESTED_ENV):
+        # Own process group: a cancel kills whatever the step spawned, including nested steps
+        # (which stay in this group so that one kill reaches them all).
+        os.setsid()
+    os.environ[NESTED_ENV] = "1"
     os.dup2(2, 1)  # libraries that print must not pollute the parent's stdout (it may carry JSON)
     last = [0.0]
 

@@ -152,29 +152,29 @@ def digits_split():
 
 
 def save_outlier_mlp(folder: Path, outlier: float = 1e4) -> Path:
-    """A digits MLP (sklearn-trained) plus one hidden unit that is always `outlier` and feeds
-    nothing. Float accuracy is unchanged; per-tensor INT8 of that activation wipes out the rest."""
+    """A digits MLP (sklearn-trained, two hidden layers) whose second hidden layer has one extra
+    unit that is always `outlier` and feeds nothing. Float accuracy is unchanged; per-tensor INT8 of
+    that activation wipes out its other 32 channels."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     from sklearn.neural_network import MLPClassifier
 
     x_train, _, y_train, _ = digits_split()
-    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=400, random_state=0).fit(
-        x_train, y_train
-    )
-    w1, w2 = clf.coefs_
-    b1, b2 = clf.intercepts_
-    w1 = np.concatenate([w1, np.zeros((64, 1))], axis=1).astype(np.float32)
-    b1 = np.concatenate([b1, [outlier]]).astype(np.float32)
-    w2 = np.concatenate([w2, np.zeros((1, 10))], axis=0).astype(np.float32)
-    inits = [
-        numpy_helper.from_array(a, n)
-        for a, n in [(w1, "w1"), (b1, "b1"), (w2, "w2"), (b2.astype(np.float32), "b2")]
-    ]
+    clf = MLPClassifier(hidden_layer_sizes=(32, 32), max_iter=600, random_state=0)
+    clf.fit(x_train, y_train)
+    w1, w2, w3 = clf.coefs_
+    b1, b2, b3 = clf.intercepts_
+    w2 = np.concatenate([w2, np.zeros((32, 1))], axis=1)
+    b2 = np.concatenate([b2, [outlier]])
+    w3 = np.concatenate([w3, np.zeros((1, 10))], axis=0)
+    arrays = {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "w3": w3, "b3": b3}
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
     nodes = [
-        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="hidden_gemm"),
-        helper.make_node("Relu", ["h"], ["hr"], name="hidden_relu"),
-        helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"], name="output_gemm"),
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"], name="hidden1_gemm"),
+        helper.make_node("Relu", ["h1"], ["h1r"], name="hidden1_relu"),
+        helper.make_node("Gemm", ["h1r", "w2", "b2"], ["h2"], name="hidden2_gemm"),
+        helper.make_node("Relu", ["h2"], ["h2r"], name="hidden2_relu"),
+        helper.make_node("Gemm", ["h2r", "w3", "b3"], ["logits"], name="output_gemm"),
     ]
     graph = helper.make_graph(
         nodes,

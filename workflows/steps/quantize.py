@@ -165,6 +165,11 @@ class _Quantizer:
                 if figures["gate"]["passed"]:
                     break
                 take *= 2
+        int8_fraction = None
+        if mode != "fp16":
+            from workflows.int8_diagnostics import diagnose
+
+            int8_fraction = diagnose(dst)["fraction_int8"]
         return {
             "mode": mode,
             "name": VARIANT_NAMES[mode],
@@ -173,6 +178,13 @@ class _Quantizer:
             "seconds": round(time.perf_counter() - started, 2),
             "accuracy": figures,
             "excluded_nodes": excluded,
+            "int8_fraction": int8_fraction,
+            "warning": (
+                "every compute op is in float: this variant is effectively FP32 (the accuracy gate "
+                "could not be met with any INT8 layer)"
+                if int8_fraction == 0
+                else None
+            ),
             "fallback": {"rounds": rounds, "culprits": culprits_used} if rounds else None,
             "options": {
                 k: getattr(self.opts, k)
