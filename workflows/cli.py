@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -124,6 +125,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preprocess_options(p)
     p.add_argument("--json", action="store_true")
     _add_load_options(p)
+
+    p = sub.add_parser("test", help="run one input through the original and its variants")
+    p.add_argument("models", nargs="+", help="model files (any format) or a quantize output folder")
+    p.add_argument("--input", required=True, help="an image, a .npy (one sample) or a .npz")
+    p.add_argument("--labels", help="label names file, one per line")
+    p.add_argument("--top-k", type=int, default=5)
+    _add_preprocess_options(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("benchmark", help="latency and throughput of ONNX variants, INT8 verdict")
+    p.add_argument("models", nargs="+", help="ONNX files or a quantize output folder")
+    p.add_argument("--batch-sizes", default="1", help="comma separated (default 1)")
+    p.add_argument("--threads", default="0", help="comma separated intra-op threads (0: default)")
+    p.add_argument("--max-seconds", type=float, default=10.0, help="time limit per configuration")
+    p.add_argument("-o", "--output", help="also write the result to this .json file")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="HTML report (with plots) from quantize/benchmark results")
+    p.add_argument("inputs", nargs="+", help="result .json files or folders (quantize output)")
+    p.add_argument("-o", "--output", required=True, help="the .html file to write")
+    p.add_argument("--title")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -344,6 +367,104 @@ def _show_quantize(console: Any, r: dict[str, Any]) -> None:
     console.print(f"wrote {r['output']}")
 
 
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise MissingInputError(f"{flag}: {text!r} is not a list like 1,8") from exc
+    if not values:
+        raise MissingInputError(f"{flag}: give at least one number")
+    return values
+
+
+def _show_predict(console: Any, r: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console.print(f"input: {escape(r['input'])}")
+    results = r["results"]
+    if all("top_k" in e["output"] for e in results):
+        table = Table("rank", *[escape(Path(e["model"]).name) for e in results])
+        for k in range(len(results[0]["output"]["top_k"])):
+            table.add_row(
+                str(k + 1),
+                *[
+                    escape(f"{top['label']}  {100 * top['probability']:.1f} %")
+                    for top in (e["output"]["top_k"][k] for e in results)
+                ],
+            )
+    else:
+        table = Table("model", "shape", "min", "max", "mean", "first values")
+        for e in results:
+            o = e["output"]
+            table.add_row(
+                escape(Path(e["model"]).name),
+                "x".join(map(str, o["shape"])),
+                _fmt(o["min"]),
+                _fmt(o["max"]),
+                _fmt(o["mean"]),
+                ", ".join(_fmt(v) for v in o["head"][:4]),
+            )
+    console.print(table)
+    for e in results[1:]:
+        if "max_abs_diff_vs_first" in e:
+            console.print(
+                f"{escape(Path(e['model']).name)}: max |diff| vs "
+                f"{escape(Path(results[0]['model']).name)} = {e['max_abs_diff_vs_first']:.3g}"
+            )
+
+
+def _show_benchmark(console: Any, r: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    cpu = r["cpu"]
+    console.print(
+        f"CPU: {escape(cpu['brand'])}; AVX-512 VNNI: {cpu['avx512_vnni']}, "
+        f"AVX-VNNI: {cpu['avx_vnni']}, AMX: {cpu['amx_int8']}"
+    )
+    sizes = {v["name"]: v["size_bytes"] for v in r["variants"]}
+    fractions = {v["name"]: v["diagnostics"]["fraction_int8"] for v in r["variants"]}
+    table = Table(
+        "variant",
+        "size",
+        "INT8 ops",
+        "batch",
+        "threads",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "samples/s",
+        "peak MB",
+    )
+    for c in r["configs"]:
+        table.add_row(
+            c["variant"],
+            _size(sizes[c["variant"]]),
+            f"{fractions[c['variant']]:.0%}",
+            str(c["batch"]),
+            str(c["threads"] or "auto"),
+            f"{c['p50_ms']:.3f}",
+            f"{c['p90_ms']:.3f}",
+            f"{c['p99_ms']:.3f}",
+            f"{c['throughput_per_s']:,.0f}",
+            f"{c['peak_rss_mb']:.0f}",
+        )
+    console.print(table)
+    for v in r["verdicts"]:
+        console.print(
+            f"[bold]{v['variant']}[/bold] (batch {v['batch']}, threads "
+            f"{v['threads'] or 'auto'}): {escape(v['verdict'])}"
+        )
+
+
+def _show_report(console: Any, r: dict[str, Any]) -> None:
+    console.print(
+        f"wrote {r['html']} ({_size(r['bytes'])}; sections: {', '.join(r['sections'])}) "
+        f"and {r['json']}"
+    )
+
+
 def _command(args: argparse.Namespace) -> tuple[str, Any, list[Path], Callable[[Any, dict], None]]:
     if args.command == "inspect":
         options = {"model": to_dict(_load_options(args, args.model)), "include_graph": args.graph}
@@ -377,12 +498,29 @@ def _command(args: argparse.Namespace) -> tuple[str, Any, list[Path], Callable[[
             "preprocess": _preprocess(args),
         }
         return "quantize", options, [out], _show_quantize
-    try:
-        sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    except ValueError as exc:
-        raise MissingInputError(
-            f"--batch-sizes: {args.batch_sizes!r} is not a list like 1,7"
-        ) from exc
+    if args.command == "test":
+        options = {
+            "models": args.models,
+            "input": args.input,
+            "labels": args.labels,
+            "top_k": args.top_k,
+            "preprocess": _preprocess(args),
+        }
+        return "predict", options, [], _show_predict
+    if args.command == "benchmark":
+        options = {
+            "models": args.models,
+            "batch_sizes": _ints(args.batch_sizes, "--batch-sizes"),
+            "threads": _ints(args.threads, "--threads"),
+            "max_seconds": args.max_seconds,
+            "output": args.output,
+        }
+        return "benchmark", options, [Path(args.output)] if args.output else [], _show_benchmark
+    if args.command == "report":
+        out = Path(args.output)
+        options = {"inputs": args.inputs, "output": str(out), "title": args.title}
+        return "report", options, [out, out.with_suffix(".json")], _show_report
+    sizes = _ints(args.batch_sizes, "--batch-sizes")
     options = {
         "original": to_dict(_load_options(args, args.original)),
         "candidate": to_dict(LoadOptions(path=str(args.candidate))),
@@ -411,6 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         err.print(f"dockyard-cli: error: {message}", markup=False)
         return 1
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get("DOCKYARD_DEBUG"):
+            raise
+        err.print(
+            f"dockyard-cli: internal error: {type(exc).__name__}: {exc} (please report it; "
+            "set DOCKYARD_DEBUG=1 for the traceback)",
+            markup=False,
+        )
+        return 2
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2, allow_nan=False) + "\n")
     else:

@@ -83,33 +83,48 @@ def _image_files(folder: Path) -> tuple[list[Path], list[int] | None, list[str] 
     return files, None, None
 
 
+def _pil_mode(preprocess: Preprocess) -> str:
+    mode = {"RGB": "RGB", "BGR": "RGB", "L": "L", "GRAY": "L"}.get(preprocess.channels.upper())
+    if mode is None:
+        raise DataError(f"unknown channel order {preprocess.channels!r}; use RGB, BGR or L")
+    return mode
+
+
+def decode_image(path: Path, preprocess: Preprocess, mode: str | None = None) -> np.ndarray:
+    """One image as [H, W, C] uint8 pixels in the recipe's channel order and size."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode or _pil_mode(preprocess))
+            if preprocess.size:
+                img = img.resize(
+                    (preprocess.size[1], preprocess.size[0]), Image.Resampling.BILINEAR
+                )
+            arr = np.asarray(img)
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from exc
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if preprocess.channels.upper() == "BGR":
+        arr = arr[:, :, ::-1]
+    return arr
+
+
 def load_images(
     folder: Path, preprocess: Preprocess
 ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """Decode and preprocess every image below `folder` (folder-per-class gives labels)."""
-    from PIL import Image
-
     files, labels, names = _image_files(folder)
     if not files:
         raise DataError(
             f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, directly or in one "
             "subfolder per class); choose a folder with images or a .npz file"
         )
-    mode = {"RGB": "RGB", "BGR": "RGB", "L": "L", "GRAY": "L"}.get(preprocess.channels.upper())
-    if mode is None:
-        raise DataError(f"unknown channel order {preprocess.channels!r}; use RGB, BGR or L")
+    mode = _pil_mode(preprocess)
     pixels, sizes = [], {}
     for f in files:
-        try:
-            with Image.open(f) as img:
-                img = img.convert(mode)
-                if preprocess.size:
-                    img = img.resize(
-                        (preprocess.size[1], preprocess.size[0]), Image.Resampling.BILINEAR
-                    )
-                arr = np.asarray(img)
-        except OSError as exc:
-            raise DataError(f"{f}: not a readable image ({exc})") from exc
+        arr = decode_image(f, preprocess, mode)
         sizes.setdefault(arr.shape[:2], f)
         if len(sizes) > 1:
             (s1, f1), (s2, f2) = list(sizes.items())[:2]
@@ -117,10 +132,6 @@ def load_images(
                 f"{folder}: images have different sizes ({f1.name} is {s1[1]}x{s1[0]}, {f2.name} is "
                 f"{s2[1]}x{s2[0]}) and no resize is set; set one (e.g. --resize 224x224)"
             )
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        if preprocess.channels.upper() == "BGR":
-            arr = arr[:, :, ::-1]
         pixels.append(arr)
     x = preprocess.apply(np.stack(pixels))
     return x, (np.asarray(labels, np.int64) if labels is not None else None), names
@@ -165,10 +176,23 @@ def load_dataset(
         x, y, folder_names = load_images(path, preprocess or Preprocess())
         feeds = {specs[0].name: x}
         names = folder_names or names
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        if len(specs) != 1:
+            raise DataError(
+                f"{path}: an image feeds single-input models; this one has {len(specs)}"
+            )
+        feeds = {
+            specs[0].name: (preprocess or Preprocess()).apply(
+                decode_image(path, preprocess or Preprocess())[None]
+            )
+        }
     elif path.suffix == ".npy":
         if len(specs) != 1:
             raise DataError(f"{path}: a .npy holds one array; the model has {len(specs)} inputs")
-        feeds = {specs[0].name: np.load(path, allow_pickle=False)}
+        arr = np.load(path, allow_pickle=False)
+        if specs[0].shape is not None and arr.ndim == len(specs[0].shape) - 1:
+            arr = arr[None]  # a single sample without its batch axis
+        feeds = {specs[0].name: arr}
     elif path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             arrays = dict(data)
@@ -185,7 +209,7 @@ def load_dataset(
         if "labels" in arrays:
             names = [str(n) for n in arrays["labels"]]
     else:
-        raise DataError(f"{path}: data must be an image folder, a .npy or a .npz file")
+        raise DataError(f"{path}: data must be an image, an image folder, a .npy or a .npz file")
     for spec in specs:
         arr = feeds[spec.name]
         if spec.dtype not in ("unknown", arr.dtype.name):

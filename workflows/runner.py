@@ -7,6 +7,7 @@ application down. A killed child's half-written outputs are removed (see `workfl
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import multiprocessing as mp
 import os
@@ -14,6 +15,7 @@ import signal
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ STEPS = {
     "validate": "workflows.steps.validate:run",
     "quantize": "workflows.steps.quantize:run",
     "benchmark": "workflows.steps.benchmark:run",
+    "predict": "workflows.steps.predict:run",
+    "report": "workflows.steps.report:run",
 }
 
 
@@ -109,6 +113,15 @@ def _rebuild_error(event: dict[str, Any]) -> errors.DockyardError:
     )
 
 
+_LIVE: weakref.WeakSet[StepProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_live() -> None:
+    for proc in list(_LIVE):
+        proc._kill()
+
+
 class StepProcess:
     """One step running in a child process. Use `wait()` for the result; `cancel()` from any thread."""
 
@@ -126,9 +139,12 @@ class StepProcess:
         self._cancelled = threading.Event()
         ctx = mp.get_context("spawn")  # fork is unsafe with threads (Qt, ORT) and absent on Windows
         self._recv, send = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_child_main, args=(step, options, send), daemon=True)
+        # Not a daemon: a step may start nested steps (the benchmark times each variant in its own
+        # process), which daemons may not. Stragglers are killed at exit by _kill_live instead.
+        self.process = ctx.Process(target=_child_main, args=(step, options, send), daemon=False)
         self.process.start()
         send.close()
+        _LIVE.add(self)
 
     @property
     def pid(self) -> int | None:

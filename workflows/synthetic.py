@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +44,33 @@ def save_chain_model(path: Path, nodes: int, width: int = 16) -> Path:
 
     onnx.save(chain_model(nodes, width), str(path))
     return Path(path)
+
+
+def mlp_model(widths: tuple[int, ...] = (1024, 2048, 2048, 1024, 10), seed: int = 0):
+    """A float32 MLP (Gemm + Relu) with the given layer widths and a dynamic batch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+    current = "x"
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}"),
+        ]
+        nodes.append(
+            helper.make_node("Gemm", [current, f"w{i}", f"b{i}"], [f"g{i}"], name=f"gemm_{i}")
+        )
+        current = f"g{i}"
+        if i < len(widths) - 2:
+            nodes.append(helper.make_node("Relu", [current], [f"r{i}"], name=f"relu_{i}"))
+            current = f"r{i}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", widths[0]])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["batch", widths[-1]])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

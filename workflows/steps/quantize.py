@@ -79,6 +79,21 @@ def gate(baseline: dict[str, Any], figures: dict[str, Any], max_drop: float) -> 
     }
 
 
+def error_histogram(candidate: Any, reference: Any, bins: int = 40) -> dict[str, list[float]]:
+    """Histogram of |candidate - reference| over every output value, log-spaced bins (for plots)."""
+    import numpy as np
+
+    err = np.abs(candidate.astype(np.float64) - reference.astype(np.float64)).ravel()
+    top = max(float(err.max()), 1e-9) if err.size else 1e-9
+    edges = np.logspace(-9, np.log10(top * 1.001), bins + 1)
+    counts, _ = np.histogram(np.clip(err, 1e-9, None), edges)
+    return {
+        "edges": [float(e) for e in edges],
+        "counts": [int(c) for c in counts],
+        "exact": int(np.sum(err == 0)),
+    }
+
+
 class _Quantizer:
     """Holds what every variant shares: the float model, the data, the baseline figures."""
 
@@ -118,8 +133,9 @@ class _Quantizer:
 
     def measure(self, path: Path) -> dict[str, Any]:
         variant = onnx_format.load(path)
-        figures, _ = evaluate(onnx_format.session(variant), self.evaluation, self.reference)
+        figures, outputs = evaluate(onnx_format.session(variant), self.evaluation, self.reference)
         figures["gate"] = gate(self.baseline, figures, self.opts.max_accuracy_drop)
+        figures["error_histogram"] = error_histogram(outputs[0], self.reference[0])
         return figures
 
     def variant(self, mode: str, dst: Path, progress: Progress) -> dict[str, Any]:

@@ -1,0 +1,81 @@
+"""Combine quantize and benchmark results into report.json + a self-contained HTML report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workflows.atomic import atomic_file
+from workflows.data import DataError
+from workflows.jsonable import jsonable
+from workflows.options import from_dict, option
+from workflows.progress import Progress, null_progress
+
+
+@dataclass
+class ReportOptions:
+    """Options of the report step."""
+
+    inputs: list[str] = option(
+        [], "Result files (.json) or folders holding report.json/benchmark.json"
+    )
+    output: str = option("", "The HTML file to write (its .json twin is written beside it)")
+    title: str | None = option(None, "Report title")
+
+
+def collect(inputs: list[str]) -> dict[str, dict[str, Any]]:
+    """Results by step name ("quantize", "benchmark") from files or folders."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += [f for f in (p / "report.json", p / "benchmark.json") if f.exists()]
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p}: no such result file or folder")
+    results: dict[str, dict[str, Any]] = {}
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except ValueError as exc:
+            raise DataError(f"{f}: not a JSON result file ({exc})") from exc
+        step = data.get("step") if isinstance(data, dict) else None
+        if step not in ("quantize", "benchmark"):
+            raise DataError(f"{f}: not a Dockyard quantize or benchmark result")
+        results[step] = data
+    if not results:
+        raise DataError("report: found no quantize or benchmark results in " + ", ".join(inputs))
+    return results
+
+
+def report(opts: ReportOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Write the HTML report and its JSON twin; returns their paths."""
+    from workflows.report_html import render
+
+    progress = progress or null_progress()
+    if not opts.output:
+        raise DataError("report: give an output file (-o report.html)")
+    results = collect(opts.inputs)
+    progress.update(0.3, "Drawing plots")
+    page = render(results.get("quantize"), results.get("benchmark"), opts.title)
+    out = Path(opts.output)
+    twin = out.with_suffix(".json")
+    with atomic_file(out) as tmp_html, atomic_file(twin) as tmp_json:
+        tmp_html.write_text(page, encoding="utf-8")
+        tmp_json.write_text(json.dumps(jsonable(results), indent=2, allow_nan=False))
+    progress.update(1.0, f"Wrote {out}")
+    return {
+        "step": "report",
+        "html": str(out),
+        "json": str(twin),
+        "sections": sorted(results),
+        "bytes": out.stat().st_size,
+    }
+
+
+def run(options: ReportOptions | dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Runner entry point."""
+    return report(from_dict(ReportOptions, options), progress)
