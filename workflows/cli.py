@@ -362,6 +362,13 @@ def _show_quantize(console: Any, r: dict[str, Any]) -> None:
             console.print(
                 f"{v['name']}: kept in float after fallback: {', '.join(v['excluded_nodes'])}"
             )
+            cost = (v.get("fallback") or {}).get("cost")
+            if cost:
+                b, a = cost["before"], cost["after"]
+                console.print(
+                    f"  cost: size {_size(b['size_bytes'])} -> {_size(a['size_bytes'])}, "
+                    f"p50 (batch 1) {b['p50_ms']:.3f} -> {a['p50_ms']:.3f} ms"
+                )
     if r.get("warning"):
         console.print(f"[yellow]note:[/yellow] {r['warning']}")
     console.print(f"wrote {r['output']}")

@@ -111,6 +111,14 @@ def _quantize_section(q: dict[str, Any]) -> str:
         )
     )
     for v in q["variants"]:
+        cost = (v.get("fallback") or {}).get("cost")
+        if cost:
+            b, a = cost["before"], cost["after"]
+            parts.append(
+                f"<p>{html.escape(v['name'])}: the accuracy fallback kept "
+                f"{len(v['excluded_nodes'])} node(s) in float; size {_size(b['size_bytes'])} → "
+                f"{_size(a['size_bytes'])}, batch-1 p50 {b['p50_ms']:.3f} → {a['p50_ms']:.3f} ms.</p>"
+            )
         if v.get("warning"):
             parts.append(
                 f'<p class="note">{html.escape(v["name"])}: {html.escape(v["warning"])}</p>'

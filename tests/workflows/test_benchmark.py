@@ -17,7 +17,11 @@ from workflows.steps.quantize import QuantizeOptions, quantize_model
 
 
 def test_measure_stops_when_windows_agree():
-    result = measure(lambda: sum(range(2000)), warmup=2, window=10, max_seconds=5)
+    import time
+
+    # Sleeps keep their length when other processes load the CPU; a 50% band absorbs scheduler
+    # jitter. What is tested is the stopping rule, not this machine's timing.
+    result = measure(lambda: time.sleep(0.003), warmup=2, window=10, agree=0.5, max_seconds=30)
     assert result["stable"] is True
     assert result["runs"] == 10 * result["windows"] and result["windows"] >= 3
     assert result["min_ms"] <= result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]

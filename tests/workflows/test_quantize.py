@@ -93,6 +93,10 @@ def test_fallback_rescues_an_outlier_model(tmp_path):
     assert worst["tensor"] == "h2r" and worst["kind"] == "activation"
     assert worst["sqnr_db"] < 5
     assert 0 < v["int8_fraction"] < 1  # the first layer still runs INT8
+    cost = v["fallback"]["cost"]
+    assert cost["after"]["size_bytes"] > cost["before"]["size_bytes"]  # float weights are bigger
+    assert cost["after"]["size_bytes"] == v["size_bytes"]
+    assert cost["before"]["p50_ms"] > 0 and cost["after"]["p50_ms"] > 0
 
 
 def test_image_folder_with_preprocessing_matches_arrays(sample_dir, sample_onnx, tmp_path):

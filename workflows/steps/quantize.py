@@ -138,6 +138,16 @@ class _Quantizer:
         figures["error_histogram"] = error_histogram(outputs[0], self.reference[0])
         return figures
 
+    def cost(self, path: Path) -> dict[str, Any]:
+        """Size and a quick batch-1 p50 latency: what keeping nodes in float costs."""
+        from workflows.inputs import synthesize
+        from workflows.latency import measure
+
+        sess = onnx_format.ort_session(path)
+        feeds = synthesize(self.model.inputs, batch=1, seed=0)
+        timing = measure(lambda: sess.run(None, feeds), warmup=3, window=10, max_seconds=1.0)
+        return {"size_bytes": onnx_format.onnx_size(path), "p50_ms": round(timing["p50_ms"], 4)}
+
     def variant(self, mode: str, dst: Path, progress: Progress) -> dict[str, Any]:
         started = time.perf_counter()
         self.make(mode, dst, [])
@@ -150,6 +160,7 @@ class _Quantizer:
             from workflows.quant_fallback import rank_culprits
 
             culprits = rank_culprits(self.pre_path, dst, self.calib.take(32), self.work / mode)
+            naive_cost = self.cost(dst)
             take = 1
             for r in range(self.opts.max_fallback_rounds):
                 fresh = [c for c in culprits if not set(c.nodes) <= set(excluded)][:take]
@@ -201,7 +212,13 @@ class _Quantizer:
                 if int8_fraction == 0
                 else None
             ),
-            "fallback": {"rounds": rounds, "culprits": culprits_used} if rounds else None,
+            "fallback": {
+                "rounds": rounds,
+                "culprits": culprits_used,
+                "cost": {"before": naive_cost, "after": self.cost(dst)},
+            }
+            if rounds
+            else None,
             "options": {
                 k: getattr(self.opts, k)
                 for k in ("method", "per_channel", "activation_type", "weight_type")
