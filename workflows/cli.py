@@ -142,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="also write the result to this .json file")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "export", help="handoff artifacts: Docker build context, TFLite bundle, .mar"
+    )
+    p.add_argument("target", choices=["docker"], help="what to export")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="the folder to write")
+    p.add_argument("--name", help="model name in URLs and manifests (default: the file name)")
+    p.add_argument("--image", help="docker: image tag (default dockyard/<name>:1)")
+    p.add_argument("--port", type=int, default=8080, help="docker: port in the container")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset if converting")
+    p.add_argument("--no-build", action="store_true", help="docker: do not build even if possible")
+    p.add_argument("--json", action="store_true")
+    _add_load_options(p)
+
     p = sub.add_parser("report", help="HTML report (with plots) from quantize/benchmark results")
     p.add_argument("inputs", nargs="+", help="result .json files or folders (quantize output)")
     p.add_argument("-o", "--output", required=True, help="the .html file to write")
@@ -465,6 +479,36 @@ def _show_benchmark(console: Any, r: dict[str, Any]) -> None:
         )
 
 
+def _show_export(console: Any, r: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    console.print(
+        f"[green]wrote[/green] {escape(r['output'])} ({r['target']}, {len(r['files'])} files)"
+    )
+    smoke = r["smoke_test"]
+    console.print(
+        f"smoke test: server ready in {smoke['server_ready_seconds']} s, outputs match ONNX "
+        f"Runtime (max abs error {smoke['max_abs_error']:.2g})"
+    )
+    lint = r.get("hadolint", {})
+    if lint.get("ran"):
+        findings = lint["findings"]
+        console.print(
+            "hadolint: clean"
+            if not findings
+            else "hadolint: "
+            + "; ".join(f"{f['code']} line {f['line']}: {f['message']}" for f in findings)
+        )
+    build = r.get("build", {})
+    if build.get("built"):
+        console.print(f"image {build['image']}: {build['size_bytes'] / 2**20:.0f} MB")
+    else:
+        console.print(
+            f"image not built: {escape(build.get('reason', ''))}. Build it with: "
+            f"docker build -t {r['image']} {escape(r['output'])}"
+        )
+
+
 def _show_report(console: Any, r: dict[str, Any]) -> None:
     console.print(
         f"wrote {r['html']} ({_size(r['bytes'])}; sections: {', '.join(r['sections'])}) "
@@ -523,6 +567,18 @@ def _command(args: argparse.Namespace) -> tuple[str, Any, list[Path], Callable[[
             "output": args.output,
         }
         return "benchmark", options, [Path(args.output)] if args.output else [], _show_benchmark
+    if args.command == "export":
+        out = Path(args.output)
+        options = {
+            "model": to_dict(_load_options(args, args.model)),
+            "output": str(out),
+            "name": args.name,
+            "image": args.image,
+            "port": args.port,
+            "opset": args.opset,
+            "build": not args.no_build,
+        }
+        return f"export-{args.target}", options, [out], _show_export
     if args.command == "report":
         out = Path(args.output)
         options = {"inputs": args.inputs, "output": str(out), "title": args.title}

@@ -33,3 +33,7 @@ class StepCancelled(DockyardError):
 
 class StepCrashed(DockyardError):
     """The child process running a step died (segfault, out of memory, killed)."""
+
+
+class ExportError(DockyardError):
+    """An export target could not produce, or could not validate, its artifact."""

@@ -32,6 +32,7 @@ STEPS = {
     "benchmark": "workflows.steps.benchmark:run",
     "predict": "workflows.steps.predict:run",
     "report": "workflows.steps.report:run",
+    "export-docker": "workflows.exporters.docker:run",
 }
 
 

@@ -142,3 +142,21 @@ def test_quantize_cli(sample_dir, tmp_path):
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1 and "no images found" in r.stderr
     assert not (tmp_path / "q2").exists()
+
+
+def test_export_docker_cli(sample_dir, tmp_path):
+    r = cli(
+        "export",
+        "docker",
+        str(sample_dir / "digits_cnn.pt2"),
+        "-o",
+        str(tmp_path / "ctx"),
+        "--name",
+        "Digits CNN",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["model_name"] == "digits-cnn"
+    assert result["smoke_test"]["passed"] is True
+    assert "Dockerfile" in result["files"] and "server/app.py" in result["files"]

@@ -1,0 +1,262 @@
+"""The ASGI app: Open Inference Protocol v2 REST, TF-Serving-style predict, Prometheus metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import time
+from typing import Any
+
+import anyio
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
+
+from server.model import NUMPY_TO_V2, RequestError, ServedModel
+from server.settings import Settings
+
+
+class Metrics:
+    """Prometheus metrics of this process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dockyard_requests_total",
+            "HTTP requests",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dockyard_request_seconds", "Request latency", ["endpoint"], registry=self.registry
+        )
+        self.inference = Histogram(
+            "dockyard_inference_seconds", "Model run time", registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "dockyard_requests_in_flight", "Requests being served", registry=self.registry
+        )
+
+
+def error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON, refusing bodies over `limit` bytes (413) before reading them."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestError(
+            f"request body is {int(length)} bytes; the limit is {limit} (MAX_BODY_BYTES)", 413
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(
+                f"request body exceeds the limit of {limit} bytes (MAX_BODY_BYTES)", 413
+            )
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from exc
+
+
+class Guard:
+    """Pure ASGI middleware: API key check, request metrics, and 4xx for client mistakes."""
+
+    def __init__(self, app: Any, settings: Settings, metrics: Metrics, routes: list[Route]) -> None:
+        self.app, self.settings, self.metrics, self.routes = app, settings, metrics, routes
+
+    def _endpoint(self, scope: dict[str, Any]) -> str:
+        for route in self.routes:
+            if route.matches(scope)[0] == Match.FULL:
+                return route.path
+        return "unmatched"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = self._endpoint(scope)
+        status = {"code": 500}
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        started = time.perf_counter()
+        try:
+            key = self.settings.api_key
+            if key and not scope["path"].startswith("/v2/health"):
+                headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+                sent = headers.get("x-api-key") or headers.get("authorization", "")
+                sent = sent.removeprefix("Bearer ").strip()
+                if not hmac.compare_digest(sent.encode(), key.encode()):
+                    response = error(
+                        "missing or wrong API key: send 'Authorization: Bearer <key>' "
+                        "or 'X-API-Key: <key>'",
+                        401,
+                    )
+                    await response(scope, receive, send_wrapper)
+                    return
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None) -> Any:
+    """The served app (a Starlette app wrapped in the Guard middleware)."""
+    settings = settings or Settings.from_env()
+    model = ServedModel(settings.model_dir, settings.threads)
+    metrics = Metrics()
+    limiter = anyio.CapacityLimiter(max(1, settings.concurrency))
+    state = {"ready": False}
+
+    async def run_model(feeds: dict[str, np.ndarray], wanted: list[str] | None = None):
+        # ONNX Runtime releases the GIL: run it in worker threads, at most CONCURRENCY at a time.
+        started = time.perf_counter()
+        result = await anyio.to_thread.run_sync(model.infer, feeds, wanted, limiter=limiter)
+        metrics.inference.observe(time.perf_counter() - started)
+        return result
+
+    def check_model_name(name: str) -> None:
+        if name != model.name:
+            raise RequestError(
+                f"model {name!r} is not served here; this server serves {model.name!r}", 404
+            )
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "name": "dockyard-onnxruntime",
+                "version": "1",
+                "extensions": ["tf_serving_predict", "metrics"],
+            }
+        )
+
+    async def model_metadata(request: Request) -> Response:
+        check_model_name(request.path_params["name"])
+        return JSONResponse(model.metadata())
+
+    async def model_ready(request: Request) -> Response:
+        check_model_name(request.path_params["name"])
+        return JSONResponse(
+            {"name": model.name, "ready": state["ready"]},
+            status_code=200 if state["ready"] else 503,
+        )
+
+    async def infer_v2(request: Request) -> Response:
+        check_model_name(request.path_params["name"])
+        body = await read_json(request, settings.max_body_bytes)
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+            raise RequestError(
+                'expected a JSON object with an "inputs" list (Open Inference Protocol v2)'
+            )
+        feeds = {}
+        for item in body["inputs"]:
+            if not isinstance(item, dict) or "name" not in item or "data" not in item:
+                raise RequestError('each input needs "name", "shape", "datatype" and "data"')
+            feeds[item["name"]] = model.tensor(
+                item["name"], item["data"], item.get("shape"), item.get("datatype")
+            )
+        wanted = [o["name"] for o in body.get("outputs", []) if isinstance(o, dict) and "name" in o]
+        results = await run_model(feeds, wanted or None)
+        outputs = [
+            {
+                "name": name,
+                "datatype": NUMPY_TO_V2.get(arr.dtype.name, "BYTES"),
+                "shape": list(arr.shape),
+                "data": arr.ravel().tolist(),
+            }
+            for name, arr in results.items()
+        ]
+        response: dict[str, Any] = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "outputs": outputs,
+        }
+        if "id" in body:
+            response["id"] = body["id"]
+        return JSONResponse(response)
+
+    async def predict_v1(request: Request) -> Response:
+        # TF Serving's REST route is /v1/models/{name}:predict; Starlette sees "name:predict".
+        name, _, verb = request.path_params["name_verb"].partition(":")
+        check_model_name(name)
+        if verb != "predict":
+            raise RequestError(f"unsupported verb {verb!r}; use :predict", 404)
+        body = await read_json(request, settings.max_body_bytes)
+        if not isinstance(body, dict) or ("instances" not in body and "inputs" not in body):
+            raise RequestError(
+                'expected {"instances": [...]} (row format) or {"inputs": ...} (columnar)'
+            )
+        names = [t.name for t in model.inputs]
+        if "instances" in body:
+            rows = body["instances"]
+            if not isinstance(rows, list) or not rows:
+                raise RequestError('"instances" must be a non-empty list')
+            if len(names) == 1 and not isinstance(rows[0], dict):
+                columns = {names[0]: rows}
+            elif all(isinstance(r, dict) for r in rows):
+                columns = {n: [r.get(n) for r in rows] for n in names}
+            else:
+                raise RequestError(
+                    "multi-input models take instances as objects keyed by input name"
+                )
+        else:
+            inputs = body["inputs"]
+            columns = inputs if isinstance(inputs, dict) else {names[0]: inputs}
+        feeds = {n: model.tensor(n, v, None, None) for n, v in columns.items()}
+        results = await run_model(feeds)
+        if len(results) == 1:
+            predictions = next(iter(results.values())).tolist()
+        else:
+            batch = len(next(iter(results.values())))
+            predictions = [{k: v[i].tolist() for k, v in results.items()} for i in range(batch)]
+        return JSONResponse({"predictions": predictions})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def request_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestError)
+        return error(str(exc), exc.status)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await anyio.to_thread.run_sync(model.warm_up)
+        state["ready"] = True
+        yield
+        state["ready"] = False
+
+    routes = [
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2", server_metadata),
+        Route("/v2/models/{name}", model_metadata),
+        Route("/v2/models/{name}/ready", model_ready),
+        Route("/v2/models/{name}/infer", infer_v2, methods=["POST"]),
+        Route("/v1/models/{name_verb}", predict_v1, methods=["POST"]),
+        Route("/metrics", metrics_endpoint),
+    ]
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={RequestError: request_error}
+    )
+    app.state.model = model
+    return Guard(app, settings, metrics, routes)

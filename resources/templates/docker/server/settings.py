@@ -1,0 +1,45 @@
+"""Settings from environment variables (12-factor), with the defaults the image documents."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value.strip() else default
+    except ValueError as exc:
+        raise SystemExit(f"{name}={value!r} is not a whole number") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path
+    host: str
+    port: int
+    workers: int
+    threads: int
+    concurrency: int
+    max_body_bytes: int
+    api_key: str | None
+    graceful_timeout: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        default_dir = Path(__file__).resolve().parents[1] / "model"
+        return cls(
+            model_dir=Path(os.environ.get("MODEL_DIR", str(default_dir))),
+            host=os.environ.get("HOST", "0.0.0.0"),
+            port=_int("PORT", 8080),
+            workers=_int("WORKERS", 1),
+            threads=_int("THREADS", 0),
+            concurrency=_int("CONCURRENCY", 4),
+            max_body_bytes=_int("MAX_BODY_BYTES", 16 * 2**20),
+            api_key=os.environ.get("API_KEY") or None,
+            graceful_timeout=_int("GRACEFUL_TIMEOUT", 20),
+            log_level=os.environ.get("LOG_LEVEL", "info"),
+        )

@@ -1,0 +1,320 @@
+"""The exported Docker build context: its server is started outside Docker and called for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+
+from workflows.errors import ExportError
+from workflows.exporters.common import free_port
+from workflows.exporters.docker import DockerExportOptions, export_docker
+
+API_KEY = "test-key-123"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, sample_dir):
+    out = tmp_path_factory.mktemp("docker") / "digits"
+    result = export_docker(
+        DockerExportOptions(model={"path": str(sample_dir / "digits_cnn.pt2")}, output=str(out))
+    )
+    return out, result
+
+
+class Server:
+    def __init__(self, folder: Path, **env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "PYTHONPATH": str(folder),
+            "LOG_LEVEL": "warning",
+            **env,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server"],
+            cwd=folder,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if self.call("GET", "/v2/health/ready")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        raw: bytes | None = None,
+        headers: dict | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, object]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                text = r.read().decode()
+                return r.status, (
+                    json.loads(text) if "json" in r.headers.get("content-type", "") else text
+                )
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(exported):
+    s = Server(exported[0], API_KEY=API_KEY, MAX_BODY_BYTES=str(64 * 1024))
+    yield s
+    s.stop()
+
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def _reference(folder: Path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(
+        str(folder / "model" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    return sess.run(None, {"x": x})[0]
+
+
+def test_export_result_and_files(exported):
+    folder, result = exported
+    assert result["smoke_test"]["passed"] and result["smoke_test"]["max_abs_error"] <= 1e-5
+    assert result["hadolint"]["ran"] and result["hadolint"]["findings"] == []
+    assert result["build"]["built"] is False and "Docker engine" in result["build"]["reason"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest["source"]["sha256"]) == 64
+    assert [s["step"] for s in manifest["steps"]] == ["convert", "export"]
+    assert manifest["tool_versions"]["onnxruntime"] == ort.__version__
+    dockerfile = (folder / "Dockerfile").read_text()
+    for needle in ("FROM python:3.11.11-slim-bookworm", "USER 10001", "HEALTHCHECK", "EXPOSE 8080"):
+        assert needle in dockerfile
+    lines = (folder / "requirements.txt").read_text().splitlines()
+    reqs = [ln.split("==")[0] for ln in lines if ln and not ln.startswith("#")]
+    assert reqs == ["onnxruntime", "numpy", "starlette", "uvicorn", "prometheus-client"]
+    assert all("==" in ln for ln in lines if ln and not ln.startswith("#"))
+    assert not list(folder.parent.glob(".*partial*"))
+
+
+def test_kubernetes_and_kserve_manifests(exported):
+    folder, _ = exported
+    dep = yaml.safe_load((folder / "k8s" / "deployment.yaml").read_text())
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["image"] == "dockyard/digits-cnn:1"
+    hpa = yaml.safe_load((folder / "k8s" / "hpa.yaml").read_text())
+    assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    svc = yaml.safe_load((folder / "k8s" / "service.yaml").read_text())
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    isvc = yaml.safe_load((folder / "kserve" / "inferenceservice.yaml").read_text())
+    assert isvc["kind"] == "InferenceService"
+    assert isvc["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] == 8080
+
+
+def test_every_endpoint(server, exported, sample_dir):
+    folder, _ = exported
+    assert server.call("GET", "/v2/health/live") == (200, {"live": True})
+    assert server.call("GET", "/v2/health/ready") == (200, {"ready": True})
+    status, meta = server.call("GET", "/v2/models/digits-cnn", headers=AUTH)
+    assert status == 200
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert meta["outputs"][0]["shape"] == [-1, 10]
+    assert server.call("GET", "/v2", headers=AUTH)[0] == 200
+
+    x = np.load(sample_dir / "digits_test.npz")["x"][:5]
+    want = _reference(folder, x)
+    status, body = server.call(
+        "POST",
+        "/v2/models/digits-cnn/infer",
+        {
+            "id": "r1",
+            "inputs": [
+                {"name": "x", "shape": [5, 1, 8, 8], "datatype": "FP32", "data": x.ravel().tolist()}
+            ],
+        },
+        headers=AUTH,
+    )
+    assert status == 200 and body["id"] == "r1"
+    out = body["outputs"][0]
+    got = np.asarray(out["data"], np.float32).reshape(out["shape"])
+    assert out["shape"] == [5, 10] and out["datatype"] == "FP32"
+    assert np.abs(got - want).max() <= 1e-5
+
+    status, body = server.call(
+        "POST", "/v1/models/digits-cnn:predict", {"instances": x.tolist()}, headers=AUTH
+    )
+    assert status == 200
+    assert np.abs(np.asarray(body["predictions"], np.float32) - want).max() <= 1e-5
+
+    status, text = server.call("GET", "/metrics", headers=AUTH)
+    assert status == 200
+    assert 'dockyard_requests_total{endpoint="/v2/models/{name}/infer",status="200"}' in text
+    assert "dockyard_inference_seconds_count" in text
+
+    sample = json.loads((folder / "sample_request.json").read_text())
+    expected = json.loads((folder / "sample_response.json").read_text())
+    status, body = server.call("POST", "/v2/models/digits-cnn/infer", sample, headers=AUTH)
+    assert status == 200
+    assert (
+        np.abs(
+            np.asarray(body["outputs"][0]["data"]) - np.asarray(expected["outputs"][0]["data"])
+        ).max()
+        <= 1e-5
+    )
+
+
+BAD = {
+    "wrong shape": (
+        {"inputs": [{"name": "x", "shape": [1, 1, 4, 4], "datatype": "FP32", "data": [0.0] * 16}]},
+        400,
+        "expects [-1, 1, 8, 8]",
+    ),
+    "wrong dtype": (
+        {"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "INT64", "data": [0] * 64}]},
+        400,
+        "expects FP32",
+    ),
+    "wrong input name": (
+        {
+            "inputs": [
+                {"name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}
+            ]
+        },
+        400,
+        "unknown input 'image'",
+    ),
+    "data/shape mismatch": (
+        {"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 10}]},
+        400,
+        "needs 64 values",
+    ),
+    "not numbers": (
+        {"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ["a"] * 64}]},
+        400,
+        "not a list of FP32",
+    ),
+    "no inputs": ({"hello": 1}, 400, '"inputs" list'),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_client_mistakes_get_4xx(server, case):
+    body, status, message = BAD[case]
+    got, answer = server.call("POST", "/v2/models/digits-cnn/infer", body, headers=AUTH)
+    assert got == status and message in answer["error"]
+
+
+def test_other_bad_requests(server):
+    assert server.call("POST", "/v2/models/nope/infer", {"inputs": []}, headers=AUTH)[0] == 404
+    status, answer = server.call(
+        "POST", "/v2/models/digits-cnn/infer", raw=b"{not json", headers=AUTH
+    )
+    assert status == 400 and "not valid JSON" in answer["error"]
+    big = b'{"inputs": [' + b"0," * 40_000 + b"0]}"
+    status, answer = server.call("POST", "/v2/models/digits-cnn/infer", raw=big, headers=AUTH)
+    assert status == 413 and "limit" in answer["error"]
+    status, answer = server.call("POST", "/v2/models/digits-cnn/infer", {"inputs": []})
+    assert status == 401 and "API key" in answer["error"]
+    assert server.call("GET", "/v2/models/digits-cnn", headers={"X-API-Key": "wrong"})[0] == 401
+    assert server.call("GET", "/v2/models/digits-cnn", headers={"X-API-Key": API_KEY})[0] == 200
+    assert (
+        server.call("POST", "/v1/models/digits-cnn:classify", {"instances": [1]}, headers=AUTH)[0]
+        == 404
+    )
+
+
+def test_burst_of_50_concurrent_clients(server, sample_dir):
+    x = np.load(sample_dir / "digits_test.npz")["x"]
+
+    def one(i: int) -> int:
+        body = {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [1, 1, 8, 8],
+                    "datatype": "FP32",
+                    "data": x[i].ravel().tolist(),
+                }
+            ]
+        }
+        return server.call("POST", "/v2/models/digits-cnn/infer", body, headers=AUTH)[0]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(one, range(200)))
+    assert statuses.count(200) == 200, statuses
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(exported):
+    s = Server(exported[0])
+    body = {"instances": np.zeros((4000, 1, 8, 8)).tolist()}
+    results = {}
+
+    def slow_call():
+        results["status"] = s.call("POST", "/v1/models/digits-cnn:predict", body)[0]
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    # Stop only once the server counts the slow request in flight (this metrics call is the other).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = s.call("GET", "/metrics")[1]
+        line = next(ln for ln in text.splitlines() if ln.startswith("dockyard_requests_in_flight"))
+        if float(line.split()[-1]) >= 2:
+            break
+    code = s.stop()
+    caller.join(30)
+    assert results.get("status") == 200
+    assert code in (0, -signal.SIGTERM)
+
+
+def test_failed_smoke_test_leaves_nothing(tmp_path, sample_dir, monkeypatch):
+    import workflows.exporters.docker as docker_mod
+
+    def broken(*args, **kwargs):
+        raise ExportError("simulated: the server answered 500")
+
+    out = tmp_path / "ctx"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier good export")
+    monkeypatch.setattr(docker_mod, "smoke_test", broken)
+    with pytest.raises(ExportError, match="simulated"):
+        export_docker(
+            DockerExportOptions(model={"path": str(sample_dir / "digits_cnn.pt2")}, output=str(out))
+        )
+    assert (out / "keep.txt").read_text() == "an earlier good export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ctx"]

