@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export", help="handoff artifacts: Docker build context, TFLite bundle, .mar"
     )
-    p.add_argument("target", choices=["docker"], help="what to export")
+    p.add_argument("target", choices=["docker", "torchserve"], help="what to export")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="the folder to write")
     p.add_argument("--name", help="model name in URLs and manifests (default: the file name)")
@@ -153,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="docker: port in the container")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset if converting")
     p.add_argument("--no-build", action="store_true", help="docker: do not build even if possible")
+    p.add_argument(
+        "--labels", help="torchserve: label names file (answers then carry top-k labels)"
+    )
+    p.add_argument(
+        "--images",
+        action="store_true",
+        help="torchserve: also accept raw images, preprocessed with the options below",
+    )
+    p.add_argument("--no-smoke-test", action="store_true", help="torchserve: skip serving it")
+    _add_preprocess_options(p)
     p.add_argument("--json", action="store_true")
     _add_load_options(p)
 
@@ -486,6 +496,14 @@ def _show_export(console: Any, r: dict[str, Any]) -> None:
         f"[green]wrote[/green] {escape(r['output'])} ({r['target']}, {len(r['files'])} files)"
     )
     smoke = r["smoke_test"]
+    if r["target"] == "torchserve":
+        console.print(f"archive: {escape(r['archive'])} ({r['kind']})")
+        if smoke.get("ran"):
+            console.print(
+                f"smoke test: TorchServe served it in {smoke['seconds']} s; outputs match "
+                f"the original (max abs error {smoke['max_abs_error']:.2g})"
+            )
+        return
     console.print(
         f"smoke test: server ready in {smoke['server_ready_seconds']} s, outputs match ONNX "
         f"Runtime (max abs error {smoke['max_abs_error']:.2g})"
@@ -573,11 +591,16 @@ def _command(args: argparse.Namespace) -> tuple[str, Any, list[Path], Callable[[
             "model": to_dict(_load_options(args, args.model)),
             "output": str(out),
             "name": args.name,
-            "image": args.image,
-            "port": args.port,
             "opset": args.opset,
-            "build": not args.no_build,
         }
+        if args.target == "docker":
+            options.update(image=args.image, port=args.port, build=not args.no_build)
+        else:
+            options.update(
+                labels=args.labels,
+                smoke_test=not args.no_smoke_test,
+                preprocess=_preprocess(args) if args.images else None,
+            )
         return f"export-{args.target}", options, [out], _show_export
     if args.command == "report":
         out = Path(args.output)

@@ -33,6 +33,7 @@ STEPS = {
     "predict": "workflows.steps.predict:run",
     "report": "workflows.steps.report:run",
     "export-docker": "workflows.exporters.docker:run",
+    "export-torchserve": "workflows.exporters.torchserve:run",
 }
 
 

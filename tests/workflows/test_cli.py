@@ -160,3 +160,17 @@ def test_export_docker_cli(sample_dir, tmp_path):
     assert result["model_name"] == "digits-cnn"
     assert result["smoke_test"]["passed"] is True
     assert "Dockerfile" in result["files"] and "server/app.py" in result["files"]
+
+
+def test_export_torchserve_cli_error_is_one_line(sample_dir, tmp_path):
+    # Eager weights without their module: the same specific error as everywhere else.
+    r = cli(
+        "export",
+        "torchserve",
+        str(sample_dir / "digits_cnn.safetensors"),
+        "-o",
+        str(tmp_path / "ts"),
+    )
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1 and "--model-file" in r.stderr
+    assert not (tmp_path / "ts").exists()

@@ -1,0 +1,158 @@
+"""TorchServe archives for TorchScript, eager (model.py + state_dict) and ONNX models, each served
+by a real TorchServe (Java 17) on loopback and compared with the original model."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.workflows import model_factory as mf
+from workflows.exporters.torchserve import TorchServe, TorchServeExportOptions, export_torchserve
+from workflows.formats import by_name, load_model
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory, sample_dir):
+    tmp = tmp_path_factory.mktemp("ts")
+    ts_path = mf.save_torchscript(tmp)
+    onnx_path = mf.save_onnx(tmp)
+    shape = {"x": [1, 3, 8, 8]}
+    results = {
+        "torchscript": export_torchserve(
+            TorchServeExportOptions(
+                model={"path": str(ts_path), "input_shapes": shape},
+                output=str(tmp / "ts_out"),
+                name="tiny-ts",
+            )
+        ),
+        "eager": export_torchserve(
+            TorchServeExportOptions(
+                model={
+                    "path": str(sample_dir / "digits_cnn.safetensors"),
+                    "model_file": str(sample_dir / "digits_cnn.py"),
+                    "input_shapes": {"x": [1, 1, 8, 8]},
+                },
+                output=str(tmp / "eager_out"),
+                name="digits",
+                labels=str(sample_dir / "labels.txt"),
+                preprocess={"channels": "L", "scale": 1 / 255},
+                top_k=3,
+            )
+        ),
+        "onnx": export_torchserve(
+            TorchServeExportOptions(
+                model={"path": str(onnx_path)}, output=str(tmp / "onnx_out"), name="tiny-onnx"
+            )
+        ),
+    }
+    return tmp, results, {"torchscript": ts_path, "onnx": onnx_path}
+
+
+def test_each_archive_passed_its_own_torchserve_smoke_test(archives):
+    _, results, _ = archives
+    kinds = {k: r["kind"] for k, r in results.items()}
+    assert kinds == {"torchscript": "torchscript", "eager": "eager", "onnx": "onnx"}
+    for r in results.values():
+        assert r["smoke_test"]["ran"] and r["smoke_test"]["passed"]
+        assert r["smoke_test"]["max_abs_error"] <= 1e-4
+        with zipfile.ZipFile(r["archive"]) as z:
+            names = z.namelist()
+            manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+        assert "handler.py" in names and "dockyard_config.json" in names
+        assert manifest["model"]["handler"] == "handler.py"
+    with zipfile.ZipFile(results["eager"]["archive"]) as z:
+        assert {"model.py", "model.pt", "index_to_name.json"} <= set(z.namelist())
+
+
+def test_readme_states_maintenance_status(archives):
+    tmp, _, _ = archives
+    readme = (tmp / "eager_out" / "README.md").read_text()
+    assert "limited maintenance" in readme and "pyyaml" in readme
+    config = (tmp / "eager_out" / "config.properties").read_text()
+    assert "load_models=digits.mar" in config
+
+
+def test_real_torchserve_serves_all_three(archives, sample_dir, tmp_path):
+    _, results, paths = archives
+    store = tmp_path / "store"
+    store.mkdir()
+    for r in results.values():
+        src = Path(r["archive"])
+        (store / src.name).write_bytes(src.read_bytes())
+    server = TorchServe(
+        store,
+        {"tiny-ts": "tiny-ts.mar", "digits": "digits.mar", "tiny-onnx": "tiny-onnx.mar"},
+        tmp_path,
+    )
+    try:
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+        ts_model = load_model(paths["torchscript"], input_shapes={"x": [1, 3, 8, 8]})
+        onnx_model = load_model(paths["onnx"])
+        for name, model in (("tiny-ts", ts_model), ("tiny-onnx", onnx_model)):
+            want = by_name(model.format).session(model)({"x": x})[0]
+            status, answer = server.wait_ready(name, json.dumps({"inputs": x.tolist()}).encode())
+            assert status == 200, answer
+            assert np.abs(np.asarray(answer["outputs"]) - want).max() <= 1e-4
+            # One sample without a batch axis, and the v2 style, give the same numbers.
+            status, one = server.wait_ready(name, json.dumps({"inputs": x[0].tolist()}).encode())
+            assert np.abs(np.asarray(one["outputs"][0]) - want[0]).max() <= 1e-4
+            v2 = {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": [1, 3, 8, 8],
+                        "datatype": "FP32",
+                        "data": x[1].ravel().tolist(),
+                    }
+                ]
+            }
+            status, two = server.wait_ready(name, json.dumps(v2).encode())
+            assert np.abs(np.asarray(two["outputs"][0]) - want[1]).max() <= 1e-4
+
+        # The eager digits model: a real digit image in, the right label out.
+        test = np.load(sample_dir / "digits_test.npz")
+        digits = load_model(
+            sample_dir / "digits_cnn.safetensors",
+            model_file=sample_dir / "digits_cnn.py",
+            input_shapes={"x": [1, 1, 8, 8]},
+        )
+        want = by_name("pytorch_eager").session(digits)({"x": test["x"][:8]})[0]
+        status, answer = server.wait_ready(
+            "digits", json.dumps({"instances": test["x"][:8].tolist()}).encode()
+        )
+        assert status == 200
+        assert np.abs(np.asarray(answer["outputs"]) - want).max() <= 1e-4
+        assert [row[0]["label"] for row in answer["top_k"]] == [str(int(v)) for v in want.argmax(1)]
+        from PIL import Image
+
+        png = io.BytesIO()
+        Image.fromarray(np.round(test["x"][0, 0] * 255).astype(np.uint8), mode="L").save(png, "PNG")
+        import urllib.request
+
+        req = urllib.request.Request(
+            f"{server.base}/predictions/digits",
+            data=png.getvalue(),
+            headers={"Content-Type": "image/png"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            image_answer = json.loads(r.read())
+        assert image_answer["top_k"][0][0]["label"] == str(int(test["y"][0]))
+        assert len(image_answer["top_k"][0]) == 3
+
+        from workflows.exporters.torchserve import _post
+
+        status, bad = _post(
+            f"{server.base}/predictions/tiny-ts",
+            json.dumps({"inputs": [[1.0, 2.0]]}).encode(),
+            "application/json",
+        )
+        assert status == 400 and "expected [-1, 3, 8, 8]" in str(bad)
+    finally:
+        server.stop()
+    assert server.proc.poll() is not None
