@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export", help="handoff artifacts: Docker build context, TFLite bundle, .mar"
     )
-    p.add_argument("target", choices=["docker", "torchserve"], help="what to export")
+    p.add_argument("target", choices=["docker", "torchserve", "tflite"], help="what to export")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="the folder to write")
     p.add_argument("--name", help="model name in URLs and manifests (default: the file name)")
@@ -162,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="torchserve: also accept raw images, preprocessed with the options below",
     )
     p.add_argument("--no-smoke-test", action="store_true", help="torchserve: skip serving it")
+    p.add_argument(
+        "--variant",
+        action="append",
+        choices=["fp32", "fp16", "dynamic", "int8"],
+        help="tflite: variant to make (repeatable; default: all four)",
+    )
+    p.add_argument("--calibration", help="tflite: representative data for int8")
+    p.add_argument("--evaluation", help="tflite: validation data (default: synthetic)")
+    p.add_argument("--description", default="", help="tflite: one sentence for the metadata")
     _add_preprocess_options(p)
     p.add_argument("--json", action="store_true")
     _add_load_options(p)
@@ -495,6 +504,29 @@ def _show_export(console: Any, r: dict[str, Any]) -> None:
     console.print(
         f"[green]wrote[/green] {escape(r['output'])} ({r['target']}, {len(r['files'])} files)"
     )
+    if r["target"] == "tflite":
+        from rich.table import Table
+
+        data = r["validation_data"]
+        console.print(
+            f"validated on {escape(data['source'])} ({data['samples']} samples); "
+            f"input layout: {r['input_layout']}"
+        )
+        table = Table("file", "size", "max abs err", "relative err", "top-1 agree", "check")
+        for v in r["variants"]:
+            f = v["validation"]
+            lim = f.get("limit", {})
+            table.add_row(
+                v["file"],
+                _size(v["size_bytes"]),
+                _fmt(f.get("max_abs_error")),
+                _fmt(f.get("relative_error")),
+                _fmt(f.get("top1_agreement", "-")),
+                ("pass" if f["passed"] else "FAIL")
+                + f" ({lim.get('metric')} limit {lim.get('value')})",
+            )
+        console.print(table)
+        return
     smoke = r["smoke_test"]
     if r["target"] == "torchserve":
         console.print(f"archive: {escape(r['archive'])} ({r['kind']})")
@@ -595,6 +627,15 @@ def _command(args: argparse.Namespace) -> tuple[str, Any, list[Path], Callable[[
         }
         if args.target == "docker":
             options.update(image=args.image, port=args.port, build=not args.no_build)
+        elif args.target == "tflite":
+            options.update(
+                variants=args.variant or ["fp32", "fp16", "dynamic", "int8"],
+                calibration=args.calibration,
+                evaluation=args.evaluation,
+                labels=args.labels,
+                description=args.description,
+                preprocess=_preprocess(args) if args.images else None,
+            )
         else:
             options.update(
                 labels=args.labels,
@@ -651,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not out.is_terminal:
             out = Console(highlight=False, width=140)
         show(out, result)
-    if step == "validate" and not result["passed"]:
+    if step in ("validate", "export-tflite") and not result["passed"]:
         return 1
     return 0
 

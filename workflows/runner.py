@@ -34,6 +34,7 @@ STEPS = {
     "report": "workflows.steps.report:run",
     "export-docker": "workflows.exporters.docker:run",
     "export-torchserve": "workflows.exporters.torchserve:run",
+    "export-tflite": "workflows.exporters.tflite_bundle:run",
 }
 
 

@@ -1,0 +1,141 @@
+"""TFLite bundle: every variant runs in ai-edge-litert and is checked against the original.
+
+The sample (PyTorch) goes PyTorch -> ONNX -> onnx2tf (its own environment, created on first use
+under the tools cache) -> SavedModel -> TFLiteConverter; Keras goes straight to TFLiteConverter.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.workflows import model_factory as mf
+from workflows.errors import ExportError
+from workflows.exporters.tflite_bundle import TFLiteExportOptions, export_tflite, read_metadata
+from workflows.formats import load_model
+
+
+@pytest.fixture(scope="module")
+def sample_bundle(tmp_path_factory, sample_dir):
+    out = tmp_path_factory.mktemp("tflite") / "digits"
+    result = export_tflite(
+        TFLiteExportOptions(
+            model={"path": str(sample_dir / "digits_cnn.pt2")},
+            output=str(out),
+            calibration=str(sample_dir / "digits_calibration.npz"),
+            evaluation=str(sample_dir / "digits_test.npz"),
+            labels=str(sample_dir / "labels.txt"),
+            preprocess={"channels": "L", "scale": 1 / 255},
+            description="8x8 digits",
+        )
+    )
+    return out, result
+
+
+def test_sample_variants_meet_their_limits(sample_bundle):
+    _, result = sample_bundle
+    v = {x["variant"]: x for x in result["variants"]}
+    assert list(v) == ["fp32", "fp16", "dynamic", "int8"]
+    assert result["validation_data"] == {
+        "source": result["validation_data"]["source"],
+        "synthetic": False,
+        "samples": 450,
+    }
+    assert v["fp32"]["validation"]["max_abs_error"] <= 1e-4
+    assert v["fp16"]["validation"]["relative_error"] <= 1e-2
+    assert v["int8"]["validation"]["top1_agreement"] >= 0.95
+    assert v["dynamic"]["validation"]["top1_agreement"] >= 0.95
+    assert all(x["validation"]["passed"] for x in v.values()) and result["passed"]
+    # Sizes: fp16 about half, int8 about a quarter of fp32.
+    assert 0.45 < v["fp16"]["size_bytes"] / v["fp32"]["size_bytes"] < 0.55
+    assert v["int8"]["size_bytes"] / v["fp32"]["size_bytes"] < 0.3
+    assert result["input_layout"] == "NHWC"  # onnx2tf moved the channels last
+
+
+def test_int8_accuracy_on_the_test_split_in_litert(sample_bundle, sample_dir):
+    """Independent of the exporter's own check: run the shipped INT8 file on the 450 digits."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, _ = sample_bundle
+    test = np.load(sample_dir / "digits_test.npz")
+    x = test["x"].transpose(0, 2, 3, 1).copy()
+    interp = Interpreter(model_path=str(out / "digits-cnn.int8.tflite"))
+    detail = interp.get_input_details()[0]
+    interp.resize_tensor_input(detail["index"], list(x.shape), strict=True)
+    interp.allocate_tensors()
+    interp.set_tensor(detail["index"], x)
+    interp.invoke()
+    int8_pred = interp.get_tensor(interp.get_output_details()[0]["index"]).argmax(1)
+    original = load_model(sample_dir / "digits_cnn.pt2")
+    from workflows.formats import by_name
+
+    ref_pred = by_name(original.format).session(original)({"x": test["x"]})[0].argmax(1)
+    assert np.mean(int8_pred == ref_pred) >= 0.95
+    assert np.mean(int8_pred == test["y"]) >= 0.95
+
+
+def test_metadata_embedded_and_bundle_files(sample_bundle):
+    out, _ = sample_bundle
+    meta = read_metadata(out / "digits-cnn.int8.tflite")
+    assert meta["variant"] == "int8" and meta["labels"] == [str(i) for i in range(10)]
+    assert meta["normalization"]["scale"] == pytest.approx(1 / 255)
+    assert meta["description"] == "8x8 digits" and len(meta["source"]["sha256"]) == 64
+    bundle = json.loads((out / "metadata.json").read_text())
+    assert bundle["input"]["layout"] == "NHWC" and len(bundle["variants"]) == 4
+    assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["step"] for s in manifest["steps"]] == ["convert", "onnx2tf", "export"]
+    assert set(manifest["validation"]["variants"]) == {"fp32", "fp16", "dynamic", "int8"}
+    readme = (out / "README.md").read_text()
+    assert "NHWC" in readme and "pass" in readme and "infer.py" in readme
+
+
+def test_infer_script_runs(sample_bundle):
+    out, _ = sample_bundle
+    r = subprocess.run(
+        [
+            sys.executable,
+            "infer.py",
+            "sample_input.npy",
+            "--model",
+            "digits-cnn.int8.tflite",
+            "--top-k",
+            "2",
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    expected = str(int(np.load(out / "sample_output.npy").argmax()))
+    assert r.stdout.strip().splitlines()[-1].startswith(expected + " ")
+
+
+def test_keras_to_tflite_without_onnx2tf(tmp_path):
+    model_path = mf.save_keras(tmp_path)
+    result = export_tflite(
+        TFLiteExportOptions(
+            model={"path": str(model_path)},
+            output=str(tmp_path / "bundle"),
+            variants=["fp32", "fp16"],
+        )
+    )
+    v = {x["variant"]: x for x in result["variants"]}
+    assert result["input_layout"] == "original"
+    assert v["fp32"]["validation"]["max_abs_error"] <= 1e-4
+    assert v["fp16"]["validation"]["relative_error"] <= 1e-2
+    assert result["validation_data"]["synthetic"] is True
+    assert [s["step"] for s in result["manifest"]["steps"]] == ["keras.Model.export", "export"]
+
+
+def test_tflite_source_is_refused_and_nothing_written(tmp_path):
+    path = mf.save_tflite(tmp_path)
+    with pytest.raises(ExportError, match="already TFLite"):
+        export_tflite(TFLiteExportOptions(model={"path": str(path)}, output=str(tmp_path / "b")))
+    assert not (tmp_path / "b").exists()
+    assert not list(tmp_path.glob(".b*"))
