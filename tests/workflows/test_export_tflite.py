@@ -139,3 +139,26 @@ def test_tflite_source_is_refused_and_nothing_written(tmp_path):
         export_tflite(TFLiteExportOptions(model={"path": str(path)}, output=str(tmp_path / "b")))
     assert not (tmp_path / "b").exists()
     assert not list(tmp_path.glob(".b*"))
+
+
+def test_savedmodel_to_tflite_with_int8(tmp_path):
+    path = mf.save_savedmodel(tmp_path)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "calib.npy", rng.standard_normal((32, 8, 8, 3)).astype(np.float32))
+    result = export_tflite(
+        TFLiteExportOptions(
+            model={"path": str(path)},
+            output=str(tmp_path / "b"),
+            variants=["fp32", "int8"],
+            calibration=str(tmp_path / "calib.npy"),
+        )
+    )
+    v = {x["variant"]: x for x in result["variants"]}
+    assert result["manifest"]["steps"][0]["step"] == "export"  # straight from the SavedModel
+    assert v["fp32"]["validation"]["max_abs_error"] <= 1e-4
+    assert v["int8"]["validation"]["passed"], v["int8"]["validation"]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(tmp_path / "b" / v["int8"]["file"]))
+    dtypes = {np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+    assert "int8" in dtypes  # weights and activations really are int8 inside
