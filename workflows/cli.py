@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_load_options(p)
 
+    p = sub.add_parser(
+        "run", help="run a workflow file (YAML/JSON) saved by the app or written by hand"
+    )
+    p.add_argument("workflow")
+    p.add_argument("-o", "--output", help="run folder (overrides the workflow's output)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("report", help="HTML report (with plots) from quantize/benchmark results")
     p.add_argument("inputs", nargs="+", help="result .json files or folders (quantize output)")
     p.add_argument("-o", "--output", required=True, help="the .html file to write")
@@ -238,6 +245,35 @@ def _run_with_progress(step: str, options: Any, outputs: list[Path], quiet: bool
         except KeyboardInterrupt:
             proc.cancel()
             raise
+
+
+def _run_workflow(options: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """Run every step of a workflow file, one progress bar per step."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from workflows.workflow import Workflow, run_workflow
+
+    wf = Workflow.load(Path(options["workflow"]))
+    if options.get("output"):
+        wf.output = options["output"]
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet or not console.is_terminal,
+    ) as bar:
+        tasks: dict[int, Any] = {}
+
+        def on_event(i: int, name: str, fraction: float, message: str) -> None:
+            if i not in tasks:
+                tasks[i] = bar.add_task(name, total=1.0)
+            bar.update(tasks[i], completed=fraction, description=f"{name}: {message}"[:80])
+
+        return run_workflow(wf, on_event)
 
 
 def _size(n: int | None) -> str:
@@ -559,6 +595,13 @@ def _show_export(console: Any, r: dict[str, Any]) -> None:
         )
 
 
+def _show_run(console: Any, r: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    for s in r["steps"]:
+        console.print(f"[green]done[/green] {s['step']:18} -> {escape(s['output'])}")
+
+
 def _show_report(console: Any, r: dict[str, Any]) -> None:
     console.print(
         f"wrote {r['html']} ({_size(r['bytes'])}; sections: {', '.join(r['sections'])}) "
@@ -617,6 +660,8 @@ def _command(args: argparse.Namespace) -> tuple[str, Any, list[Path], Callable[[
             "output": args.output,
         }
         return "benchmark", options, [Path(args.output)] if args.output else [], _show_benchmark
+    if args.command == "run":
+        return "run", {"workflow": args.workflow, "output": args.output}, [], _show_run
     if args.command == "export":
         out = Path(args.output)
         options = {
@@ -668,7 +713,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         step, options, outputs, show = _command(args)
-        result = _run_with_progress(step, options, outputs, quiet=args.json)
+        if step == "run":
+            result = _run_workflow(options, quiet=args.json)
+        else:
+            result = _run_with_progress(step, options, outputs, quiet=args.json)
     except KeyboardInterrupt:
         err.print("dockyard-cli: interrupted; nothing was written")
         return 130

@@ -1,0 +1,200 @@
+"""A workflow: one model and an ordered list of steps with their options, saved as YAML or JSON and
+run headless with the same runner the GUI uses (`dockyard-cli run WORKFLOW`).
+
+Paths between steps are derived, not written: everything goes to `<output>/<model name>/<step>/`,
+and a step that needs an earlier result (quantize after convert, benchmark after quantize) finds it
+there. Options are checked against each step's own declaration before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workflows.data import DataError
+from workflows.options import LoadOptions, from_dict, to_dict
+
+VERSION = 1
+
+
+def _step_options() -> dict[str, type]:
+    from workflows.exporters.docker import DockerExportOptions
+    from workflows.exporters.tflite_bundle import TFLiteExportOptions
+    from workflows.exporters.torchserve import TorchServeExportOptions
+    from workflows.steps.benchmark import BenchmarkOptions
+    from workflows.steps.convert import ConvertOptions
+    from workflows.steps.quantize import QuantizeOptions
+    from workflows.steps.report import ReportOptions
+    from workflows.steps.validate import ValidateOptions
+
+    return {
+        "convert": ConvertOptions,
+        "validate": ValidateOptions,
+        "quantize": QuantizeOptions,
+        "benchmark": BenchmarkOptions,
+        "report": ReportOptions,
+        "export-docker": DockerExportOptions,
+        "export-torchserve": TorchServeExportOptions,
+        "export-tflite": TFLiteExportOptions,
+    }
+
+
+# Keys a workflow file may not set: the runner derives them from the model and the run folder.
+DERIVED = {
+    "validate": {"original", "candidate"},
+    "benchmark": {"models", "output"},
+    "report": {"inputs", "output"},
+}
+DEFAULT_DERIVED = {"model", "output"}
+
+
+@dataclass
+class Step:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Workflow:
+    """A model and the steps to run on it."""
+
+    model: LoadOptions
+    steps: list[Step]
+    output: str = "out"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "model": to_dict(self.model),
+            "output": self.output,
+            "steps": [{"step": s.name, "options": s.options} for s in self.steps],
+        }
+
+    def save(self, path: Path) -> None:
+        """Write as YAML (.yaml/.yml) or JSON."""
+        path = Path(path)
+        data = self.to_dict()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            text = yaml.safe_dump(data, sort_keys=False)
+        else:
+            text = json.dumps(data, indent=2)
+        path.write_text(text)
+
+    @classmethod
+    def load(cls, path: Path) -> Workflow:
+        """Read and validate a workflow file; DataError names the first problem."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: workflow file not found")
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(path.read_text())
+            else:
+                data = json.loads(path.read_text())
+        except Exception as exc:  # yaml and json raise their own error types
+            raise DataError(f"{path}: not a readable workflow file ({exc})") from exc
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "workflow") -> Workflow:
+        if not isinstance(data, dict) or "model" not in data or "steps" not in data:
+            raise DataError(f"{where}: a workflow needs 'model' and 'steps'")
+        if data.get("version", VERSION) != VERSION:
+            raise DataError(f"{where}: workflow version {data.get('version')} is not supported")
+        model = from_dict(LoadOptions, data["model"])
+        known = _step_options()
+        steps = []
+        for i, raw in enumerate(data["steps"], 1):
+            name = raw.get("step") if isinstance(raw, dict) else None
+            if name not in known:
+                raise DataError(f"{where}: step {i} is {name!r}; steps are {', '.join(known)}")
+            options = dict(raw.get("options") or {})
+            derived = sorted(DERIVED.get(name, DEFAULT_DERIVED) & set(options))
+            if derived:
+                raise DataError(
+                    f"{where}: step {i} ({name}) sets {derived}; the workflow derives them"
+                )
+            from_dict(known[name], {**options, **_placeholders(name)})  # validates names and types
+            steps.append(Step(name, options))
+        return cls(model, steps, str(data.get("output", "out")))
+
+
+def _placeholders(name: str) -> dict[str, Any]:
+    """Stand-ins for the derived keys, so a step's own declaration can check the rest."""
+    if name == "validate":
+        return {"original": {"path": "x"}, "candidate": {"path": "y"}}
+    if name == "benchmark":
+        return {"models": ["x"], "output": "b.json"}
+    if name == "report":
+        return {"inputs": ["x"], "output": "r.html"}
+    return {"model": {"path": "x"}, "output": "o"}
+
+
+def plan(workflow: Workflow) -> list[tuple[str, dict[str, Any], Path]]:
+    """(runner step, full options, output path) for every step, with derived paths filled in."""
+    model = to_dict(workflow.model)
+    stem = Path(workflow.model.path).name.split(".")[0]
+    root = Path(workflow.output) / stem
+    converted = root / "convert" / f"{stem}.onnx"
+    quantized = root / "quantize"
+    names = [s.name for s in workflow.steps]
+    planned = []
+    for step in workflow.steps:
+        o = dict(step.options)
+        if step.name == "convert":
+            out = converted
+            o.update(model=model, output=str(out))
+        elif step.name == "validate":
+            out = root / "validate.json"
+            o.update(original=model, candidate={"path": str(converted)})
+        elif step.name == "quantize":
+            out = quantized
+            source = {"path": str(converted)} if "convert" in names else model
+            o.update(model=source, output=str(out))
+        elif step.name == "benchmark":
+            out = root / "benchmark.json"
+            o.update(models=[str(quantized if "quantize" in names else converted)], output=str(out))
+        elif step.name == "report":
+            out = root / "report.html"
+            inputs = [str(quantized)] if "quantize" in names else []
+            if "benchmark" in names:
+                inputs.append(str(root / "benchmark.json"))
+            o.update(inputs=inputs, output=str(out))
+        else:
+            out = root / step.name
+            o.update(model=model, output=str(out))
+        planned.append((step.name, o, out))
+    return planned
+
+
+def run_workflow(
+    workflow: Workflow, on_event: Callable[[int, str, float, str], None] | None = None
+) -> dict[str, Any]:
+    """Run every step in order (each in a child process); stop at the first failure."""
+    from workflows.runner import run_step
+
+    results = []
+    for i, (name, options, out) in enumerate(plan(workflow)):
+
+        def relay(f: float, m: str, i: int = i, name: str = name) -> None:
+            if on_event:
+                on_event(i, name, f, m)
+
+        result = run_step(name, options, relay, outputs=[out])
+        results.append({"step": name, "output": str(out), "result": result})
+        if name == "validate":
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(result, indent=2, allow_nan=False))
+            if not result["passed"]:
+                raise DataError(
+                    f"validate: the converted model differs from the original beyond "
+                    f"the tolerance (worst: {result['worst']}); stopping the workflow"
+                )
+    return {"workflow": workflow.to_dict(), "steps": results}
