@@ -49,6 +49,13 @@ def archives(tmp_path_factory, sample_dir):
                 model={"path": str(onnx_path)}, output=str(tmp / "onnx_out"), name="tiny-onnx"
             )
         ),
+        "exported_program": export_torchserve(
+            TorchServeExportOptions(
+                model={"path": str(sample_dir / "digits_cnn.pt2")},
+                output=str(tmp / "pt2_out"),
+                name="digits-pt2",
+            )
+        ),
     }
     return tmp, results, {"torchscript": ts_path, "onnx": onnx_path}
 
@@ -56,7 +63,12 @@ def archives(tmp_path_factory, sample_dir):
 def test_each_archive_passed_its_own_torchserve_smoke_test(archives):
     _, results, _ = archives
     kinds = {k: r["kind"] for k, r in results.items()}
-    assert kinds == {"torchscript": "torchscript", "eager": "eager", "onnx": "onnx"}
+    assert kinds == {
+        "torchscript": "torchscript",
+        "eager": "eager",
+        "onnx": "onnx",
+        "exported_program": "exported_program",
+    }
     for r in results.values():
         assert r["smoke_test"]["ran"] and r["smoke_test"]["passed"]
         assert r["smoke_test"]["max_abs_error"] <= 1e-4
@@ -156,3 +168,15 @@ def test_real_torchserve_serves_all_three(archives, sample_dir, tmp_path):
     finally:
         server.stop()
     assert server.proc.poll() is not None
+
+
+def test_deep_output_folder(tmp_path, sample_dir):
+    """Worker sockets live in TorchServe's temp folder: a deep output path must not break it."""
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 5) / "export"
+    result = export_torchserve(
+        TorchServeExportOptions(
+            model={"path": str(sample_dir / "digits_cnn.pt2")}, output=str(deep), name="deep"
+        )
+    )
+    assert len(str(deep)) > 108
+    assert result["smoke_test"]["passed"]

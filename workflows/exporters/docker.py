@@ -276,7 +276,7 @@ def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -
             "ort_version": _version("onnxruntime"),
             "inputs_doc": _describe(served.inputs),
             "outputs_doc": _describe(served.outputs),
-            "instance_example": json.dumps(first[0].round(3).tolist())[:200]
+            "instance_example": json.dumps(np.round(first[:1].astype(np.float64), 3).tolist())[:200]
             if len(served.inputs) == 1 and first.size <= 64
             else "[...]",
         }

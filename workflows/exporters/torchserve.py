@@ -12,6 +12,7 @@ import signal
 import string
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -146,9 +147,11 @@ class TorchServe:
             *[f"{k}={v}" for k, v in models.items()],
         ]
         # TorchServe keeps its PID file in the temp folder and refuses to start while it names a
-        # live process: a private TMPDIR lets independent instances (and parallel tests) coexist.
-        tmp = workdir / "tmp"
-        tmp.mkdir(exist_ok=True)
+        # live process, so each instance gets a private TMPDIR. It must be short: the workers'
+        # Unix sockets live there and socket paths are limited to 108 bytes, which a deep output
+        # folder exceeds (the worker then never starts).
+        tmp = Path(tempfile.mkdtemp(prefix="dy-ts-"))
+        self.tmp = tmp
         env = {
             **os.environ,
             "TMPDIR": str(tmp),
@@ -196,6 +199,7 @@ class TorchServe:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _reference(model: Model, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -58,7 +58,7 @@ class DockyardHandler(BaseHandler):
                 self.model = getattr(module, self.config["model_class"])()
                 state = torch.load(serialized, map_location="cpu", weights_only=True)
                 self.model.load_state_dict(state)
-            if hasattr(self.model, "eval"):
+            if kind != "exported_program":  # an exported program's module refuses eval()
                 self.model.eval()
         self.initialized = True
 

@@ -1,0 +1,25 @@
+"""`dockyard` (or `python -m app`): start the desktop app, optionally opening a model."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+
+    argv = list(sys.argv if argv is None else argv)
+    app = QApplication.instance() or QApplication(argv)
+    app.setOrganizationName("Dockyard")
+    app.setApplicationName("Dockyard")
+    window = MainWindow()
+    window.show()
+    if len(argv) > 1:
+        window.page(__import__("app.pages.load_page", fromlist=["LoadPage"]).LoadPage).load(argv[1])
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

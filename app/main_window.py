@@ -1,0 +1,205 @@
+"""The main window: the steps always visible on the left, the page in the middle, and one status
+bar with progress and Cancel for whatever step is running."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.pages.convert_page import ConvertPage
+from app.pages.export_page import ExportPage
+from app.pages.inspect_page import InspectPage
+from app.pages.load_page import LoadPage
+from app.pages.summary_page import SummaryPage
+from app.pages.test_page import TestPage
+from app.session import Session
+from app.workers import StepWorker
+
+
+class MainWindow(QMainWindow):
+    """Load → Inspect → Convert & Quantize → Test → Export → Summary."""
+
+    step_finished = Signal(str, bool)  # step name, succeeded (for tests and the status bar)
+
+    def __init__(self, session: Session | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("Dockyard")
+        self.resize(1180, 760)
+        self.setAcceptDrops(True)
+        self.session = session or Session()
+        self.worker: StepWorker | None = None
+        self.last_error: str | None = None
+
+        self.pages = [
+            LoadPage(self),
+            InspectPage(self),
+            ConvertPage(self),
+            TestPage(self),
+            ExportPage(self),
+            SummaryPage(self),
+        ]
+        self.steps = QListWidget()
+        self.steps.setObjectName("steps")
+        self.steps.setFixedWidth(190)
+        self.stack = QStackedWidget()
+        for i, page in enumerate(self.pages, 1):
+            self.steps.addItem(f"{i}  {page.title}")
+            self.stack.addWidget(page)
+        self.steps.currentRowChanged.connect(self.go_to)
+
+        self.status = QLabel("Ready.")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.setFixedWidth(260)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.back = QPushButton("Back")
+        self.back.clicked.connect(lambda: self.go_to(self.stack.currentIndex() - 1))
+        self.next = QPushButton("Next")
+        self.next.clicked.connect(lambda: self.go_to(self.stack.currentIndex() + 1))
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.status, 1)
+        bar.addWidget(self.progress)
+        bar.addWidget(self.cancel_button)
+        bar.addSpacing(24)
+        bar.addWidget(self.back)
+        bar.addWidget(self.next)
+        right = QVBoxLayout()
+        right.addWidget(self.stack, 1)
+        right.addLayout(bar)
+        body = QHBoxLayout()
+        body.addWidget(self.steps)
+        body.addLayout(right, 1)
+        central = QWidget()
+        central.setLayout(body)
+        self.setCentralWidget(central)
+        QShortcut(QKeySequence("Ctrl+O"), self, activated=self.pages[0]._open_file)
+        QShortcut(QKeySequence("Escape"), self, activated=self.cancel)
+        self.go_to(0)
+
+    # -- navigation ----------------------------------------------------------------------
+    def go_to(self, index: int) -> None:
+        index = max(0, min(index, len(self.pages) - 1))
+        if self.stack.currentIndex() != index or self.steps.currentRow() != index:
+            self.stack.setCurrentIndex(index)
+            self.steps.blockSignals(True)
+            self.steps.setCurrentRow(index)
+            self.steps.blockSignals(False)
+        self.pages[index].on_enter()
+        self.back.setEnabled(index > 0)
+        self.next.setEnabled(index < len(self.pages) - 1)
+
+    def page(self, cls: type) -> Any:
+        return next(p for p in self.pages if isinstance(p, cls))
+
+    def model_loaded(self) -> None:
+        self.go_to(1)
+
+    # -- running steps ---------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def run_step(
+        self,
+        step: str,
+        options: dict[str, Any],
+        outputs: list[Path],
+        on_done: Callable[[dict], None],
+        label: str,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """Run an engine step off the GUI thread; progress in the status bar; one at a time."""
+        if self.busy:
+            self.show_error("Another step is running; wait for it or cancel it first.")
+            return
+        self.status.setText(label + " …")
+        self.progress.setValue(0)
+        self.cancel_button.setEnabled(True)
+        worker = StepWorker(step, options, [Path(p) for p in outputs], self)
+        worker.progressed.connect(
+            lambda f, m: (
+                self.progress.setValue(int(f * 1000)),
+                self.status.setText(f"{label}: {m}"),
+            )
+        )
+        worker.succeeded.connect(
+            lambda result: self._finished(step, True, "Done: " + label, lambda: on_done(result))
+        )
+        worker.failed.connect(
+            lambda message, details: self._finished(
+                step,
+                False,
+                f"{label} failed.",
+                lambda: (
+                    on_error(message) if on_error else None,
+                    self.show_error(message, details),
+                ),
+            )
+        )
+        worker.cancelled.connect(lambda: self._finished(step, False, f"{label}: cancelled.", None))
+        self.worker = worker
+        worker.start()
+
+    def _finished(self, step: str, ok: bool, text: str, then: Callable[[], Any] | None) -> None:
+        self.cancel_button.setEnabled(False)
+        self.progress.setValue(1000 if ok else 0)
+        self.status.setText(text)
+        if self.worker is not None:
+            self.worker.wait()
+            self.worker = None
+        if then is not None:
+            then()
+        self.step_finished.emit(step, ok)
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.status.setText("Cancelling …")
+            self.worker.cancel()
+
+    def show_error(self, message: str, details: str = "") -> None:
+        """A non-blocking error dialog: what went wrong, with the details to copy."""
+        self.last_error = message
+        box = QMessageBox(QMessageBox.Icon.Warning, "Dockyard", message, parent=self)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        if details:
+            box.setDetailedText(details)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+
+    # -- drag and drop, closing ---------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        urls = [u for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            self.go_to(0)
+            self.page(LoadPage).load(urls[0].toLocalFile())
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Closing while a step runs cancels it cleanly (its process is killed, partial output removed)."""
+        if self.worker is not None:
+            self.worker.cancel()
+            self.worker.wait(5000)
+        event.accept()

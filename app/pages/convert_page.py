@@ -1,0 +1,186 @@
+"""Convert & Quantize: ONNX conversion and ONNX Runtime quantization, with one-line guidance."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from app.pages.base import Page, PathPicker
+from workflows.options import to_dict
+
+MODES = {
+    "static": (
+        "Static INT8 (QDQ)",
+        "about 4x smaller; fastest on CPUs with INT8 instructions "
+        "(VNNI/AMX/Arm dot-product); needs calibration data",
+    ),
+    "dynamic": ("Dynamic INT8", "no calibration; good for Transformers and RNNs, slow for CNNs"),
+    "fp16": ("FP16", "half the size; faster on GPUs, not on CPUs; float32 inputs and outputs kept"),
+}
+DATA_FILTER = "Data (*.npz *.npy *.png *.jpg *.jpeg)"
+
+
+class ConvertPage(Page):
+    title = "Convert & Quantize"
+
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        layout = QVBoxLayout(self)
+        conv = QGroupBox("Convert to ONNX")
+        form = QFormLayout(conv)
+        self.opset = QSpinBox()
+        self.opset.setRange(13, 21)
+        self.opset.setValue(18)
+        self.simplify = QCheckBox("Simplify the graph (onnxslim: constant folding, fusions)")
+        self.simplify.setChecked(True)
+        form.addRow("Opset", self.opset)
+        form.addRow("", self.simplify)
+        self.convert_button = QPushButton("Convert and validate")
+        self.convert_button.clicked.connect(self.convert)
+        form.addRow("", self.convert_button)
+        self.convert_status = QLabel()
+        self.convert_status.setWordWrap(True)
+        form.addRow(self.convert_status)
+        layout.addWidget(conv)
+
+        quant = QGroupBox("Quantize with ONNX Runtime")
+        qform = QFormLayout(quant)
+        self.modes: dict[str, QCheckBox] = {}
+        for key, (label, hint) in MODES.items():
+            box = QCheckBox(f"{label} — {hint}")
+            box.setChecked(key == "static")
+            self.modes[key] = box
+            qform.addRow(box)
+        self.calibration = PathPicker(
+            "calibration data: .npz/.npy or an image folder (else synthetic)", filters=DATA_FILTER
+        )
+        self.evaluation = PathPicker(
+            "evaluation data: labelled .npz (x, y) or class folders", filters=DATA_FILTER
+        )
+        self.labels = PathPicker("labels.txt (optional)", filters="Text (*.txt)")
+        self.max_drop = QDoubleSpinBox()
+        self.max_drop.setRange(0.0, 100.0)
+        self.max_drop.setValue(1.0)
+        self.max_drop.setSuffix(" points")
+        qform.addRow("Calibration", self.calibration)
+        qform.addRow("Evaluation", self.evaluation)
+        qform.addRow("Labels", self.labels)
+        qform.addRow("Accuracy gate", self.max_drop)
+        row = QHBoxLayout()
+        self.quantize_button = QPushButton("Quantize")
+        self.quantize_button.clicked.connect(self.quantize)
+        row.addWidget(self.quantize_button)
+        row.addStretch(1)
+        qform.addRow(row)
+        layout.addWidget(quant)
+        self.results = QTableWidget(0, 6)
+        self.results.setHorizontalHeaderLabels(
+            ["variant", "size", "smaller", "top-1", "gate", "kept float"]
+        )
+        self.results.horizontalHeader().setStretchLastSection(True)
+        layout.addWidget(self.results, 1)
+
+    def on_enter(self) -> None:
+        from workflows.resources import resource
+
+        model = self.session.model
+        if (
+            model
+            and model.path == str(resource("sample", "digits_cnn.pt2"))
+            and not self.calibration.value()
+        ):
+            # The sample comes with its own data: fill it in so a first run shows real accuracy.
+            self.calibration.edit.setText(str(resource("sample", "digits_calibration.npz")))
+            self.evaluation.edit.setText(str(resource("sample", "digits_test.npz")))
+            self.labels.edit.setText(str(resource("sample", "labels.txt")))
+
+    def convert(self) -> None:
+        if not self.session.model:
+            self.window_.show_error("Load a model first.")
+            return
+        out = self.session.folder("convert") / f"{self.session.name}.onnx"
+        user = {"opset": self.opset.value(), "simplify": self.simplify.isChecked()}
+        options = {"model": to_dict(self.session.model), "output": str(out), **user}
+
+        def done(result: dict) -> None:
+            self.session.record("convert", user, result)
+            self.convert_status.setText(
+                f"Wrote {result['output']} ({result['size_bytes'] / 1024:.1f} KB) "
+                f"in {result['seconds']:.1f} s. Validating…"
+            )
+            self._validate(out)
+
+        self.window_.run_step("convert", options, [out], done, "Converting to ONNX")
+
+    def _validate(self, candidate) -> None:
+        user = {"inputs": self.evaluation.value()} if self.evaluation.value() else {}
+        options = {
+            "original": to_dict(self.session.model),
+            "candidate": {"path": str(candidate)},
+            **user,
+        }
+
+        def done(result: dict) -> None:
+            self.session.record("validate", user, result)
+            worst = result["worst"]
+            verdict = "matches the original" if result["passed"] else "DIFFERS from the original"
+            self.convert_status.setText(
+                f"{self.convert_status.text().removesuffix(' Validating…')} The ONNX model {verdict}: "
+                f"max abs error {worst.get('max_abs_error', 0):.2g}, cosine "
+                f"{worst.get('cosine_similarity', 1):.6f} ({result['inputs']})."
+            )
+
+        self.window_.run_step("validate", options, [], done, "Validating against the original")
+
+    def quantize(self) -> None:
+        if not self.session.model:
+            self.window_.show_error("Load a model first.")
+            return
+        modes = [k for k, box in self.modes.items() if box.isChecked()]
+        if not modes:
+            self.window_.show_error("Choose at least one variant to make.")
+            return
+        converted = self.session.results.get("convert")
+        source = {"path": converted["output"]} if converted else to_dict(self.session.model)
+        out = self.session.folder("quantize")
+        user = {
+            "modes": modes,
+            "calibration": self.calibration.value(),
+            "evaluation": self.evaluation.value(),
+            "labels": self.labels.value(),
+            "max_accuracy_drop": self.max_drop.value(),
+        }
+        options = {"model": source, "output": str(out), **user}
+
+        def done(result: dict) -> None:
+            self.session.record("quantize", user, result)
+            self.show_results(result)
+
+        self.window_.run_step("quantize", options, [out], done, "Quantizing")
+
+    def show_results(self, r: dict) -> None:
+        self.results.setRowCount(len(r["variants"]))
+        for i, v in enumerate(r["variants"]):
+            g = v["accuracy"]["gate"]
+            top1 = v["accuracy"].get("top1")
+            cells = [
+                v["name"],
+                f"{v['size_bytes'] / 1024:.1f} KB",
+                f"{v['size_ratio']:.2f}x",
+                "-" if top1 is None else f"{100 * top1:.2f} %",
+                "-" if g["passed"] is None else ("pass" if g["passed"] else "FAIL"),
+                ", ".join(v["excluded_nodes"]) or "-",
+            ]
+            for c, text in enumerate(cells):
+                self.results.setItem(i, c, QTableWidgetItem(text))

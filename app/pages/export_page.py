@@ -1,0 +1,117 @@
+"""Export: Docker build context, TorchServe archive, TFLite bundle; each README readable here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QSplitter,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.pages.base import Page
+from workflows.options import to_dict
+
+TARGETS = {
+    "docker": "Docker build context — ONNX Runtime server (Open Inference Protocol v2), k8s + KServe",
+    "torchserve": "TorchServe archive (.mar) — generated handler; TorchServe is in limited maintenance",
+    "tflite": "TFLite bundle — fp32, fp16, dynamic and INT8 variants for LiteRT (phones, edge)",
+}
+
+
+class ExportPage(Page):
+    title = "Export"
+
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        layout = QVBoxLayout(self)
+        self.targets: dict[str, QCheckBox] = {}
+        for key, text in TARGETS.items():
+            box = QCheckBox(text)
+            box.setChecked(key == "docker")
+            self.targets[key] = box
+            layout.addWidget(box)
+        row = QHBoxLayout()
+        self.folder_label = QLabel()
+        row.addWidget(self.folder_label, 1)
+        self.export_button = QPushButton("Export")
+        self.export_button.clicked.connect(self.export)
+        row.addWidget(self.export_button)
+        layout.addLayout(row)
+        split = QSplitter()
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        self.done = QListWidget()
+        self.done.currentTextChanged.connect(self._show_readme)
+        left_layout.addWidget(self.done, 1)
+        open_button = QPushButton("Open folder")
+        open_button.clicked.connect(self._open_folder)
+        left_layout.addWidget(open_button)
+        split.addWidget(left)
+        self.readme = QTextBrowser()
+        split.addWidget(self.readme)
+        split.setSizes([300, 700])
+        layout.addWidget(split, 1)
+        self._queue: list[str] = []
+
+    def on_enter(self) -> None:
+        if self.session.model:
+            self.folder_label.setText(
+                f"Into {self.session.output_root / self.session.name}/export-…"
+            )
+
+    def export(self) -> None:
+        if not self.session.model:
+            self.window_.show_error("Load a model first.")
+            return
+        self._queue = [k for k, box in self.targets.items() if box.isChecked()]
+        self._next()
+
+    def _options(self, target: str) -> dict:
+        user: dict = {}
+        quant = self.session.step_options.get("quantize") or {}
+        if target in ("torchserve", "tflite") and quant.get("labels"):
+            user["labels"] = quant["labels"]
+        if target == "tflite":
+            user.update(calibration=quant.get("calibration"), evaluation=quant.get("evaluation"))
+        return user
+
+    def _next(self) -> None:
+        if not self._queue:
+            return
+        target = self._queue.pop(0)
+        step = f"export-{target}"
+        out = self.session.folder(step)
+        user = self._options(target)
+        options = {"model": to_dict(self.session.model), "output": str(out), **user}
+
+        def done(result: dict) -> None:
+            self.session.record(step, user, result)
+            self.done.addItem(result["output"])
+            self.done.setCurrentRow(self.done.count() - 1)
+            self._next()
+
+        def failed(message: str) -> None:
+            self._queue.clear()
+
+        self.window_.run_step(step, options, [out], done, f"Exporting: {target}", on_error=failed)
+
+    def _show_readme(self, folder: str) -> None:
+        readme = Path(folder) / "README.md" if folder else None
+        if readme and readme.exists():
+            self.readme.setMarkdown(readme.read_text())
+
+    def _open_folder(self) -> None:
+        item = self.done.currentItem()
+        if item:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(item.text()))

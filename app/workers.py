@@ -1,0 +1,62 @@
+"""The one place that turns an engine step into Qt signals.
+
+Every step runs in the engine's child-process runner (killable, crash-proof); a QThread waits on it
+and relays progress. Signals cross to the GUI thread through Qt's queued connections.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from workflows.errors import DockyardError, StepCancelled
+from workflows.runner import StepFailed, StepProcess
+
+
+class StepWorker(QThread):
+    """Runs one engine step off the GUI thread. Connect to the signals, then start()."""
+
+    progressed = Signal(float, str)
+    succeeded = Signal(dict)
+    failed = Signal(str, str)  # message, details
+    cancelled = Signal()
+
+    def __init__(
+        self,
+        step: str,
+        options: dict[str, Any],
+        outputs: list[Path] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.step = step
+        self.options = options
+        self.outputs = outputs or []
+        self._process: StepProcess | None = None
+        self._cancel_requested = False
+
+    def run(self) -> None:  # runs in the worker thread
+        try:
+            if self._cancel_requested:
+                raise StepCancelled("cancelled")
+            self._process = StepProcess(self.step, self.options, self.progressed.emit, self.outputs)
+            result = self._process.wait()
+        except StepCancelled:
+            self.cancelled.emit()
+        except StepFailed as exc:
+            self.failed.emit(str(exc), exc.details)
+        except DockyardError as exc:
+            self.failed.emit(str(exc), "")
+        except Exception as exc:  # a bug: still a message, never a crash of the window
+            self.failed.emit(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        else:
+            self.succeeded.emit(result)
+
+    def cancel(self) -> None:
+        """Kill the step's process (takes effect within a second); `cancelled` follows."""
+        self._cancel_requested = True
+        if self._process is not None:
+            self._process.cancel()

@@ -1,0 +1,91 @@
+"""Render every wizard page to PNG in docs/screenshots/ (run under Xvfb for a real window):
+
+    xvfb-run -a -s "-screen 0 1280x800x24" python scripts/screenshots.py
+
+Opens the sample, converts and quantizes it, runs a test input and a benchmark, exports the Docker
+target, then grabs each page. Keep it: the pictures can be regenerated after UI changes.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtWidgets import QApplication
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.main_window import MainWindow  # noqa: E402
+from app.pages.convert_page import ConvertPage  # noqa: E402
+from app.pages.export_page import ExportPage  # noqa: E402
+from app.pages.load_page import LoadPage  # noqa: E402
+from app.pages.test_page import TestPage  # noqa: E402
+from app.session import Session  # noqa: E402
+
+OUT = ROOT / "docs" / "screenshots"
+
+
+def wait_for(window: MainWindow, step: str, timeout_ms: int = 600_000) -> None:
+    loop = QEventLoop()
+    window.step_finished.connect(lambda s, ok: loop.quit() if s == step else None)
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+
+
+def settle(ms: int = 300) -> None:
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def grab(window: MainWindow, index: int, name: str) -> None:
+    window.go_to(index)
+    settle()
+    window.grab().save(str(OUT / f"{index + 1:02d}-{name}.png"))
+
+
+def main() -> None:
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setOrganizationName("Dockyard-screenshots")
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        window = MainWindow(Session(output_root=Path(tmp)))
+        window.show()
+        settle()
+        grab(window, 0, "load-empty")
+        window.page(LoadPage).open_sample()
+        wait_for(window, "inspect")
+        grab(window, 0, "load")
+        grab(window, 1, "inspect")
+        window.go_to(2)
+        convert = window.page(ConvertPage)
+        convert.convert()
+        wait_for(window, "validate")
+        convert.modes["fp16"].setChecked(True)
+        convert.quantize()
+        wait_for(window, "quantize")
+        grab(window, 2, "convert-quantize")
+        test = window.page(TestPage)
+        np.save(Path(tmp) / "one.npy", np.load(ROOT / "resources/sample/digits_test.npz")["x"][0])
+        test.input.edit.setText(str(Path(tmp) / "one.npy"))
+        window.go_to(3)
+        test.predict()
+        wait_for(window, "predict")
+        test.benchmark()
+        wait_for(window, "benchmark")
+        grab(window, 3, "test")
+        window.go_to(4)
+        window.page(ExportPage).export()
+        wait_for(window, "export-docker")
+        grab(window, 4, "export")
+        grab(window, 5, "summary")
+        window.close()
+    print(f"wrote {len(list(OUT.glob('*.png')))} screenshots to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

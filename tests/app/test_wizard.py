@@ -1,0 +1,149 @@
+"""The wizard, offscreen: open the sample, walk every page, export all three targets, and check
+the artifacts exist and validated; bad files give a message and the window stays usable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.main_window import MainWindow
+from app.pages.convert_page import ConvertPage
+from app.pages.export_page import ExportPage
+from app.pages.inspect_page import InspectPage
+from app.pages.load_page import LoadPage
+from app.pages.summary_page import SummaryPage
+from app.pages.test_page import TestPage
+from app.session import Session
+from workflows.workflow import Workflow
+
+TIMEOUT = 600_000
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtCore import QSettings
+
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(
+        QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings")
+    )
+    monkeypatch.setattr("PySide6.QtGui.QDesktopServices.openUrl", lambda url: True)
+    w = MainWindow(Session(output_root=tmp_path / "runs"))
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.close()
+
+
+def run(qtbot, window, step: str, action) -> None:
+    """Start an action and wait until `step` finishes (the signal is emitted on the GUI thread)."""
+    with qtbot.waitSignal(
+        window.step_finished, timeout=TIMEOUT, check_params_cb=lambda s, ok: s == step
+    ) as blocker:
+        action()
+    assert blocker.args[1], f"{step} failed: {window.last_error}"
+
+
+def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_dir):
+    load = window.page(LoadPage)
+    run(qtbot, window, "inspect", load.open_sample)
+    assert window.stack.currentWidget() is window.page(InspectPage)
+    assert "exported_program" in window.page(InspectPage).summary.text()
+    assert window.page(InspectPage).ops.rowCount() == 5
+
+    window.go_to(2)
+    convert = window.page(ConvertPage)
+    run(qtbot, window, "validate", convert.convert)
+    assert window.session.results["validate"]["passed"]
+    assert "matches the original" in convert.convert_status.text()
+    run(qtbot, window, "quantize", convert.quantize)
+    static = window.session.results["quantize"]["variants"][0]
+    assert static["size_ratio"] >= 3.5 and static["accuracy"]["gate"]["passed"]
+    assert convert.results.item(0, 0).text() == "int8-static"
+
+    window.go_to(3)
+    test = window.page(TestPage)
+    np.save(tmp_path / "one.npy", np.load(sample_dir / "digits_test.npz")["x"][0])
+    test.input.edit.setText(str(tmp_path / "one.npy"))
+    run(qtbot, window, "predict", test.predict)
+    assert test.predictions.columnCount() == 3  # original, fp32 ONNX, int8
+    assert len({test.predictions.item(0, c).text().split()[0] for c in range(3)}) == 1
+    run(qtbot, window, "benchmark", test.benchmark)
+    assert test.latency.rowCount() == 2 and "INT8" in test.verdict.text()
+
+    window.go_to(4)
+    export = window.page(ExportPage)
+    for box in export.targets.values():
+        box.setChecked(True)
+    with qtbot.waitSignal(
+        window.step_finished,
+        timeout=TIMEOUT,
+        check_params_cb=lambda s, ok: s == "export-tflite" or not ok,
+    ):
+        export.export()
+    results = window.session.results
+    assert {"export-docker", "export-torchserve", "export-tflite"} <= set(results), (
+        window.last_error
+    )
+    docker = Path(results["export-docker"]["output"])
+    assert (docker / "Dockerfile").is_file() and (docker / "server" / "app.py").is_file()
+    assert json.loads((docker / "manifest.json").read_text())["validation"]["smoke_test"]["passed"]
+    mar = Path(results["export-torchserve"]["archive"])
+    assert mar.is_file() and results["export-torchserve"]["smoke_test"]["passed"]
+    tflite = results["export-tflite"]
+    assert tflite["passed"] and len(tflite["variants"]) == 4
+    assert all((Path(tflite["output"]) / v["file"]).is_file() for v in tflite["variants"])
+    assert export.done.count() == 3 and "TFLite" in export.readme.toPlainText()
+    export.done.setCurrentRow(0)
+    assert "Docker build context" in export.readme.toPlainText()
+
+    window.go_to(5)
+    summary = window.page(SummaryPage)
+    assert "int8-static" in summary.text.toPlainText()
+    wf_path = tmp_path / "wf.yaml"
+    summary.save_workflow(wf_path)
+    wf = Workflow.load(wf_path)
+    assert [s.name for s in wf.steps] == [
+        "convert",
+        "validate",
+        "quantize",
+        "benchmark",
+        "export-docker",
+        "export-torchserve",
+        "export-tflite",
+    ]
+    run(qtbot, window, "report", summary.open_report)
+    assert Path(window.session.results["report"]["html"]).is_file()
+
+
+def test_bad_files_give_a_message_and_the_app_stays_usable(qtbot, window, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07\x12\x04junk" * 10)
+    load = window.page(LoadPage)
+    for path, expected in ((text, "not a model format"), (bad, "broken.onnx")):
+        with qtbot.waitSignal(window.step_finished, timeout=TIMEOUT) as blocker:
+            load.load(str(path))
+        assert blocker.args == ["inspect", False]
+        assert expected in window.last_error
+        assert window.session.model is None
+    run(qtbot, window, "inspect", load.open_sample)  # still usable afterwards
+    assert window.session.model is not None
+
+
+def test_cancel_kills_the_step(qtbot, window, sample_dir):
+    run(qtbot, window, "inspect", window.page(LoadPage).open_sample)
+    window.go_to(2)
+    convert = window.page(ConvertPage)
+    with qtbot.waitSignal(window.step_finished, timeout=60_000) as blocker:
+        convert.convert()
+        qtbot.wait(300)
+        window.cancel()
+    assert blocker.args == ["convert", False]
+    assert "cancelled" in window.status.text()
+    assert not window.busy
+    assert not (window.session.folder("convert") / "digits_cnn.onnx").exists()
