@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(argv)
     app.setOrganizationName("Dockyard")
     app.setApplicationName("Dockyard")
+    from workflows.resources import resource
+
+    app.setStyleSheet(resource("styles", "app.qss").read_text())
     window = MainWindow()
     window.show()
     if len(argv) > 1:

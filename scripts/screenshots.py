@@ -51,8 +51,18 @@ def grab(window: MainWindow, index: int, name: str) -> None:
 def main() -> None:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setOrganizationName("Dockyard-screenshots")
+    from workflows.resources import resource
+
+    app.setStyleSheet(resource("styles", "app.qss").read_text())
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        from PySide6.QtCore import QSettings
+
+        # Fresh settings: the pictures must not depend on this machine's recent files.
+        QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+        QSettings.setPath(
+            QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(Path(tmp) / "settings")
+        )
         window = MainWindow(Session(output_root=Path(tmp)))
         window.show()
         settle()

@@ -25,6 +25,11 @@ from workflows.resources import resource
 RECENT_KEY = "recent_models"
 
 
+def recent_models(settings: QSettings) -> list[str]:
+    """The remembered paths (QSettings returns a bare string for a one-item list without type=)."""
+    return [str(p) for p in settings.value(RECENT_KEY, [], type=list)]
+
+
 class LoadPage(Page):
     title = "Load"
 
@@ -139,11 +144,11 @@ class LoadPage(Page):
 
     def _remember(self, path: str) -> None:
         settings = QSettings()
-        recent = [p for p in (settings.value(RECENT_KEY) or []) if p != path]
+        recent = [p for p in recent_models(settings) if p != path]
         settings.setValue(RECENT_KEY, [path, *recent][:10])
         self._refresh_recent()
 
     def _refresh_recent(self) -> None:
         self.recent.clear()
-        for p in QSettings().value(RECENT_KEY) or []:
+        for p in recent_models(QSettings()):
             self.recent.addItem(p)

@@ -133,6 +133,9 @@ def test_bad_files_give_a_message_and_the_app_stays_usable(qtbot, window, tmp_pa
         assert window.session.model is None
     run(qtbot, window, "inspect", load.open_sample)  # still usable afterwards
     assert window.session.model is not None
+    assert [load.recent.item(i).text() for i in range(load.recent.count())] == [
+        window.session.model.path
+    ]
 
 
 def test_cancel_kills_the_step(qtbot, window, sample_dir):
