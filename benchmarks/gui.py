@@ -1,0 +1,129 @@
+"""GUI responsiveness: cold start to first paint, and the worst event-loop stall while each step
+runs, seen by a 10 ms QTimer probe (targets: first paint <= 1 s, stall <= 50 ms).
+Prints numbers; asserts nothing.
+
+    QT_QPA_PLATFORM=offscreen python benchmarks/gui.py
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+COLD_START = r"""
+import time, sys
+t0 = time.perf_counter()
+sys.path.insert(0, {root!r})
+from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtWidgets import QApplication
+from app.main_window import MainWindow
+app = QApplication([])
+
+class FirstPaint(QObject):
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.Paint:
+            print(f"{{(time.perf_counter() - t0) * 1000:.0f}}")
+            app.quit()
+        return False
+
+w = MainWindow()
+f = FirstPaint()
+w.installEventFilter(f)
+w.show()
+QTimer.singleShot(10000, app.quit)
+app.exec()
+"""
+
+
+def cold_start(runs: int = 3) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        r = subprocess.run(
+            [sys.executable, "-c", COLD_START.format(root=str(ROOT))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen")},
+        )
+        wall = (time.perf_counter() - started) * 1000
+        in_process = float(r.stdout.strip().splitlines()[-1])
+        times.append((in_process, wall))
+    return times
+
+
+def stalls() -> list[tuple[str, float, float]]:
+    import numpy as np
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from app.pages.convert_page import ConvertPage
+    from app.pages.export_page import ExportPage
+    from app.pages.load_page import LoadPage
+    from app.pages.test_page import TestPage
+    from app.session import Session
+
+    _app = QApplication.instance() or QApplication([])  # kept alive for the whole run
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        window = MainWindow(Session(output_root=Path(tmp)))
+        window.show()
+        ticks: list[float] = []
+        probe = QTimer()
+        probe.setInterval(10)
+        probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        probe.start()
+
+        def measure(step: str, action) -> None:
+            ticks.clear()
+            loop = QEventLoop()
+            window.step_finished.connect(lambda s, ok: loop.quit() if s == step else None)
+            started = time.perf_counter()
+            action()
+            loop.exec()
+            gaps = np.diff(ticks) * 1000 if len(ticks) > 1 else np.array([0.0])
+            rows.append((step, float(gaps.max() - 10), time.perf_counter() - started))
+
+        measure("inspect", window.page(LoadPage).open_sample)
+        window.go_to(2)
+        convert = window.page(ConvertPage)
+        measure("convert", convert.convert)
+        measure("validate", lambda: None)  # convert chains validate; wait for it
+        measure("quantize", convert.quantize)
+        window.go_to(3)
+        test = window.page(TestPage)
+        np.save(Path(tmp) / "one.npy", np.load(ROOT / "resources/sample/digits_test.npz")["x"][0])
+        test.input.edit.setText(str(Path(tmp) / "one.npy"))
+        measure("predict", test.predict)
+        measure("benchmark", test.benchmark)
+        window.go_to(4)
+        measure("export-docker", window.page(ExportPage).export)
+        probe.stop()
+        window.close()
+    return rows
+
+
+def main() -> None:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")  # offscreen plugin chatter
+    starts = cold_start()
+    print("cold start to first paint (target <= 1000 ms)")
+    for in_process, wall in starts:
+        print(
+            f"  {in_process:6.0f} ms after the script started ({wall:.0f} ms including interpreter start)"
+        )
+    print("worst event-loop stall during each step, 10 ms probe (target <= 50 ms)")
+    for step, stall, seconds in stalls():
+        print(f"  {step:14} {stall:7.1f} ms   (step took {seconds:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
