@@ -14,8 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(argv)
     app.setOrganizationName("Dockyard")
     app.setApplicationName("Dockyard")
+    from app.settings import apply_theme
     from workflows.resources import resource
 
+    apply_theme()
     app.setStyleSheet(resource("styles", "app.qss").read_text())
     window = MainWindow()
     window.show()

@@ -42,7 +42,11 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Dockyard")
         self.resize(1180, 760)
         self.setAcceptDrops(True)
-        self.session = session or Session()
+        if session is None:
+            from app.settings import output_root
+
+            session = Session(output_root=output_root())
+        self.session = session
         self.worker: StepWorker | None = None
         self.last_error: str | None = None
 
@@ -92,7 +96,11 @@ class MainWindow(QMainWindow):
         central = QWidget()
         central.setLayout(body)
         self.setCentralWidget(central)
+        settings_button = QPushButton("Settings…")
+        settings_button.clicked.connect(self.open_settings)
+        bar.insertWidget(0, settings_button)
         QShortcut(QKeySequence("Ctrl+O"), self, activated=self.pages[0]._open_file)
+        QShortcut(QKeySequence("Ctrl+,"), self, activated=self.open_settings)
         QShortcut(QKeySequence("Escape"), self, activated=self.cancel)
         self.go_to(0)
 
@@ -107,6 +115,13 @@ class MainWindow(QMainWindow):
         self.pages[index].on_enter()
         self.back.setEnabled(index > 0)
         self.next.setEnabled(index < len(self.pages) - 1)
+
+    def open_settings(self) -> None:
+        from app.settings import SettingsDialog, output_root
+
+        dialog = SettingsDialog(self)
+        dialog.accepted.connect(lambda: setattr(self.session, "output_root", output_root()))
+        dialog.open()
 
     def page(self, cls: type) -> Any:
         return next(p for p in self.pages if isinstance(p, cls))

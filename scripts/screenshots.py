@@ -45,7 +45,8 @@ def settle(ms: int = 300) -> None:
 def grab(window: MainWindow, index: int, name: str) -> None:
     window.go_to(index)
     settle()
-    window.grab().save(str(OUT / f"{index + 1:02d}-{name}.png"))
+    prefix = f"{index + 1:02d}" if name != "dark" else "08"
+    window.grab().save(str(OUT / f"{prefix}-{name}.png"))
 
 
 def main() -> None:
@@ -93,6 +94,15 @@ def main() -> None:
         wait_for(window, "export-docker")
         grab(window, 4, "export")
         grab(window, 5, "summary")
+        from app.settings import SettingsDialog, apply_theme
+
+        dialog = SettingsDialog(window)
+        dialog.show()
+        settle()
+        dialog.grab().save(str(OUT / "07-settings.png"))
+        dialog.close()
+        apply_theme("Dark")
+        grab(window, 2, "dark")
         window.close()
     print(f"wrote {len(list(OUT.glob('*.png')))} screenshots to {OUT}")
 

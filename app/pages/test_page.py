@@ -106,7 +106,9 @@ class TestPage(Page):
                 "Convert or quantize the model first: the benchmark times ONNX variants."
             )
             return
-        user = {"batch_sizes": [self.batch.value()], "max_seconds": 5.0}
+        from app.settings import threads
+
+        user = {"batch_sizes": [self.batch.value()], "threads": [threads()], "max_seconds": 5.0}
         out = self.session.folder("benchmark.json")
         options = {"models": models, "output": str(out), **user}
 

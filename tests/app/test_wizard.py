@@ -150,3 +150,21 @@ def test_cancel_kills_the_step(qtbot, window, sample_dir):
     assert "cancelled" in window.status.text()
     assert not window.busy
     assert not (window.session.folder("convert") / "digits_cnn.onnx").exists()
+
+
+def test_settings_change_output_folder_threads_and_theme(qtbot, window, tmp_path):
+    from PySide6.QtWidgets import QApplication
+
+    from app.settings import SettingsDialog, output_root, threads
+
+    dialog = SettingsDialog(window)
+    qtbot.addWidget(dialog)
+    dialog.output.edit.setText(str(tmp_path / "elsewhere"))
+    dialog.threads.setValue(2)
+    dialog.theme.setCurrentText("Dark")
+    dialog.accept()
+    assert output_root() == tmp_path / "elsewhere" and threads() == 2
+    assert QApplication.instance().palette().window().color().lightness() < 80
+    dialog.theme.setCurrentText("Light")
+    dialog.accept()
+    assert QApplication.instance().palette().window().color().lightness() > 180
