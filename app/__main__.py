@@ -9,6 +9,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
+    from app.pages.load_page import LoadPage
 
     argv = list(sys.argv if argv is None else argv)
     app = QApplication.instance() or QApplication(argv)
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow()
     window.show()
     if len(argv) > 1:
-        window.page(__import__("app.pages.load_page", fromlist=["LoadPage"]).LoadPage).load(argv[1])
+        window.page(LoadPage).load(argv[1])
     return app.exec()
 
 

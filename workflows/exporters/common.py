@@ -91,6 +91,17 @@ def v2_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
     }
 
 
+def export_step(target: str, options: Any) -> dict[str, Any]:
+    """The manifest's record of an export: its target and options (the output path left out)."""
+    from workflows.options import to_dict
+
+    return {
+        "step": "export",
+        "target": target,
+        "options": {k: v for k, v in to_dict(options).items() if k != "output"},
+    }
+
+
 def write_manifest(
     folder: Path,
     *,

@@ -24,11 +24,17 @@ import numpy as np
 from workflows import __version__
 from workflows.atomic import atomic_dir, scratch_dir
 from workflows.errors import ExportError
-from workflows.exporters.common import free_port, v2_datatype, v2_tensor, write_manifest
+from workflows.exporters.common import (
+    export_step,
+    free_port,
+    v2_datatype,
+    v2_tensor,
+    write_manifest,
+)
 from workflows.formats import onnx_format
 from workflows.inputs import synthesize
 from workflows.model import Model
-from workflows.options import LoadOptions, from_dict, option, to_dict
+from workflows.options import LoadOptions, from_dict, option
 from workflows.progress import Progress, null_progress
 from workflows.resources import resource
 
@@ -301,7 +307,7 @@ def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -
             target="docker",
             source=model.path,
             source_format=model.format,
-            steps=[*steps, {"step": "export", "target": "docker", "options": _options(opts)}],
+            steps=[*steps, export_step("docker", opts)],
             sample={
                 "request": "sample_request.json",
                 "response": "sample_response.json",
@@ -323,12 +329,6 @@ def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -
         "files": sorted(str(p.relative_to(out_path)) for p in out_path.rglob("*") if p.is_file()),
         "manifest": manifest,
     }
-
-
-def _options(opts: DockerExportOptions) -> dict[str, Any]:
-    d = to_dict(opts)
-    d.pop("output", None)
-    return d
 
 
 def _version(package: str) -> str:

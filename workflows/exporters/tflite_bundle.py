@@ -23,7 +23,7 @@ from workflows import __version__, formats
 from workflows.atomic import atomic_dir, scratch_dir
 from workflows.data import DataError, Dataset, Preprocess, load_dataset, read_labels
 from workflows.errors import ExportError
-from workflows.exporters.common import sha256, write_manifest
+from workflows.exporters.common import export_step, sha256, write_manifest
 from workflows.exporters.docker import safe_name
 from workflows.formats import _tf
 from workflows.metrics import compare, looks_like_class_scores
@@ -316,14 +316,7 @@ def export_tflite(opts: TFLiteExportOptions, progress: Progress | None = None) -
             target="tflite",
             source=model.path,
             source_format=model.format,
-            steps=[
-                *steps,
-                {
-                    "step": "export",
-                    "target": "tflite",
-                    "options": {k: v for k, v in to_dict(opts).items() if k != "output"},
-                },
-            ],
+            steps=[*steps, export_step("tflite", opts)],
             sample={"input": "sample_input.npy", "output": "sample_output.npy"},
             validation={
                 "data": evaluation.source,

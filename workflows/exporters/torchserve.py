@@ -27,7 +27,7 @@ from workflows import __version__, formats
 from workflows.atomic import atomic_dir, scratch_dir
 from workflows.data import Preprocess, read_labels
 from workflows.errors import ExportError
-from workflows.exporters.common import free_port, tool_versions, write_manifest
+from workflows.exporters.common import export_step, free_port, tool_versions, write_manifest
 from workflows.exporters.docker import safe_name
 from workflows.inputs import synthesize
 from workflows.model import Model
@@ -355,14 +355,7 @@ def export_torchserve(
             target="torchserve",
             source=model.path,
             source_format=model.format,
-            steps=[
-                *steps,
-                {
-                    "step": "export",
-                    "target": "torchserve",
-                    "options": {k: v for k, v in to_dict(opts).items() if k != "output"},
-                },
-            ],
+            steps=[*steps, export_step("torchserve", opts)],
             sample={"request": "sample_request.json", "response": "sample_response.json"},
             validation={"smoke_test": smoke},
             extra={"archive": f"model-store/{mar.name}", "kind": config["kind"]},
