@@ -9,8 +9,10 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
+    from app.netron_view import prepare_environment
     from app.pages.load_page import LoadPage
 
+    prepare_environment()
     argv = list(sys.argv if argv is None else argv)
     app = QApplication.instance() or QApplication(argv)
     app.setOrganizationName("Dockyard")

@@ -217,4 +217,5 @@ class MainWindow(QMainWindow):
         if self.worker is not None:
             self.worker.cancel()
             self.worker.wait(5000)
+        self.page(InspectPage).netron.release()
         event.accept()

@@ -20,7 +20,9 @@ class StepWorker(QThread):
     """Runs one engine step off the GUI thread. Connect to the signals, then start()."""
 
     progressed = Signal(float, str)
-    succeeded = Signal(dict)
+    succeeded = Signal(
+        object
+    )  # the result dict; `object` passes it by reference (no QVariant copy)
     failed = Signal(str, str)  # message, details
     cancelled = Signal()
 

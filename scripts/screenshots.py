@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.main_window import MainWindow  # noqa: E402
+from app.netron_view import prepare_environment  # noqa: E402
 from app.pages.convert_page import ConvertPage  # noqa: E402
 from app.pages.export_page import ExportPage  # noqa: E402
+from app.pages.inspect_page import InspectPage  # noqa: E402
 from app.pages.load_page import LoadPage  # noqa: E402
 from app.pages.test_page import TestPage  # noqa: E402
 from app.session import Session  # noqa: E402
@@ -49,7 +51,15 @@ def grab(window: MainWindow, index: int, name: str) -> None:
     window.grab().save(str(OUT / f"{prefix}-{name}.png"))
 
 
+def wait_until(condition, timeout_ms: int = 60_000) -> None:
+    for _ in range(timeout_ms // 100):
+        if condition():
+            return
+        settle(100)
+
+
 def main() -> None:
+    prepare_environment()
     app = QApplication.instance() or QApplication(sys.argv)
     app.setOrganizationName("Dockyard-screenshots")
     from workflows.resources import resource
@@ -71,7 +81,14 @@ def main() -> None:
         window.page(LoadPage).open_sample()
         wait_for(window, "inspect")
         grab(window, 0, "load")
+        inspect = window.page(InspectPage)
+        window.go_to(1)
+        wait_until(lambda: inspect.netron.drawn > 0)
+        settle(500)  # Netron fits the graph after drawing
         grab(window, 1, "inspect")
+        inspect.tabs.setCurrentIndex(1)
+        window.grab().save(str(OUT / "02-inspect-tables.png"))
+        inspect.tabs.setCurrentIndex(0)
         window.go_to(2)
         convert = window.page(ConvertPage)
         convert.convert()

@@ -1,10 +1,21 @@
-"""Inspect: summary, inputs/outputs, op histogram and a searchable node table (native panels)."""
+"""Inspect: the graph in Netron, plus native panels (inputs/outputs, op histogram, a searchable
+node table) and the model's figures (size, parameters, MACs, opsets)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSortFilterProxyModel, Qt
-from PySide6.QtGui import QStandardItem, QStandardItemModel
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
 from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
@@ -12,11 +23,15 @@ from PySide6.QtWidgets import (
     QTableView,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from app.netron_view import NetronView
 from app.pages.base import Page
+
+Index = QModelIndex | QPersistentModelIndex
 
 
 def _shape(shape) -> str:
@@ -41,6 +56,43 @@ def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
             table.setItem(r, c, QTableWidgetItem(value))
 
 
+class NodeTableModel(QAbstractTableModel):
+    """The inspect result's nodes, read in place: no item per cell, so 10,000 nodes load at once
+    and only the visible rows are ever formatted."""
+
+    HEADERS = ("node", "op", "inputs", "outputs")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rows: list[tuple[str, str, str, str]] = []
+
+    def set_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        self.beginResetModel()
+        self._rows = [
+            (n["name"], n["op_type"], ", ".join(n["inputs"]), ", ".join(n["outputs"]))
+            for n in nodes
+        ]
+        self.endResetModel()
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 (Qt's API default)
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole) and index.isValid():
+            return self._rows[index.row()][index.column()]
+        return None
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+
 class InspectPage(Page):
     title = "Inspect"
 
@@ -50,7 +102,32 @@ class InspectPage(Page):
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.summary)
+
+        self.tabs = QTabWidget()
+        graph_tab = QWidget()
+        graph_layout = QVBoxLayout(graph_tab)
+        graph_layout.setContentsMargins(0, 4, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Show"))
+        self.variant = QComboBox()
+        self.variant.setToolTip("The loaded model, or a file made from it on the next page")
+        self.variant.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.variant.currentIndexChanged.connect(lambda _: self._show_graph())
+        row.addWidget(self.variant)
+        row.addStretch(1)
+        graph_layout.addLayout(row)
+        self.netron = NetronView()
+        graph_layout.addWidget(self.netron, 1)
+        self.tabs.addTab(graph_tab, "Graph (Netron)")
+        self.tabs.addTab(self._tables(), "Inputs, operators, nodes")
+        self.tabs.currentChanged.connect(lambda _: self._show_graph())
+        layout.addWidget(self.tabs, 1)
+        self._shown: str | None = None
+        self._inspected: dict[str, Any] | None = None
+
+    def _tables(self) -> QWidget:
         split = QSplitter(Qt.Orientation.Horizontal)
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -67,13 +144,12 @@ class InspectPage(Page):
         right_layout.setContentsMargins(0, 0, 0, 0)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search nodes by name, op or tensor…")
+        self.search.setClearButtonEnabled(True)
         right_layout.addWidget(self.search)
         self.graph_note = QLabel()
         self.graph_note.setWordWrap(True)
         right_layout.addWidget(self.graph_note)
-        # A model/view table: 10,000 nodes stay responsive (only visible rows are drawn).
-        self.nodes = QStandardItemModel(0, 4)
-        self.nodes.setHorizontalHeaderLabels(["node", "op", "inputs", "outputs"])
+        self.nodes = NodeTableModel()
         self.proxy = QSortFilterProxyModel()
         self.proxy.setSourceModel(self.nodes)
         self.proxy.setFilterKeyColumn(-1)
@@ -82,19 +158,38 @@ class InspectPage(Page):
         view = QTableView()
         view.setModel(self.proxy)
         view.setSortingEnabled(True)
+        view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # graph order until a header is clicked
         view.horizontalHeader().setStretchLastSection(True)
         view.verticalHeader().setVisible(False)
+        view.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.node_view = view
         right_layout.addWidget(view, 1)
         split.addWidget(right)
         split.setSizes([380, 620])
-        layout.addWidget(split, 1)
+        return split
+
+    def graph_files(self) -> list[tuple[str, Path]]:
+        """What the graph view can show: the loaded model and the files made from it."""
+        s = self.session
+        if not s.model:
+            return []
+        files = [(f"Loaded model — {Path(s.model.path).name}", Path(s.model.path))]
+        if convert := s.results.get("convert"):
+            files.append((f"ONNX — {Path(convert['output']).name}", Path(convert["output"])))
+        if quantize := s.results.get("quantize"):
+            folder = Path(quantize["output"])
+            for v in quantize["variants"]:
+                files.append((f"{v['name']} — {v['file']}", folder / v["file"]))
+        return [(label, path) for label, path in files if path.exists()]
 
     def on_enter(self) -> None:
         r = self.session.inspect
         if not r:
             self.summary.setText("Load a model first.")
             return
+        if r is not self._inspected:  # a newly loaded model: reload the graph even if same path
+            self._inspected, self._shown = r, None
+        self._fill_variants()
         m = r["model"]
         facts = [
             f"<b>{m['path']}</b>",
@@ -122,19 +217,32 @@ class InspectPage(Page):
             ],
         )
         _fill(self.ops, [[op, str(n)] for op, n in r.get("op_histogram", {}).items()])
-        self.nodes.removeRows(0, self.nodes.rowCount())
         graph = r.get("graph")
         self.graph_note.setVisible(graph is None)
         self.graph_note.setText(
-            f"Node by node: shown for ONNX and TFLite models. This {m['format']} model's operators are "
-            "counted on the left; convert it to ONNX (next page) to see every node and tensor shape."
+            f"Node by node: listed for ONNX and TFLite models. This {m['format']} model's operators "
+            "are counted on the left and drawn in the Graph tab; convert it to ONNX (next page) to "
+            "list every node and tensor."
         )
-        for n in (graph or {}).get("nodes", []):
-            self.nodes.appendRow(
-                [
-                    QStandardItem(n["name"]),
-                    QStandardItem(n["op_type"]),
-                    QStandardItem(", ".join(n["inputs"])),
-                    QStandardItem(", ".join(n["outputs"])),
-                ]
-            )
+        self.nodes.set_nodes((graph or {}).get("nodes", []))
+        self._show_graph()
+
+    def _fill_variants(self) -> None:
+        files = self.graph_files()
+        current = self.variant.currentData()
+        self.variant.blockSignals(True)
+        self.variant.clear()
+        for label, path in files:
+            self.variant.addItem(label, str(path))
+        index = self.variant.findData(current) if current else -1
+        self.variant.setCurrentIndex(max(index, 0))
+        self.variant.blockSignals(False)
+
+    def _show_graph(self) -> None:
+        """Open the chosen file in Netron when the graph tab is visible (Chromium starts lazily)."""
+        path = self.variant.currentData()
+        if not path or self.tabs.currentIndex() != 0 or not self.isVisible():
+            return
+        if path != self._shown:
+            self._shown = path
+            self.netron.show_model(path)

@@ -15,7 +15,7 @@ from app.pages.export_page import ExportPage
 from app.pages.inspect_page import InspectPage
 from app.pages.load_page import LoadPage
 from app.pages.summary_page import SummaryPage
-from app.pages.test_page import TestPage
+from app.pages.test_page import TestPage as ModelTestPage  # not a pytest class
 from app.session import Session
 from workflows.workflow import Workflow
 
@@ -52,7 +52,9 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     run(qtbot, window, "inspect", load.open_sample)
     assert window.stack.currentWidget() is window.page(InspectPage)
     assert "exported_program" in window.page(InspectPage).summary.text()
-    assert window.page(InspectPage).ops.rowCount() == 5
+    inspect = window.page(InspectPage)
+    assert inspect.ops.rowCount() == 5
+    qtbot.waitUntil(lambda: inspect.netron.drawn == 11, timeout=60_000)  # Netron drew the graph
 
     window.go_to(2)
     convert = window.page(ConvertPage)
@@ -64,8 +66,19 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     assert static["size_ratio"] >= 3.5 and static["accuracy"]["gate"]["passed"]
     assert convert.results.item(0, 0).text() == "int8-static"
 
+    window.go_to(1)  # the graph view now offers every file made so far
+    assert [
+        inspect.variant.itemText(i).split(" — ")[0] for i in range(inspect.variant.count())
+    ] == [
+        "Loaded model",
+        "ONNX",
+        "int8-static",
+    ]
+    inspect.variant.setCurrentIndex(2)
+    qtbot.waitUntil(lambda: inspect.netron.drawn > 11, timeout=60_000)  # Q/DQ nodes around ops
+
     window.go_to(3)
-    test = window.page(TestPage)
+    test = window.page(ModelTestPage)
     np.save(tmp_path / "one.npy", np.load(sample_dir / "digits_test.npz")["x"][0])
     test.input.edit.setText(str(tmp_path / "one.npy"))
     run(qtbot, window, "predict", test.predict)
@@ -168,3 +181,18 @@ def test_settings_change_output_folder_threads_and_theme(qtbot, window, tmp_path
     dialog.theme.setCurrentText("Light")
     dialog.accept()
     assert QApplication.instance().palette().window().color().lightness() > 180
+
+
+def test_a_5000_node_graph_loads_into_every_view(qtbot, window, tmp_path):
+    from workflows.synthetic import save_chain_model
+
+    path = save_chain_model(tmp_path / "chain5k.onnx", nodes=5001)
+    run(qtbot, window, "inspect", lambda: window.page(LoadPage).load(str(path)))
+    inspect = window.page(InspectPage)
+    assert inspect.nodes.rowCount() == 5001
+    assert inspect.ops.rowCount() == 3
+    inspect.search.setText("relu_166")  # relu_166, relu_1660..1666
+    assert inspect.proxy.rowCount() == 8
+    assert inspect.proxy.index(0, 1).data() == "Relu"
+    # Netron lays out in a web worker and draws in Chromium's own process.
+    qtbot.waitUntil(lambda: inspect.netron.drawn >= 5001, timeout=120_000)
