@@ -217,5 +217,6 @@ class MainWindow(QMainWindow):
         if self.worker is not None:
             self.worker.cancel()
             self.worker.wait(5000)
+        self.page(ConvertPage).shutdown()
         self.page(InspectPage).netron.release()
         event.accept()

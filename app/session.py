@@ -20,6 +20,7 @@ class Session:
     inspect: dict[str, Any] | None = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     step_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preprocess: dict[str, Any] | None = None  # the image recipe set on Convert & Quantize
 
     @property
     def name(self) -> str:

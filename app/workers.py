@@ -1,7 +1,8 @@
 """The one place that turns an engine step into Qt signals.
 
-Every step runs in the engine's child-process runner (killable, crash-proof); a QThread waits on it
-and relays progress. Signals cross to the GUI thread through Qt's queued connections.
+Heavy steps run in the engine's child-process runner (killable, crash-proof) and a QThread waits on
+it and relays progress; light ones (a data preview) run in the QThread itself (`inline=True`),
+cancelled at their next progress check. Signals cross to the GUI thread through queued connections.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal
 
 from workflows.errors import DockyardError, StepCancelled
-from workflows.runner import StepFailed, StepProcess
+from workflows.progress import Progress
+from workflows.runner import StepFailed, StepProcess, run_inline
 
 
 class StepWorker(QThread):
@@ -32,20 +34,28 @@ class StepWorker(QThread):
         options: dict[str, Any],
         outputs: list[Path] | None = None,
         parent: QObject | None = None,
+        inline: bool = False,
     ) -> None:
         super().__init__(parent)
         self.step = step
         self.options = options
         self.outputs = outputs or []
+        self.inline = inline
         self._process: StepProcess | None = None
+        self._progress = Progress(self.progressed.emit)
         self._cancel_requested = False
 
     def run(self) -> None:  # runs in the worker thread
         try:
             if self._cancel_requested:
                 raise StepCancelled("cancelled")
-            self._process = StepProcess(self.step, self.options, self.progressed.emit, self.outputs)
-            result = self._process.wait()
+            if self.inline:
+                result = run_inline(self.step, self.options, self._progress)
+            else:
+                self._process = StepProcess(
+                    self.step, self.options, self.progressed.emit, self.outputs
+                )
+                result = self._process.wait()
         except StepCancelled:
             self.cancelled.emit()
         except StepFailed as exc:
@@ -60,5 +70,6 @@ class StepWorker(QThread):
     def cancel(self) -> None:
         """Kill the step's process (takes effect within a second); `cancelled` follows."""
         self._cancel_requested = True
+        self._progress.cancel()
         if self._process is not None:
             self._process.cancel()

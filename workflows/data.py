@@ -112,15 +112,23 @@ def decode_image(path: Path, preprocess: Preprocess, mode: str | None = None) ->
 
 
 def load_images(
-    folder: Path, preprocess: Preprocess
+    folder: Path, preprocess: Preprocess, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """Decode and preprocess every image below `folder` (folder-per-class gives labels)."""
+    """Decode and preprocess the images below `folder` (folder-per-class gives labels).
+
+    With `limit`, only that many are decoded, spread evenly over the sorted files so that every
+    class is represented (the first N of a folder-per-class tree would all be one class).
+    """
     files, labels, names = _image_files(folder)
     if not files:
         raise DataError(
             f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, directly or in one "
             "subfolder per class); choose a folder with images or a .npz file"
         )
+    if limit is not None and limit < len(files):
+        keep = np.linspace(0, len(files) - 1, limit).round().astype(int)
+        files = [files[i] for i in keep]
+        labels = None if labels is None else [labels[i] for i in keep]
     mode = _pil_mode(preprocess)
     pixels, sizes = [], {}
     for f in files:
@@ -173,7 +181,7 @@ def load_dataset(
             raise DataError(
                 f"{path}: image folders feed single-input models; this one has {len(specs)}"
             )
-        x, y, folder_names = load_images(path, preprocess or Preprocess())
+        x, y, folder_names = load_images(path, preprocess or Preprocess(), limit)
         feeds = {specs[0].name: x}
         names = folder_names or names
     elif path.suffix.lower() in IMAGE_SUFFIXES:

@@ -32,6 +32,7 @@ STEPS = {
     "benchmark": "workflows.steps.benchmark:run",
     "predict": "workflows.steps.predict:run",
     "report": "workflows.steps.report:run",
+    "preview": "workflows.steps.preview:run",
     "export-docker": "workflows.exporters.docker:run",
     "export-torchserve": "workflows.exporters.torchserve:run",
     "export-tflite": "workflows.exporters.tflite_bundle:run",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -17,6 +18,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.pages.base import Page, PathPicker
+from app.widgets.data_preview import DataPreview
+from app.widgets.preprocess_form import PreprocessForm
+from app.workers import StepWorker
 from workflows.options import to_dict
 
 MODES = {
@@ -36,7 +40,11 @@ class ConvertPage(Page):
 
     def __init__(self, window) -> None:
         super().__init__(window)
-        layout = QVBoxLayout(self)
+        page = QVBoxLayout(self)
+        columns = QHBoxLayout()
+        page.addLayout(columns)
+        layout = QVBoxLayout()
+        columns.addLayout(layout, 1)
         conv = QGroupBox("Convert to ONNX")
         form = QFormLayout(conv)
         self.opset = QSpinBox()
@@ -58,10 +66,14 @@ class ConvertPage(Page):
         qform = QFormLayout(quant)
         self.modes: dict[str, QCheckBox] = {}
         for key, (label, hint) in MODES.items():
-            box = QCheckBox(f"{label} — {hint}")
+            box = QCheckBox(label)
             box.setChecked(key == "static")
+            box.setToolTip(hint)
+            explain = QLabel(hint)
+            explain.setWordWrap(True)
+            explain.setObjectName("hint")
             self.modes[key] = box
-            qform.addRow(box)
+            qform.addRow(box, explain)
         self.calibration = PathPicker(
             "calibration data: .npz/.npy or an image folder (else synthetic)", filters=DATA_FILTER
         )
@@ -84,6 +96,31 @@ class ConvertPage(Page):
         row.addStretch(1)
         qform.addRow(row)
         layout.addWidget(quant)
+        layout.addStretch(1)
+
+        data = QGroupBox("Calibration data, as the model will see it")
+        dlayout = QVBoxLayout(data)
+        self.preprocess = PreprocessForm()
+        note = QLabel(
+            "Preprocessing applies to images and image folders; arrays are fed as they are."
+        )
+        note.setWordWrap(True)
+        note.setObjectName("hint")
+        dlayout.addWidget(note)
+        dlayout.addWidget(self.preprocess)
+        self.preview = DataPreview()
+        dlayout.addWidget(self.preview)
+        dlayout.addStretch(1)
+        columns.addWidget(data, 1)
+        self._preview_worker: StepWorker | None = None
+        self._preview_workers: list[StepWorker] = []
+        self._preview_timer = QTimer(self, singleShot=True, interval=400)
+        self._preview_timer.timeout.connect(self.refresh_preview)
+        self.preprocess.changed.connect(self._preview_timer.start)
+        self.calibration.edit.textChanged.connect(self._preview_timer.start)
+        self._defaults_for: object = None
+
+        layout = page
         self.results = QTableWidget(0, 6)
         self.results.setHorizontalHeaderLabels(
             ["variant", "size", "smaller", "top-1", "gate", "kept float"]
@@ -104,6 +141,51 @@ class ConvertPage(Page):
             self.calibration.edit.setText(str(resource("sample", "digits_calibration.npz")))
             self.evaluation.edit.setText(str(resource("sample", "digits_test.npz")))
             self.labels.edit.setText(str(resource("sample", "labels.txt")))
+        inspect = self.session.inspect
+        if inspect is not None and inspect is not self._defaults_for:  # a new model: fit its input
+            self._defaults_for = inspect
+            self.preprocess.set_defaults(inspect["model"]["inputs"][0]["shape"])
+            self._preview_timer.start()
+
+    def shutdown(self) -> None:
+        """Stop running previews (the window is closing)."""
+        for worker in self._preview_workers:
+            worker.cancel()
+            worker.wait(5000)
+
+    def refresh_preview(self) -> None:
+        """Preview the calibration data after preprocessing (in a thread; newest request wins)."""
+        if not self.session.inspect:
+            return
+        try:
+            recipe = self.preprocess.recipe()
+        except ValueError as exc:
+            self.preview.clear(f"Preprocessing: {exc}")
+            return
+        self.session.preprocess = recipe
+        if self._preview_worker is not None:
+            self._preview_worker.cancel()
+        options = {
+            "data": self.calibration.value(),
+            "inputs": self.session.inspect["model"]["inputs"],
+            "preprocess": recipe,
+            "count": 8,
+        }
+        worker = StepWorker("preview", options, inline=True)
+        worker.succeeded.connect(
+            lambda r: self.preview.show_result(r) if worker is self._preview_worker else None
+        )
+        worker.failed.connect(
+            lambda message, _: (
+                self.preview.clear(f"<span style='color:#b91c1c'>{message}</span>")
+                if worker is self._preview_worker
+                else None
+            )
+        )
+        self._preview_workers = [w for w in self._preview_workers if not w.isFinished()]
+        self._preview_workers.append(worker)  # finished ones are freed here, outside their signals
+        self._preview_worker = worker
+        worker.start()
 
     def convert(self) -> None:
         if not self.session.model:
@@ -154,12 +236,18 @@ class ConvertPage(Page):
         converted = self.session.results.get("convert")
         source = {"path": converted["output"]} if converted else to_dict(self.session.model)
         out = self.session.folder("quantize")
+        try:
+            recipe = self.preprocess.recipe()
+        except ValueError as exc:
+            self.window_.show_error(f"Check the preprocessing: {exc}")
+            return
         user = {
             "modes": modes,
             "calibration": self.calibration.value(),
             "evaluation": self.evaluation.value(),
             "labels": self.labels.value(),
             "max_accuracy_drop": self.max_drop.value(),
+            "preprocess": recipe,
         }
         options = {"model": source, "output": str(out), **user}
 

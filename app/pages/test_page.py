@@ -72,6 +72,8 @@ class TestPage(Page):
             "labels": labels,
             "top_k": 3,
         }
+        if self.session.preprocess:
+            options["preprocess"] = self.session.preprocess
         self.window_.run_step("predict", options, [], self.show_predictions, "Running the input")
 
     def show_predictions(self, r: dict) -> None:

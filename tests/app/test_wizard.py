@@ -58,6 +58,10 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
 
     window.go_to(2)
     convert = window.page(ConvertPage)
+    # The sample's calibration data is filled in and previewed: 8 digits, 8x8 thumbnails x9.
+    qtbot.waitUntil(lambda: len(convert.preview.tiles) == 16, timeout=30_000)
+    assert "digits_calibration.npz" in convert.preview.summary.text()
+    assert convert.preview.tiles[0].pixmap().width() == 72
     run(qtbot, window, "validate", convert.convert)
     assert window.session.results["validate"]["passed"]
     assert "matches the original" in convert.convert_status.text()
@@ -196,3 +200,25 @@ def test_a_5000_node_graph_loads_into_every_view(qtbot, window, tmp_path):
     assert inspect.proxy.index(0, 1).data() == "Relu"
     # Netron lays out in a web worker and draws in Chromium's own process.
     qtbot.waitUntil(lambda: inspect.netron.drawn >= 5001, timeout=120_000)
+
+
+def test_calibration_preview_follows_the_recipe(qtbot, window, tmp_path, sample_dir):
+    from tests.workflows.model_factory import save_digit_images
+
+    run(qtbot, window, "inspect", window.page(LoadPage).open_sample)
+    window.go_to(2)
+    convert = window.page(ConvertPage)
+    assert convert.preprocess.recipe()["size"] == [8, 8]  # fitted to the input [N, 1, 8, 8]
+    assert convert.preprocess.recipe()["channels"] == "L"
+    d = np.load(sample_dir / "digits_test.npz")
+    save_digit_images(tmp_path / "imgs", d["x"][:20], d["y"][:20])
+    convert.calibration.edit.setText(str(tmp_path / "imgs"))
+    convert.preprocess.mean.setText("0.5")
+    convert.preprocess.std.setText("0.5")
+    qtbot.waitUntil(lambda: "imgs" in convert.preview.summary.text(), timeout=30_000)
+    qtbot.waitUntil(lambda: "range -1" in convert.preview.summary.text(), timeout=30_000)
+    convert.preprocess.size.setText("10x10")  # the model wants 8x8: named, nothing breaks
+    qtbot.waitUntil(lambda: "resize" in convert.preview.summary.text(), timeout=30_000)
+    assert not convert.preview.tiles
+    convert.preprocess.size.setText("8 by 8")
+    qtbot.waitUntil(lambda: "HEIGHTxWIDTH" in convert.preview.summary.text(), timeout=30_000)
