@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -68,6 +69,9 @@ class MainWindow(QMainWindow):
         self.steps.currentRowChanged.connect(self.go_to)
 
         self.status = QLabel("Ready.")
+        # Long progress messages must not widen the window: the label takes what space is left.
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status.setMinimumWidth(120)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
@@ -142,6 +146,7 @@ class MainWindow(QMainWindow):
         on_done: Callable[[dict], None],
         label: str,
         on_error: Callable[[str], None] | None = None,
+        on_data: Callable[[dict], None] | None = None,
     ) -> None:
         """Run an engine step off the GUI thread; progress in the status bar; one at a time."""
         if self.busy:
@@ -172,6 +177,8 @@ class MainWindow(QMainWindow):
             )
         )
         worker.cancelled.connect(lambda: self._finished(step, False, f"{label}: cancelled.", None))
+        if on_data is not None:
+            worker.data.connect(on_data)
         self.worker = worker
         worker.start()
 
@@ -217,6 +224,6 @@ class MainWindow(QMainWindow):
         if self.worker is not None:
             self.worker.cancel()
             self.worker.wait(5000)
-        self.page(ConvertPage).shutdown()
-        self.page(InspectPage).netron.release()
+        for page in self.pages:
+            page.shutdown()
         event.accept()

@@ -27,6 +27,7 @@ class StepWorker(QThread):
     )  # the result dict; `object` passes it by reference (no QVariant copy)
     failed = Signal(str, str)  # message, details
     cancelled = Signal()
+    data = Signal(object)  # partial results the step publishes (live benchmark latencies)
 
     def __init__(
         self,
@@ -42,7 +43,7 @@ class StepWorker(QThread):
         self.outputs = outputs or []
         self.inline = inline
         self._process: StepProcess | None = None
-        self._progress = Progress(self.progressed.emit)
+        self._progress = Progress(self.progressed.emit, self.data.emit)
         self._cancel_requested = False
 
     def run(self) -> None:  # runs in the worker thread
@@ -53,7 +54,7 @@ class StepWorker(QThread):
                 result = run_inline(self.step, self.options, self._progress)
             else:
                 self._process = StepProcess(
-                    self.step, self.options, self.progressed.emit, self.outputs
+                    self.step, self.options, self.progressed.emit, self.outputs, self.data.emit
                 )
                 result = self._process.wait()
         except StepCancelled:

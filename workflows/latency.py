@@ -17,10 +17,12 @@ def measure(
     max_seconds: float = 10.0,
     min_windows: int = 3,
     check: Callable[[], None] | None = None,
+    on_window: Callable[[list[float]], None] | None = None,
 ) -> dict[str, Any]:
     """Time `run` until the medians of `min_windows` consecutive windows agree within `agree`.
 
     Returns latencies (ms) after warm-up, their percentiles and whether they stabilised.
+    `on_window` receives each window's latencies as they are measured (for live plots).
     """
     for _ in range(warmup):
         run()
@@ -36,6 +38,8 @@ def measure(
             window_times.append((time.perf_counter() - t0) * 1000)
         latencies += window_times
         medians.append(float(np.median(window_times)))
+        if on_window is not None:
+            on_window(window_times)
         if check is not None:
             check()
         last = medians[-min_windows:]

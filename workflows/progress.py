@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from workflows.errors import StepCancelled
 
 ProgressCallback = Callable[[float, str], None]
+DataCallback = Callable[[dict[str, Any]], None]
 
 
 class Progress:
     """Reports progress through a callback and answers "was I asked to stop?"."""
 
-    def __init__(self, callback: ProgressCallback | None = None) -> None:
+    def __init__(
+        self, callback: ProgressCallback | None = None, on_data: DataCallback | None = None
+    ) -> None:
         self._callback = callback
+        self._on_data = on_data
         self._cancel = threading.Event()
         self.fraction = 0.0
         self.message = ""
@@ -31,6 +36,11 @@ class Progress:
         if self._callback is not None:
             self._callback(self.fraction, self.message)
         self.check()
+
+    def publish(self, data: dict[str, Any]) -> None:
+        """Hand partial results to whoever watches live (the GUI's plots); JSON-serialisable."""
+        if self._on_data is not None:
+            self._on_data(data)
 
     def cancel(self) -> None:
         """Ask the step to stop at its next check."""
@@ -47,7 +57,7 @@ class Progress:
 
     def scaled(self, start: float, end: float) -> Progress:
         """A child Progress whose 0..1 maps onto start..end of this one (shares cancellation)."""
-        child = Progress(lambda f, m: self.update(start + (end - start) * f, m))
+        child = Progress(lambda f, m: self.update(start + (end - start) * f, m), self.publish)
         child._cancel = self._cancel
         return child
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from workflows import errors
 from workflows.atomic import remove_partials
-from workflows.progress import Progress, ProgressCallback
+from workflows.progress import DataCallback, Progress, ProgressCallback
 
 STEPS = {
     "inspect": "workflows.steps.inspect:run",
@@ -75,10 +75,13 @@ def _child_main(step: str, options: Any, conn: Any) -> None:
             last[0] = now
             conn.send({"type": "progress", "fraction": fraction, "message": message})
 
+    def send_data(data: dict[str, Any]) -> None:
+        conn.send({"type": "data", "data": data})
+
     try:
         from workflows.jsonable import jsonable
 
-        result = resolve(step)(options, Progress(send_progress))
+        result = resolve(step)(options, Progress(send_progress, send_data))
         conn.send({"type": "result", "value": jsonable(result)})
     except BaseException as exc:  # everything goes back to the parent as an error event
         conn.send(
@@ -135,10 +138,12 @@ class StepProcess:
         options: Any,
         on_progress: ProgressCallback | None = None,
         outputs: list[Path] | None = None,
+        on_data: DataCallback | None = None,
     ) -> None:
         self.step = step
         self.options = options
         self.on_progress = on_progress
+        self.on_data = on_data
         self.outputs = [Path(p) for p in outputs or []]
         self._cancelled = threading.Event()
         ctx = mp.get_context("spawn")  # fork is unsafe with threads (Qt, ORT) and absent on Windows
@@ -206,6 +211,9 @@ class StepProcess:
                 if event["type"] == "progress":
                     if self.on_progress:
                         self.on_progress(event["fraction"], event["message"])
+                elif event["type"] == "data":
+                    if self.on_data:
+                        self.on_data(event["data"])
                 elif event["type"] == "result":
                     self.process.join(timeout=5)
                     return event["value"]
@@ -224,9 +232,10 @@ def run_step(
     on_progress: ProgressCallback | None = None,
     outputs: list[Path] | None = None,
     timeout: float | None = None,
+    on_data: DataCallback | None = None,
 ) -> dict[str, Any]:
     """Run `step` with `options` in a child process and return its JSON-serialisable result."""
-    return StepProcess(step, options, on_progress, outputs).wait(timeout)
+    return StepProcess(step, options, on_progress, outputs, on_data).wait(timeout)
 
 
 def run_inline(step: str, options: Any, progress: Progress | None = None) -> dict[str, Any]:

@@ -26,6 +26,9 @@ class Page(QWidget):
     def on_enter(self) -> None:
         """Called when the page becomes visible: refresh from the session."""
 
+    def shutdown(self) -> None:
+        """The window is closing: stop this page's own background work."""
+
 
 class PathPicker(QWidget):
     """A line edit with a Browse button (file or folder)."""

@@ -227,6 +227,9 @@ class InspectPage(Page):
         self.nodes.set_nodes((graph or {}).get("nodes", []))
         self._show_graph()
 
+    def shutdown(self) -> None:
+        self.netron.release()
+
     def _fill_variants(self) -> None:
         files = self.graph_files()
         current = self.variant.currentData()

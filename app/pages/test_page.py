@@ -1,8 +1,15 @@
-"""Test: one input through the original and every variant, accuracy, latency and the INT8 verdict."""
+"""Test: one input through the original and every variant side by side, the accuracy table, a
+benchmark whose latency plot fills in live, and the INT8 verdict in plain words."""
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
+    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -14,6 +21,29 @@ from PySide6.QtWidgets import (
 )
 
 from app.pages.base import Page, PathPicker
+from app.widgets.latency_plot import LatencyPlot
+from app.workers import StepWorker
+
+
+def _table(headers: list[str]) -> QTableWidget:
+    t = QTableWidget(0, len(headers))
+    t.setHorizontalHeaderLabels(headers)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    t.horizontalHeader().setStretchLastSection(True)
+    t.verticalHeader().setVisible(False)
+    t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    return t
+
+
+def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
+    table.setRowCount(len(rows))
+    for r, row in enumerate(rows):
+        for c, text in enumerate(row):
+            table.setItem(r, c, QTableWidgetItem(text))
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
 
 
 class TestPage(Page):
@@ -22,6 +52,9 @@ class TestPage(Page):
     def __init__(self, window) -> None:
         super().__init__(window)
         layout = QVBoxLayout(self)
+
+        one = QGroupBox("One input, every variant")
+        one_layout = QVBoxLayout(one)
         row = QHBoxLayout()
         self.input = PathPicker(
             "an image or a .npy sample", filters="Inputs (*.npy *.png *.jpg *.jpeg)"
@@ -30,28 +63,63 @@ class TestPage(Page):
         run.clicked.connect(self.predict)
         row.addWidget(self.input, 1)
         row.addWidget(run)
-        layout.addLayout(row)
+        one_layout.addLayout(row)
+        side = QHBoxLayout()
+        self.thumbnail = QLabel("input")
+        self.thumbnail.setObjectName("caption")
+        self.thumbnail.setFixedSize(96, 96)
+        self.thumbnail.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.thumbnail.setToolTip("The input after preprocessing, as the model sees it")
+        side.addWidget(self.thumbnail, 0, Qt.AlignmentFlag.AlignTop)
         self.predictions = QTableWidget(0, 0)
-        layout.addWidget(self.predictions, 1)
-        bench = QHBoxLayout()
-        bench.addWidget(QLabel("Benchmark batch size"))
+        self.predictions.verticalHeader().setVisible(False)
+        self.predictions.setMaximumHeight(130)
+        side.addWidget(self.predictions, 1)
+        one_layout.addLayout(side)
+        layout.addWidget(one)
+
+        acc = QGroupBox("Accuracy on the evaluation data (from quantization)")
+        acc_layout = QVBoxLayout(acc)
+        self.accuracy = _table(
+            ["variant", "samples", "top-1", "top-5", "agrees with float", "max abs error", "gate"]
+        )
+        self.accuracy.setMaximumHeight(150)
+        acc_layout.addWidget(self.accuracy)
+        layout.addWidget(acc)
+
+        bench = QGroupBox("Latency")
+        bench_layout = QHBoxLayout(bench)
+        left = QVBoxLayout()
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Batch size"))
         self.batch = QSpinBox()
         self.batch.setRange(1, 1024)
-        bench.addWidget(self.batch)
+        controls.addWidget(self.batch)
         go = QPushButton("Benchmark variants")
         go.clicked.connect(self.benchmark)
-        bench.addWidget(go)
-        bench.addStretch(1)
-        layout.addLayout(bench)
-        self.latency = QTableWidget(0, 5)
-        self.latency.setHorizontalHeaderLabels(
-            ["variant", "p50 ms", "p99 ms", "samples/s", "INT8 ops"]
-        )
-        self.latency.horizontalHeader().setStretchLastSection(True)
-        layout.addWidget(self.latency, 1)
+        controls.addWidget(go)
+        controls.addStretch(1)
+        left.addLayout(controls)
+        self.latency = _table(["variant", "p50 ms", "p99 ms", "samples/s", "INT8 ops"])
+        left.addWidget(self.latency, 1)
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
-        layout.addWidget(self.verdict)
+        self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        left.addWidget(self.verdict)
+        bench_layout.addLayout(left, 1)
+        self.plot = LatencyPlot()
+        bench_layout.addWidget(self.plot, 1)
+        layout.addWidget(bench, 1)
+        self._thumb_worker: StepWorker | None = None
+
+    def on_enter(self) -> None:
+        self.show_accuracy()
+        self.plot.apply_palette()
+
+    def shutdown(self) -> None:
+        if self._thumb_worker is not None:
+            self._thumb_worker.cancel()
+            self._thumb_worker.wait(5000)
 
     def _models(self) -> list[str]:
         models = [self.session.model.path]
@@ -61,12 +129,13 @@ class TestPage(Page):
             models.append(self.session.results["convert"]["output"])
         return models
 
+    # -- one input ----------------------------------------------------------------------------
     def predict(self) -> None:
         if not self.session.model or not self.input.value():
             self.window_.show_error("Load a model and choose an input first.")
             return
         labels = (self.session.step_options.get("quantize") or {}).get("labels")
-        options = {
+        options: dict[str, Any] = {
             "models": self._models(),
             "input": self.input.value(),
             "labels": labels,
@@ -74,7 +143,35 @@ class TestPage(Page):
         }
         if self.session.preprocess:
             options["preprocess"] = self.session.preprocess
+        self._show_input_thumbnail()
         self.window_.run_step("predict", options, [], self.show_predictions, "Running the input")
+
+    def _show_input_thumbnail(self) -> None:
+        """The input as the model sees it (the engine's preview step, in a thread)."""
+        if self.session.inspect is None or (self._thumb_worker and self._thumb_worker.isRunning()):
+            return
+        options = {
+            "data": self.input.value(),
+            "inputs": self.session.inspect["model"]["inputs"],
+            "preprocess": self.session.preprocess,
+            "count": 1,
+        }
+        worker = StepWorker("preview", options, inline=True)
+        worker.succeeded.connect(self._set_thumbnail)
+        worker.failed.connect(lambda message, _: self.thumbnail.setText("no preview"))
+        self._thumb_worker = worker  # replaced (and freed) by the next run, not during its signals
+        worker.start()
+
+    def _set_thumbnail(self, r: dict) -> None:
+        png = r["samples"][0]["thumbnail_png"] if r["samples"] else None
+        if not png:
+            self.thumbnail.setText("(not an image)")
+            return
+        pixmap = QPixmap()
+        pixmap.loadFromData(QByteArray(base64.b64decode(png)), "PNG")
+        if max(pixmap.width(), pixmap.height()) > 96:
+            pixmap = pixmap.scaled(96, 96, Qt.AspectRatioMode.KeepAspectRatio)
+        self.thumbnail.setPixmap(pixmap)
 
     def show_predictions(self, r: dict) -> None:
         results = r["results"]
@@ -101,6 +198,36 @@ class TestPage(Page):
                     ),
                 )
 
+    # -- accuracy -------------------------------------------------------------------------------
+    def show_accuracy(self) -> None:
+        q = self.session.results.get("quantize")
+        if not q:
+            self.accuracy.setRowCount(0)
+            return
+        rows = [("float (fp32)", q["float_model"]["accuracy"])]
+        rows += [(v["name"], v["accuracy"]) for v in q["variants"]]
+        cells = []
+        for name, a in rows:
+            dev = a.get("deviation", {})
+            gate = a.get("gate") or {}
+            passed = gate.get("passed")
+            cells.append(
+                [
+                    name,
+                    str(a.get("samples", "-")) + (" (synthetic)" if a.get("synthetic") else ""),
+                    _pct(a.get("top1")),
+                    _pct(a.get("top5")),
+                    _pct(dev.get("top1_agreement")),
+                    "-" if "max_abs_error" not in dev else f"{dev['max_abs_error']:.3g}",
+                    "-"
+                    if passed is None
+                    else ("pass" if passed else "FAIL")
+                    + (f" ({gate['drop_points']:+.2f} pts)" if "drop_points" in gate else ""),
+                ]
+            )
+        _fill(self.accuracy, cells)
+
+    # -- benchmark ------------------------------------------------------------------------------
     def benchmark(self) -> None:
         models = self._models()[1:]
         if not models:
@@ -118,13 +245,16 @@ class TestPage(Page):
             self.session.record("benchmark", user, result)
             self.show_benchmark(result)
 
-        self.window_.run_step("benchmark", options, [out], done, "Benchmarking")
+        self.plot.clear()
+        self.window_.run_step(
+            "benchmark", options, [out], done, "Benchmarking", on_data=self.plot.add
+        )
 
     def show_benchmark(self, r: dict) -> None:
         fractions = {v["name"]: v["diagnostics"]["fraction_int8"] for v in r["variants"]}
-        self.latency.setRowCount(len(r["configs"]))
-        for i, c in enumerate(r["configs"]):
-            for j, text in enumerate(
+        _fill(
+            self.latency,
+            [
                 [
                     c["variant"],
                     f"{c['p50_ms']:.3f}",
@@ -132,6 +262,7 @@ class TestPage(Page):
                     f"{c['throughput_per_s']:,.0f}",
                     f"{fractions[c['variant']]:.0%}",
                 ]
-            ):
-                self.latency.setItem(i, j, QTableWidgetItem(text))
+                for c in r["configs"]
+            ],
+        )
         self.verdict.setText("\n".join(f"{v['variant']}: {v['verdict']}" for v in r["verdicts"]))

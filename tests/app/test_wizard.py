@@ -88,8 +88,19 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     run(qtbot, window, "predict", test.predict)
     assert test.predictions.columnCount() == 3  # original, fp32 ONNX, int8
     assert len({test.predictions.item(0, c).text().split()[0] for c in range(3)}) == 1
+    qtbot.waitUntil(lambda: test.thumbnail.pixmap().width() == 72)  # the digit, as fed (9x)
+    assert test.accuracy.rowCount() == 2  # float and int8-static, measured on 450 test digits
+    assert test.accuracy.item(0, 2).text() == "98.44 %" and test.accuracy.item(0, 1).text() == "450"
+    assert test.accuracy.item(1, 6).text().startswith("pass")
     run(qtbot, window, "benchmark", test.benchmark)
     assert test.latency.rowCount() == 2 and "INT8" in test.verdict.text()
+    # The plot was fed live with every timed run of each variant.
+    configs = window.session.results["benchmark"]["configs"]
+    assert (
+        set(test.plot.series_names()) == {c["variant"] for c in configs} == {"fp32", "int8-static"}
+    )
+    for c in configs:
+        assert test.plot.values[c["variant"]] == c["latencies_ms"]
 
     window.go_to(4)
     export = window.page(ExportPage)

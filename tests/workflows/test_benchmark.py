@@ -12,6 +12,7 @@ from workflows import int8_diagnostics
 from workflows.data import DataError
 from workflows.formats import load_model
 from workflows.latency import measure
+from workflows.progress import Progress
 from workflows.steps.benchmark import BenchmarkOptions, benchmark, expand_models, variant_name
 from workflows.steps.quantize import QuantizeOptions, quantize_model
 
@@ -63,6 +64,7 @@ def quantized_folder(tmp_path_factory):
 
 def test_benchmark_variants_side_by_side(quantized_folder, tmp_path):
     report_path = tmp_path / "bench.json"
+    live: list[dict] = []
     result = benchmark(
         BenchmarkOptions(
             models=[str(quantized_folder)],
@@ -71,8 +73,18 @@ def test_benchmark_variants_side_by_side(quantized_folder, tmp_path):
             window=10,
             max_seconds=2,
             output=str(report_path),
-        )
+        ),
+        Progress(on_data=live.append),
     )
+    # Every timed run was streamed live, tagged with its configuration, in order.
+    for row in result["configs"]:
+        streamed = [
+            v
+            for e in live
+            if (e["variant"], e["batch"], e["threads"]) == (row["variant"], row["batch"], 1)
+            for v in e["latencies_ms"]
+        ]
+        assert streamed == row["latencies_ms"]
     names = [v["name"] for v in result["variants"]]
     assert names[0] == "fp32" and set(names) == {"fp32", "fp16", "int8-dynamic", "int8-static"}
     assert len(result["configs"]) == 4 * 2

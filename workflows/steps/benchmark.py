@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,27 @@ def expand_models(models: list[str]) -> list[Path]:
     return paths
 
 
+class _LivePublisher:
+    """Batches latencies and publishes them at most every `interval` s (a 0.1 ms model would
+    otherwise send thousands of events per second)."""
+
+    def __init__(self, progress: Progress, interval: float = 0.1) -> None:
+        self.progress, self.interval = progress, interval
+        self.pending: list[float] = []
+        self.last = time.monotonic()
+
+    def add(self, latencies_ms: list[float]) -> None:
+        self.pending += latencies_ms
+        if time.monotonic() - self.last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.progress.publish({"latencies_ms": [round(v, 4) for v in self.pending]})
+        self.pending = []
+        self.last = time.monotonic()
+
+
 def measure_one(options: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Child-process entry: time one model at one batch size and thread count; peak RSS in MB."""
     import resource
@@ -73,13 +95,16 @@ def measure_one(options: dict[str, Any], progress: Progress) -> dict[str, Any]:
     model = onnx_format.load(path)
     feeds = synthesize(model.inputs, batch=options["batch"], seed=options["seed"])
     sess = onnx_format.ort_session(path, options["threads"] or None)
+    live = _LivePublisher(progress)
     result = measure(
         lambda: sess.run(None, feeds),
         options["warmup"],
         options["window"],
         max_seconds=options["max_seconds"],
         check=progress.check,
+        on_window=live.add,
     )
+    live.flush()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     result["peak_rss_mb"] = round(peak / 2**20, 1)
     result["rss_growth_mb"] = round((psutil.Process().memory_info().rss - rss_start) / 2**20, 1)
@@ -129,6 +154,9 @@ def benchmark(opts: BenchmarkOptions, progress: Progress | None = None) -> dict[
                 "window": opts.window,
                 "max_seconds": opts.max_seconds,
             },
+            on_data=lambda data, n=name, b=batch, t=threads: progress.publish(
+                {"variant": n, "batch": b, "threads": t, **data}
+            ),
         )
         rows.append(
             {"variant": name, "file": str(path), "batch": batch, "threads": threads, **measured}
