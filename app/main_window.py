@@ -7,12 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
+    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QProgressBar,
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.icons import icon
 from app.pages.convert_page import ConvertPage
 from app.pages.export_page import ExportPage
 from app.pages.inspect_page import InspectPage
@@ -61,10 +63,15 @@ class MainWindow(QMainWindow):
         ]
         self.steps = QListWidget()
         self.steps.setObjectName("steps")
-        self.steps.setFixedWidth(190)
+        self.steps.setFixedWidth(220)
+        self.steps.setIconSize(QSize(20, 20))
+        self.steps.setAccessibleName("Steps")
         self.stack = QStackedWidget()
         for i, page in enumerate(self.pages, 1):
-            self.steps.addItem(f"{i}  {page.title}")
+            # SVG icons: drawn at the screen's pixel ratio, crisp on high-DPI displays.
+            item = QListWidgetItem(icon(page.icon), f"{i}  {page.title}")
+            item.setToolTip(f"{page.title} (Ctrl+{i})")
+            self.steps.addItem(item)
             self.stack.addWidget(page)
         self.steps.currentRowChanged.connect(self.go_to)
 
@@ -79,9 +86,11 @@ class MainWindow(QMainWindow):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        self.back = QPushButton("Back")
+        self.back = QPushButton("&Back")
+        self.back.setToolTip("Previous step (Alt+Left)")
         self.back.clicked.connect(lambda: self.go_to(self.stack.currentIndex() - 1))
-        self.next = QPushButton("Next")
+        self.next = QPushButton("&Next")
+        self.next.setToolTip("Next step (Alt+Right)")
         self.next.clicked.connect(lambda: self.go_to(self.stack.currentIndex() + 1))
 
         bar = QHBoxLayout()
@@ -106,6 +115,24 @@ class MainWindow(QMainWindow):
         QShortcut(QKeySequence("Ctrl+O"), self, activated=self.pages[0]._open_file)
         QShortcut(QKeySequence("Ctrl+,"), self, activated=self.open_settings)
         QShortcut(QKeySequence("Escape"), self, activated=self.cancel)
+        self.cancel_button.setToolTip("Stop the running step (Esc)")
+        settings_button.setToolTip("Output folder, threads, theme (Ctrl+,)")
+        # Keyboard navigation: Alt+Left/Right and Ctrl+PgUp/PgDown step back and forth,
+        # Ctrl+1..6 jump to a step, arrow keys move in the step list when it has focus.
+        for keys, delta in (
+            ("Alt+Left", -1),
+            ("Alt+Right", 1),
+            ("Ctrl+PgUp", -1),
+            ("Ctrl+PgDown", 1),
+        ):
+            QShortcut(
+                QKeySequence(keys),
+                self,
+                activated=lambda d=delta: self.go_to(self.stack.currentIndex() + d),
+            )
+        for i in range(len(self.pages)):
+            QShortcut(QKeySequence(f"Ctrl+{i + 1}"), self, activated=lambda i=i: self.go_to(i))
+        self.setWindowIcon(icon("dockyard"))
         self.go_to(0)
 
     # -- navigation ----------------------------------------------------------------------

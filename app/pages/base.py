@@ -14,6 +14,7 @@ class Page(QWidget):
     """A wizard page: it knows the window (to run steps) and its session."""
 
     title = ""
+    icon = ""  # resources/icons/<icon>.svg, shown in the step list
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__()

@@ -37,6 +37,7 @@ DATA_FILTER = "Data (*.npz *.npy *.png *.jpg *.jpeg)"
 
 class ConvertPage(Page):
     title = "Convert & Quantize"
+    icon = "convert"
 
     def __init__(self, window) -> None:
         super().__init__(window)

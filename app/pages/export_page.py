@@ -30,6 +30,7 @@ TARGETS = {
 
 class ExportPage(Page):
     title = "Export"
+    icon = "export"
 
     def __init__(self, window) -> None:
         super().__init__(window)

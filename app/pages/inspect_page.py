@@ -95,6 +95,7 @@ class NodeTableModel(QAbstractTableModel):
 
 class InspectPage(Page):
     title = "Inspect"
+    icon = "inspect"
 
     def __init__(self, window) -> None:
         super().__init__(window)

@@ -32,6 +32,7 @@ def recent_models(settings: QSettings) -> list[str]:
 
 class LoadPage(Page):
     title = "Load"
+    icon = "load"
 
     def __init__(self, window) -> None:
         super().__init__(window)

@@ -13,6 +13,7 @@ from app.pages.base import Page
 
 class SummaryPage(Page):
     title = "Summary"
+    icon = "summary"
 
     def __init__(self, window) -> None:
         super().__init__(window)

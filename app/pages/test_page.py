@@ -48,6 +48,7 @@ def _pct(value: Any) -> str:
 
 class TestPage(Page):
     title = "Test"
+    icon = "test"
 
     def __init__(self, window) -> None:
         super().__init__(window)
