@@ -43,15 +43,18 @@ class StepWorker(QThread):
         self.outputs = outputs or []
         self.inline = inline
         self._process: StepProcess | None = None
-        self._progress = Progress(self.progressed.emit, self.data.emit)
+        self._progress: Progress | None = None
         self._cancel_requested = False
 
     def run(self) -> None:  # runs in the worker thread
+        # Held only while running: its callbacks reference this object, and a lasting cycle would
+        # leave the QThread to Python's cyclic GC, which may free it at any moment, in any state.
+        progress = self._progress = Progress(self.progressed.emit, self.data.emit)
         try:
             if self._cancel_requested:
                 raise StepCancelled("cancelled")
             if self.inline:
-                result = run_inline(self.step, self.options, self._progress)
+                result = run_inline(self.step, self.options, progress)
             else:
                 self._process = StepProcess(
                     self.step, self.options, self.progressed.emit, self.outputs, self.data.emit
@@ -67,10 +70,15 @@ class StepWorker(QThread):
             self.failed.emit(f"{type(exc).__name__}: {exc}", traceback.format_exc())
         else:
             self.succeeded.emit(result)
+        finally:
+            self._progress = self._process = None
 
     def cancel(self) -> None:
         """Kill the step's process (takes effect within a second); `cancelled` follows."""
         self._cancel_requested = True
-        self._progress.cancel()
-        if self._process is not None:
-            self._process.cancel()
+        progress = self._progress
+        if progress is not None:
+            progress.cancel()
+        process = self._process
+        if process is not None:
+            process.cancel()

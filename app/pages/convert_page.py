@@ -120,6 +120,7 @@ class ConvertPage(Page):
         self.preprocess.changed.connect(self._preview_timer.start)
         self.calibration.edit.textChanged.connect(self._preview_timer.start)
         self._defaults_for: object = None
+        self._closing = False
 
         layout = page
         self.results = QTableWidget(0, 6)
@@ -149,14 +150,16 @@ class ConvertPage(Page):
             self._preview_timer.start()
 
     def shutdown(self) -> None:
-        """Stop running previews (the window is closing)."""
+        """Stop running previews and start no more (the window is closing)."""
+        self._closing = True
+        self._preview_timer.stop()
         for worker in self._preview_workers:
             worker.cancel()
             worker.wait(5000)
 
     def refresh_preview(self) -> None:
         """Preview the calibration data after preprocessing (in a thread; newest request wins)."""
-        if not self.session.inspect:
+        if not self.session.inspect or self._closing:
             return
         try:
             recipe = self.preprocess.recipe()
@@ -173,20 +176,21 @@ class ConvertPage(Page):
             "count": 8,
         }
         worker = StepWorker("preview", options, inline=True)
-        worker.succeeded.connect(
-            lambda r: self.preview.show_result(r) if worker is self._preview_worker else None
-        )
-        worker.failed.connect(
-            lambda message, _: (
-                self.preview.clear(f"<span style='color:#b91c1c'>{message}</span>")
-                if worker is self._preview_worker
-                else None
-            )
-        )
+        # Bound methods, not lambdas: Qt drops the connection if this page is deleted first.
+        worker.succeeded.connect(self._preview_ready)
+        worker.failed.connect(self._preview_failed)
         self._preview_workers = [w for w in self._preview_workers if not w.isFinished()]
         self._preview_workers.append(worker)  # finished ones are freed here, outside their signals
         self._preview_worker = worker
         worker.start()
+
+    def _preview_ready(self, result: dict) -> None:
+        if self.sender() is self._preview_worker:  # an older request's answer is stale
+            self.preview.show_result(result)
+
+    def _preview_failed(self, message: str, _details: str) -> None:
+        if self.sender() is self._preview_worker:
+            self.preview.clear(f"<span style='color:#b91c1c'>{message}</span>")
 
     def convert(self) -> None:
         if not self.session.model:

@@ -159,9 +159,12 @@ class TestPage(Page):
         }
         worker = StepWorker("preview", options, inline=True)
         worker.succeeded.connect(self._set_thumbnail)
-        worker.failed.connect(lambda message, _: self.thumbnail.setText("no preview"))
+        worker.failed.connect(self._no_thumbnail)
         self._thumb_worker = worker  # replaced (and freed) by the next run, not during its signals
         worker.start()
+
+    def _no_thumbnail(self, _message: str, _details: str) -> None:
+        self.thumbnail.setText("no preview")
 
     def _set_thumbnail(self, r: dict) -> None:
         png = r["samples"][0]["thumbnail_png"] if r["samples"] else None
