@@ -25,3 +25,23 @@ SAMPLE = ROOT / "resources" / "sample"
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     return SAMPLE
+
+
+APP_TESTS = ROOT / "tests" / "app"
+
+
+def _only_gui_tests(config: pytest.Config) -> bool:
+    return all(Path(arg.split("::")[0]).resolve().is_relative_to(APP_TESTS) for arg in config.args)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """GUI tests run in a process of their own (tests/test_gui_suite.py) unless asked for alone.
+
+    TensorFlow and a started Qt WebEngine (the Netron view) cannot share a process: importing TF
+    after WebEngine segfaults, and with both loaded the interpreter aborts at exit ("free():
+    invalid pointer"). The app never imports TensorFlow (its steps run in child processes), but
+    the engine tests do, in pytest's own process.
+    """
+    if collection_path == APP_TESTS and not _only_gui_tests(config):
+        return True
+    return None
