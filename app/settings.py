@@ -46,7 +46,7 @@ def apply_theme(name: str | None = None) -> None:
         colors = {
             QPalette.ColorRole.Window: "#1f2329",
             QPalette.ColorRole.WindowText: "#e6e9ef",
-            QPalette.ColorRole.Base: "#181b21",
+            QPalette.ColorRole.Base: "#2a2f37",  # lighter than the window: fields and check boxes show
             QPalette.ColorRole.AlternateBase: "#262b33",
             QPalette.ColorRole.Text: "#e6e9ef",
             QPalette.ColorRole.Button: "#2b3038",
@@ -54,6 +54,11 @@ def apply_theme(name: str | None = None) -> None:
             QPalette.ColorRole.Highlight: "#3d7bd9",
             QPalette.ColorRole.HighlightedText: "#ffffff",
             QPalette.ColorRole.Mid: "#5b6576",
+            # Fusion draws check box and frame outlines from these: visible on dark grey.
+            QPalette.ColorRole.Dark: "#8a93a3",
+            QPalette.ColorRole.Shadow: "#0b0d10",
+            QPalette.ColorRole.Light: "#3a404a",
+            QPalette.ColorRole.Midlight: "#323842",
             QPalette.ColorRole.PlaceholderText: "#8a93a3",
             QPalette.ColorRole.ToolTipBase: "#262b33",
             QPalette.ColorRole.ToolTipText: "#e6e9ef",

@@ -128,6 +128,7 @@ class ConvertPage(Page):
             ["variant", "size", "smaller", "top-1", "gate", "kept float"]
         )
         self.results.horizontalHeader().setStretchLastSection(True)
+        self.results.verticalHeader().setVisible(False)
         layout.addWidget(self.results, 1)
 
     def on_enter(self) -> None:

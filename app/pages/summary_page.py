@@ -53,9 +53,22 @@ class SummaryPage(Page):
                 f"- **{v['name']}**: {v['size_bytes'] / 1024:.1f} KB ({v['size_ratio']:.2f}x smaller)"
                 + (f", top-1 {100 * top1:.2f} %" if top1 is not None else "")
             )
+        if "benchmark" in r:
+            b = r["benchmark"]
+            times = ", ".join(
+                f"{c['variant']} {c['p50_ms']:.3g} ms"
+                for c in b["configs"]
+                if c["threads"] == b["configs"][0]["threads"]
+            )
+            lines.append(f"- **Latency** (p50, batch {b['configs'][0]['batch']}): {times}")
+            lines += [f"  - {v['variant']}: {v['verdict']}" for v in b["verdicts"]]
         for step in ("export-docker", "export-torchserve", "export-tflite"):
             if step in r:
                 lines.append(f"- **{step.removeprefix('export-')}**: `{r[step]['output']}`")
+        lines += [
+            "",
+            "Save the workflow to replay these steps headless (CI): `dockyard-cli run WORKFLOW`.",
+        ]
         self.text.setMarkdown("\n".join(lines))
 
     def _ask_save(self) -> None:

@@ -74,7 +74,7 @@ class TestPage(Page):
         side.addWidget(self.thumbnail, 0, Qt.AlignmentFlag.AlignTop)
         self.predictions = QTableWidget(0, 0)
         self.predictions.verticalHeader().setVisible(False)
-        self.predictions.setMaximumHeight(130)
+        self.predictions.setMaximumHeight(150)
         side.addWidget(self.predictions, 1)
         one_layout.addLayout(side)
         layout.addWidget(one)

@@ -130,7 +130,10 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
 
     window.go_to(5)
     summary = window.page(SummaryPage)
-    assert "int8-static" in summary.text.toPlainText()
+    text = summary.text.toPlainText()
+    assert "int8-static: 76.9 KB (3.67x smaller), top-1 98.44 %" in text
+    fp32 = next(c for c in window.session.results["benchmark"]["configs"] if c["variant"] == "fp32")
+    assert f"fp32 {fp32['p50_ms']:.3g} ms" in text and "INT8 is" in text
     wf_path = tmp_path / "wf.yaml"
     summary.save_workflow(wf_path)
     wf = Workflow.load(wf_path)
