@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 
@@ -12,6 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     from app.netron_view import prepare_environment
     from app.pages.load_page import LoadPage
 
+    # Before netron's server is first started: it configures INFO logging on an unconfigured root.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     prepare_environment()
     argv = list(sys.argv if argv is None else argv)
     app = QApplication.instance() or QApplication(argv)

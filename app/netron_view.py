@@ -198,8 +198,6 @@ class NetronView(QWidget):
             return
         view.setUrl(QUrl(self.url))
         self._stack.setCurrentWidget(view)
-        self._polls = 0
-        self._poll.start()
 
     def open_in_browser(self) -> None:
         if self.url:
@@ -253,14 +251,31 @@ class NetronView(QWidget):
             log.warning("Qt WebEngine unavailable: %s", exc)
             return None
 
-        blocked = self.blocked_urls
+        owner = self
 
         class LoopbackOnly(QWebEngineUrlRequestInterceptor):
+            """Only this view's own Netron server may be reached (not the network, nor any
+            other local service)."""
+
             def interceptRequest(self, info) -> None:
-                url = info.requestUrl()
-                if url.scheme() in ("http", "https", "ws", "wss") and url.host() not in LOOPBACK:
+                if not owner.allowed(info.requestUrl()):
                     info.block(True)
-                    blocked.append(url.toString())
+                    owner.blocked_urls.append(info.requestUrl().toString())
+
+        class NetronPage(QWebEnginePage):
+            """Netron opens its documentation and bug-report links in place: send them to the
+            user's browser instead, so the graph is not replaced by an error page."""
+
+            def acceptNavigationRequest(self, url, kind, is_main_frame: bool) -> bool:
+                if owner.allowed(url):
+                    return True
+                if is_main_frame and url.scheme() in ("http", "https"):
+                    QDesktopServices.openUrl(url)
+                owner.blocked_urls.append(url.toString())
+                return False
+
+            def createWindow(self, kind):
+                return None
 
         # Made before the profile so that it (and its page) is deleted first, as Qt requires.
         view = QWebEngineView(self)
@@ -274,23 +289,48 @@ class NetronView(QWidget):
         script.setWorldId(QWebEngineScript.ScriptWorldId.ApplicationWorld)
         script.setSourceCode(page_script(_font_css()))
         profile.scripts().insert(script)
-        view.setPage(QWebEnginePage(profile, view))
+        view.setPage(NetronPage(profile, view))
         view.setContextMenuPolicy(Qt.ContextMenuPolicy.NoContextMenu)
         view.page().renderProcessTerminated.connect(
             lambda *_: self._show_problem("The graph view stopped unexpectedly. Reopen the model.")
         )
+        view.page().loadingChanged.connect(self._loading_changed)
         self._stack.addWidget(view)
         self._view = view
         QCoreApplication.instance().aboutToQuit.connect(self.release)
         return view
+
+    def allowed(self, url: QUrl) -> bool:
+        """data:/blob: and the like, or this view's own server on loopback."""
+        if url.scheme() not in ("http", "https", "ws", "wss"):
+            return True
+        return (
+            self._address is not None and url.host() in LOOPBACK and url.port() == self._address[1]
+        )
+
+    def _loading_changed(self, info) -> None:
+        """A page load ended: if it is the current server's, count drawn nodes until some are."""
+        from PySide6.QtWebEngineCore import QWebEngineLoadingInfo
+
+        if self._address is None or info.url().port() != self._address[1]:
+            return  # a previous model's page, superseded
+        status = info.status()
+        if status == QWebEngineLoadingInfo.LoadStatus.LoadSucceededStatus:
+            self._polls = 0
+            self._poll.start()
+        elif status == QWebEngineLoadingInfo.LoadStatus.LoadFailedStatus:
+            self._show_problem(f"Netron's page did not load ({info.errorString()}).")
 
     def _check_drawn(self) -> None:
         self._polls += 1
         if self._polls > 600:  # two minutes: Netron shows its own progress and messages
             self._poll.stop()
             return
+        port = self._address[1] if self._address else -1
+        # The port check: an answer from a previous model's page is not this graph.
         self.run_js(
-            "(() => { const c = document.getElementById('canvas');"
+            f"(() => {{ if (location.port !== '{port}') return -1;"
+            " const c = document.getElementById('canvas');"
             " return c ? c.querySelectorAll('g.node').length : -1; })()",
             self._on_count,
         )

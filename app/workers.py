@@ -59,6 +59,8 @@ class StepWorker(QThread):
                 self._process = StepProcess(
                     self.step, self.options, self.progressed.emit, self.outputs, self.data.emit
                 )
+                if self._cancel_requested:  # asked while the process was starting
+                    self._process.cancel()
                 result = self._process.wait()
         except StepCancelled:
             self.cancelled.emit()

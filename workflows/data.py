@@ -197,25 +197,26 @@ def load_dataset(
     elif path.suffix == ".npy":
         if len(specs) != 1:
             raise DataError(f"{path}: a .npy holds one array; the model has {len(specs)} inputs")
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")  # reads only the rows taken
         if specs[0].shape is not None and arr.ndim == len(specs[0].shape) - 1:
             arr = arr[None]  # a single sample without its batch axis
-        feeds = {specs[0].name: arr}
+        feeds = {specs[0].name: np.array(arr[:limit])}
     elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            arrays = dict(data)
         wanted = [s.name for s in specs]
-        if all(n in arrays for n in wanted):
-            feeds = {n: arrays[n] for n in wanted}
-        elif len(specs) == 1 and "x" in arrays:
-            feeds = {wanted[0]: arrays["x"]}
-        else:
-            raise DataError(
-                f"{path}: arrays {sorted(arrays)} do not name the model's inputs {wanted}"
-            )
-        y = arrays.get("y")
-        if "labels" in arrays:
-            names = [str(n) for n in arrays["labels"]]
+        with np.load(path, allow_pickle=False) as data:  # reads only the arrays asked for
+            stored = set(data.files)
+            if all(n in stored for n in wanted):
+                keys = {n: n for n in wanted}
+            elif len(specs) == 1 and "x" in stored:
+                keys = {wanted[0]: "x"}
+            else:
+                raise DataError(
+                    f"{path}: arrays {sorted(stored)} do not name the model's inputs {wanted}"
+                )
+            feeds = {n: data[k][:limit] for n, k in keys.items()}
+            y = data["y"][:limit] if "y" in stored else None
+            if "labels" in stored:
+                names = [str(n) for n in data["labels"]]
     else:
         raise DataError(f"{path}: data must be an image, an image folder, a .npy or a .npz file")
     for spec in specs:

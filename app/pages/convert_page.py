@@ -156,7 +156,7 @@ class ConvertPage(Page):
         self._preview_timer.stop()
         for worker in self._preview_workers:
             worker.cancel()
-            worker.wait(5000)
+            worker.wait()  # a QThread must not be destroyed while it runs
 
     def refresh_preview(self) -> None:
         """Preview the calibration data after preprocessing (in a thread; newest request wins)."""
@@ -165,6 +165,9 @@ class ConvertPage(Page):
         try:
             recipe = self.preprocess.recipe()
         except ValueError as exc:
+            if self._preview_worker is not None:  # its answer is for a recipe no longer shown
+                self._preview_worker.cancel()
+                self._preview_worker = None
             self.preview.clear(f"Preprocessing: {exc}")
             return
         self.session.preprocess = recipe

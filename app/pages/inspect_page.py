@@ -247,6 +247,10 @@ class InspectPage(Page):
         path = self.variant.currentData()
         if not path or self.tabs.currentIndex() != 0 or not self.isVisible():
             return
-        if path != self._shown:
-            self._shown = path
+        try:  # a file made again under the same name (convert re-run) is shown again
+            shown = f"{path}@{Path(path).stat().st_mtime_ns}"
+        except OSError:
+            shown = path
+        if shown != self._shown:
+            self._shown = shown
             self.netron.show_model(path)

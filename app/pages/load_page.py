@@ -123,6 +123,7 @@ class LoadPage(Page):
             self.session.inspect = result
             self.session.results.clear()
             self.session.step_options.clear()
+            self.session.preprocess = None  # the next model's recipe is fitted to its input
             m = result["model"]
             self.detected.setText(
                 f"<b>{Path(path).name}</b>: {m['format']} ({m['framework']}), "

@@ -55,13 +55,19 @@ class SummaryPage(Page):
             )
         if "benchmark" in r:
             b = r["benchmark"]
-            times = ", ".join(
-                f"{c['variant']} {c['p50_ms']:.3g} ms"
+            first = b["configs"][0]
+            same = [
+                c
                 for c in b["configs"]
-                if c["threads"] == b["configs"][0]["threads"]
-            )
-            lines.append(f"- **Latency** (p50, batch {b['configs'][0]['batch']}): {times}")
-            lines += [f"  - {v['variant']}: {v['verdict']}" for v in b["verdicts"]]
+                if (c["batch"], c["threads"]) == (first["batch"], first["threads"])
+            ]
+            times = ", ".join(f"{c['variant']} {c['p50_ms']:.3g} ms" for c in same)
+            lines.append(f"- **Latency** (p50, batch {first['batch']}): {times}")
+            lines += [
+                f"  - {v['variant']} (batch {v['batch']}): {v['verdict']}"
+                for v in b["verdicts"]
+                if (v["batch"], v["threads"]) == (first["batch"], first["threads"])
+            ]
         for step in ("export-docker", "export-torchserve", "export-tflite"):
             if step in r:
                 lines.append(f"- **{step.removeprefix('export-')}**: `{r[step]['output']}`")

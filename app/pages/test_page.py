@@ -112,15 +112,16 @@ class TestPage(Page):
         bench_layout.addWidget(self.plot, 1)
         layout.addWidget(bench, 1)
         self._thumb_worker: StepWorker | None = None
+        self._thumb_workers: list[StepWorker] = []
 
     def on_enter(self) -> None:
         self.show_accuracy()
         self.plot.apply_palette()
 
     def shutdown(self) -> None:
-        if self._thumb_worker is not None:
-            self._thumb_worker.cancel()
-            self._thumb_worker.wait(5000)
+        for worker in self._thumb_workers:
+            worker.cancel()
+            worker.wait()
 
     def _models(self) -> list[str]:
         models = [self.session.model.path]
@@ -149,7 +150,11 @@ class TestPage(Page):
 
     def _show_input_thumbnail(self) -> None:
         """The input as the model sees it (the engine's preview step, in a thread)."""
-        if self.session.inspect is None or (self._thumb_worker and self._thumb_worker.isRunning()):
+        self.thumbnail.clear()
+        self.thumbnail.setText("input")
+        if self._thumb_worker is not None:
+            self._thumb_worker.cancel()
+        if self.session.inspect is None:
             return
         options = {
             "data": self.input.value(),
@@ -160,13 +165,18 @@ class TestPage(Page):
         worker = StepWorker("preview", options, inline=True)
         worker.succeeded.connect(self._set_thumbnail)
         worker.failed.connect(self._no_thumbnail)
-        self._thumb_worker = worker  # replaced (and freed) by the next run, not during its signals
+        # Finished ones are freed here, outside their own signals; running ones are kept.
+        self._thumb_workers = [w for w in self._thumb_workers if not w.isFinished()] + [worker]
+        self._thumb_worker = worker
         worker.start()
 
     def _no_thumbnail(self, _message: str, _details: str) -> None:
-        self.thumbnail.setText("no preview")
+        if self.sender() is self._thumb_worker:
+            self.thumbnail.setText("no preview")
 
     def _set_thumbnail(self, r: dict) -> None:
+        if self.sender() is not self._thumb_worker:  # an earlier input's
+            return
         png = r["samples"][0]["thumbnail_png"] if r["samples"] else None
         if not png:
             self.thumbnail.setText("(not an image)")

@@ -32,6 +32,8 @@ def _number(text: str) -> float:
     text = text.strip()
     if "/" in text:
         num, den = text.split("/", 1)
+        if float(den) == 0:
+            raise ValueError(f"{text}: division by zero")
         return float(num) / float(den)
     return float(text)
 
@@ -108,11 +110,9 @@ class PreprocessForm(QWidget):
     def set_defaults(self, shape: list[Any] | None) -> None:
         """Fit resize, layout and channels to the model's input shape."""
         d = input_defaults(shape)
-        if "size" in d:
-            self.size.setText(f"{d['size'][0]}x{d['size'][1]}")
-        if "layout" in d:
-            self.layout_.setCurrentText(d["layout"])
-            self.channels.setCurrentText(d["channels"])
+        self.size.setText(f"{d['size'][0]}x{d['size'][1]}" if "size" in d else "")
+        self.layout_.setCurrentText(d.get("layout", "NCHW"))
+        self.channels.setCurrentText(d.get("channels", "RGB"))
 
     def recipe(self) -> dict[str, Any]:
         """The recipe as Preprocess options; ValueError names a field that does not parse."""
@@ -125,7 +125,7 @@ class PreprocessForm(QWidget):
                 size = None
             if size is None or len(size) != 2 or min(size) < 1:
                 raise ValueError(f"resize: {self.size.text()!r} is not HEIGHTxWIDTH like 224x224")
-        return {
+        recipe = {
             "size": size,
             "layout": self.layout_.currentText(),
             "channels": self.channels.currentText(),
@@ -133,3 +133,6 @@ class PreprocessForm(QWidget):
             "mean": _floats(self.mean.text(), "mean"),
             "std": _floats(self.std.text(), "std"),
         }
+        if recipe["scale"] == 0 or 0 in recipe["std"]:
+            raise ValueError("scale and std must not be 0 (every input would be 0 or infinite)")
+        return recipe

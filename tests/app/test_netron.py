@@ -65,14 +65,31 @@ def test_draws_the_sample_with_no_dialog_and_a_current_build_date(qtbot, netron,
     assert abs(datetime.now(UTC) - built) < timedelta(days=1)
 
 
-def test_only_loopback_is_reachable(qtbot, netron, tmp_path):
+def test_only_its_own_server_is_reachable(qtbot, netron, tmp_path, monkeypatch):
+    opened: list[str] = []
+    monkeypatch.setattr(
+        "PySide6.QtGui.QDesktopServices.openUrl", lambda url: opened.append(url.toString())
+    )
     path = save_chain_model(tmp_path / "chain.onnx", nodes=3)
     with qtbot.waitSignal(netron.graph_ready, timeout=TIMEOUT):
         netron.show_model(path)
     netron.run_js("fetch('https://example.com/beacon').catch(() => 0)", lambda _: None)
-    qtbot.waitUntil(lambda: any("example.com" in u for u in netron.blocked_urls), timeout=10_000)
-    hosts = {urllib.parse.urlsplit(u).hostname for u in netron.blocked_urls}
-    assert "example.com" in hosts and not hosts & {"127.0.0.1", "localhost"}, hosts
+    netron.run_js("new WebSocket('wss://example.net/socket')", lambda _: None)
+    netron.run_js("fetch('http://127.0.0.1:9/other-service').catch(() => 0)", lambda _: None)
+    qtbot.waitUntil(
+        lambda: len({urllib.parse.urlsplit(u).hostname for u in netron.blocked_urls}) >= 3
+    )
+    blocked = {
+        (urllib.parse.urlsplit(u).hostname, urllib.parse.urlsplit(u).port)
+        for u in netron.blocked_urls
+    }
+    assert {("example.com", None), ("example.net", None), ("127.0.0.1", 9)} <= blocked
+    assert ("127.0.0.1", int(netron.url.rsplit(":", 1)[1].strip("/"))) not in blocked
+    # A link Netron opens in place (its docs, "Report") goes to the browser; the graph stays.
+    netron.run_js("window.location = 'https://github.com/lutzroeder/netron'", lambda _: None)
+    qtbot.waitUntil(lambda: opened == ["https://github.com/lutzroeder/netron"])
+    qtbot.wait(300)
+    assert js(qtbot, netron, "document.querySelectorAll('#canvas g.node').length") == netron.drawn
 
 
 def test_the_bracket_font_maps_cjk_brackets_and_is_cached(tmp_path):

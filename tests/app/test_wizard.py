@@ -236,3 +236,10 @@ def test_calibration_preview_follows_the_recipe(qtbot, window, tmp_path, sample_
     assert not convert.preview.tiles
     convert.preprocess.size.setText("8 by 8")
     qtbot.waitUntil(lambda: "HEIGHTxWIDTH" in convert.preview.summary.text(), timeout=30_000)
+    convert.preprocess.size.setText("8x8")
+    convert.preprocess.scale.setText("1/0")
+    qtbot.waitUntil(lambda: "scale: '1/0'" in convert.preview.summary.text(), timeout=30_000)
+    convert.preprocess.scale.setText("1/255")
+    convert.preprocess.std.setText("0")
+    qtbot.waitUntil(lambda: "must not be 0" in convert.preview.summary.text(), timeout=30_000)
+    assert window.session.preprocess["std"] == [0.5]  # the last good recipe is what steps use
