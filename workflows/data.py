@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,27 @@ class Preprocess:
         if self.layout.upper() == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def recipe_for_input(shape: list[Any] | None) -> dict[str, Any]:
+    """Resize, layout and channels that fit an image input shape ([N,C,H,W] or [N,H,W,C]);
+    empty when the shape is not image-like."""
+    if not shape or len(shape) != 4:
+        return {}
+
+    def known(d: Any) -> bool:
+        return isinstance(d, int) and d > 0
+
+    if shape[1] in (1, 3):
+        c, h, w, layout = shape[1], shape[2], shape[3], "NCHW"
+    elif shape[3] in (1, 3):
+        c, h, w, layout = shape[3], shape[1], shape[2], "NHWC"
+    else:
+        return {}
+    out: dict[str, Any] = {"layout": layout, "channels": "L" if c == 1 else "RGB"}
+    if known(h) and known(w):
+        out["size"] = [h, w]
+    return out
 
 
 @dataclass

@@ -14,6 +14,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from workflows.data import recipe_for_input
+
 IMAGENET = {"scale": "1/255", "mean": "0.485, 0.456, 0.406", "std": "0.229, 0.224, 0.225"}
 
 
@@ -36,26 +38,6 @@ def _number(text: str) -> float:
             raise ValueError(f"{text}: division by zero")
         return float(num) / float(den)
     return float(text)
-
-
-def input_defaults(shape: list[Any] | None) -> dict[str, Any]:
-    """Resize, layout and channels that fit a model input shape ([N,C,H,W] or [N,H,W,C])."""
-    if not shape or len(shape) != 4:
-        return {}
-
-    def known(d: Any) -> bool:
-        return isinstance(d, int) and d > 0
-
-    if shape[1] in (1, 3):
-        c, h, w, layout = shape[1], shape[2], shape[3], "NCHW"
-    elif shape[3] in (1, 3):
-        c, h, w, layout = shape[3], shape[1], shape[2], "NHWC"
-    else:
-        return {}
-    out: dict[str, Any] = {"layout": layout, "channels": "L" if c == 1 else "RGB"}
-    if known(h) and known(w):
-        out["size"] = [h, w]
-    return out
 
 
 class PreprocessForm(QWidget):
@@ -109,7 +91,7 @@ class PreprocessForm(QWidget):
 
     def set_defaults(self, shape: list[Any] | None) -> None:
         """Fit resize, layout and channels to the model's input shape."""
-        d = input_defaults(shape)
+        d = recipe_for_input(shape)
         self.size.setText(f"{d['size'][0]}x{d['size'][1]}" if "size" in d else "")
         self.layout_.setCurrentText(d.get("layout", "NCHW"))
         self.channels.setCurrentText(d.get("channels", "RGB"))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.workflows.model_factory import save_digit_images
-from workflows.data import DataError
+from workflows.data import DataError, recipe_for_input
 from workflows.runner import run_inline
 
 DIGIT_INPUT = [{"name": "x", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
@@ -98,3 +98,19 @@ def test_a_wrong_recipe_is_named(tmp_path, sample_dir):
                 "preprocess": {"size": [10, 10], "channels": "L"},
             },
         )
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        (["batch", 1, 8, 8], {"layout": "NCHW", "channels": "L", "size": [8, 8]}),
+        ([None, 3, 224, 224], {"layout": "NCHW", "channels": "RGB", "size": [224, 224]}),
+        ([1, 299, 299, 3], {"layout": "NHWC", "channels": "RGB", "size": [299, 299]}),
+        (["n", 3, "h", "w"], {"layout": "NCHW", "channels": "RGB"}),  # any size: keep it
+        (["batch", 16], {}),  # not an image
+        ([1, 64, 64, 64], {}),
+        (None, {}),
+    ],
+)
+def test_recipe_fitted_to_the_input_shape(shape, expected):
+    assert recipe_for_input(shape) == expected
