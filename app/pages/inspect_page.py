@@ -16,13 +16,10 @@ from PySide6.QtCore import (
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QSplitter,
     QTableView,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -30,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.netron_view import NetronView
 from app.pages.base import Page
+from app.widgets.tables import fill_table, text_table
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -38,22 +36,6 @@ def _shape(shape) -> str:
     return (
         "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
     )
-
-
-def _table(headers: list[str]) -> QTableWidget:
-    t = QTableWidget(0, len(headers))
-    t.setHorizontalHeaderLabels(headers)
-    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-    t.verticalHeader().setVisible(False)
-    t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-    return t
-
-
-def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
-    table.setRowCount(len(rows))
-    for r, row in enumerate(rows):
-        for c, value in enumerate(row):
-            table.setItem(r, c, QTableWidgetItem(value))
 
 
 class NodeTableModel(QAbstractTableModel):
@@ -134,10 +116,10 @@ class InspectPage(Page):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(QLabel("Inputs and outputs"))
-        self.io = _table(["", "name", "dtype", "shape"])
+        self.io = text_table(["", "name", "dtype", "shape"])
         left_layout.addWidget(self.io)
         left_layout.addWidget(QLabel("Operators"))
-        self.ops = _table(["op", "count"])
+        self.ops = text_table(["op", "count"])
         left_layout.addWidget(self.ops, 1)
         split.addWidget(left)
         right = QWidget()
@@ -209,7 +191,7 @@ class InspectPage(Page):
                 f"<span style='color:#b45309'>custom ops: {', '.join(r['custom_ops'])}</span>"
             )
         self.summary.setText(" · ".join(facts))
-        _fill(
+        fill_table(
             self.io,
             [
                 [kind[:-1], s["name"], s["dtype"], _shape(s["shape"])]
@@ -217,7 +199,7 @@ class InspectPage(Page):
                 for s in m[kind]
             ],
         )
-        _fill(self.ops, [[op, str(n)] for op, n in r.get("op_histogram", {}).items()])
+        fill_table(self.ops, [[op, str(n)] for op, n in r.get("op_histogram", {}).items()])
         graph = r.get("graph")
         self.graph_note.setVisible(graph is None)
         self.graph_note.setText(

@@ -22,24 +22,8 @@ from PySide6.QtWidgets import (
 
 from app.pages.base import Page, PathPicker
 from app.widgets.latency_plot import LatencyPlot
+from app.widgets.tables import fill_table, text_table
 from app.workers import StepWorker
-
-
-def _table(headers: list[str]) -> QTableWidget:
-    t = QTableWidget(0, len(headers))
-    t.setHorizontalHeaderLabels(headers)
-    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    t.horizontalHeader().setStretchLastSection(True)
-    t.verticalHeader().setVisible(False)
-    t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-    return t
-
-
-def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
-    table.setRowCount(len(rows))
-    for r, row in enumerate(rows):
-        for c, text in enumerate(row):
-            table.setItem(r, c, QTableWidgetItem(text))
 
 
 def _pct(value: Any) -> str:
@@ -81,8 +65,9 @@ class TestPage(Page):
 
         acc = QGroupBox("Accuracy on the evaluation data (from quantization)")
         acc_layout = QVBoxLayout(acc)
-        self.accuracy = _table(
-            ["variant", "samples", "top-1", "top-5", "agrees with float", "max abs error", "gate"]
+        self.accuracy = text_table(
+            ["variant", "samples", "top-1", "top-5", "agrees with float", "max abs error", "gate"],
+            fit_contents=True,
         )
         self.accuracy.setMaximumHeight(150)
         acc_layout.addWidget(self.accuracy)
@@ -101,7 +86,9 @@ class TestPage(Page):
         controls.addWidget(go)
         controls.addStretch(1)
         left.addLayout(controls)
-        self.latency = _table(["variant", "p50 ms", "p99 ms", "samples/s", "INT8 ops"])
+        self.latency = text_table(
+            ["variant", "p50 ms", "p99 ms", "samples/s", "INT8 ops"], fit_contents=True
+        )
         left.addWidget(self.latency, 1)
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
@@ -239,7 +226,7 @@ class TestPage(Page):
                     + (f" ({gate['drop_points']:+.2f} pts)" if "drop_points" in gate else ""),
                 ]
             )
-        _fill(self.accuracy, cells)
+        fill_table(self.accuracy, cells)
 
     # -- benchmark ------------------------------------------------------------------------------
     def benchmark(self) -> None:
@@ -266,7 +253,7 @@ class TestPage(Page):
 
     def show_benchmark(self, r: dict) -> None:
         fractions = {v["name"]: v["diagnostics"]["fraction_int8"] for v in r["variants"]}
-        _fill(
+        fill_table(
             self.latency,
             [
                 [
