@@ -13,7 +13,7 @@ import numpy as np
 from workflows.errors import DockyardError
 from workflows.inputs import synthesize
 from workflows.model import TensorSpec
-from workflows.options import option
+from workflows.options import from_dict, option
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -32,6 +32,11 @@ class Preprocess:
     scale: float = option(1 / 255, "Multiply pixel values (0..255) by this first")
     mean: list[float] = option([0.0], "Then subtract this per-channel mean")
     std: list[float] = option([1.0], "Then divide by this per-channel std")
+
+    @classmethod
+    def coerce(cls, value: Preprocess | dict[str, Any] | None) -> Preprocess:
+        """An options field's value as a recipe: None gives the defaults, a dict is parsed."""
+        return cls() if value is None else from_dict(cls, value)
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """[N, H, W, C] uint8 pixels -> float32 model input in this recipe's layout."""

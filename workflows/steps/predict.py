@@ -27,10 +27,7 @@ class PredictOptions:
     top_k: int = option(5, "How many classes to show")
 
     def __post_init__(self) -> None:
-        if self.preprocess is None:
-            self.preprocess = Preprocess()
-        elif isinstance(self.preprocess, dict):
-            self.preprocess = from_dict(Preprocess, self.preprocess)
+        self.preprocess = Preprocess.coerce(self.preprocess)
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

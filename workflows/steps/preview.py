@@ -27,10 +27,7 @@ class PreviewOptions:
     count: int = option(8, "How many samples to show")
 
     def __post_init__(self) -> None:
-        if self.preprocess is None:
-            self.preprocess = Preprocess()
-        elif isinstance(self.preprocess, dict):
-            self.preprocess = from_dict(Preprocess, self.preprocess)
+        self.preprocess = Preprocess.coerce(self.preprocess)
 
 
 def _stats(a: np.ndarray) -> dict[str, float]:

@@ -50,10 +50,7 @@ class QuantizeOptions:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = from_dict(LoadOptions, self.model)
-        if self.preprocess is None:
-            self.preprocess = Preprocess()
-        elif isinstance(self.preprocess, dict):
-            self.preprocess = from_dict(Preprocess, self.preprocess)
+        self.preprocess = Preprocess.coerce(self.preprocess)
         unknown = sorted(set(self.modes) - set(MODES))
         if unknown or not self.modes:
             raise DataError(f"quantize: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
