@@ -219,23 +219,27 @@ def _preprocess(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _run_with_progress(step: str, options: Any, outputs: list[Path], quiet: bool) -> dict[str, Any]:
-    """Run a step in the child-process runner, drawing a progress bar on stderr."""
+def _progress_bar(quiet: bool) -> Any:
+    """A rich progress display on stderr; drawn only on a terminal and when not quiet."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from workflows.runner import StepProcess
-
     console = Console(stderr=True)
-    show = not quiet and console.is_terminal
-    with Progress(
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not show,
-    ) as bar:
+        disable=quiet or not console.is_terminal,
+    )
+
+
+def _run_with_progress(step: str, options: Any, outputs: list[Path], quiet: bool) -> dict[str, Any]:
+    """Run a step in the child-process runner, drawing a progress bar on stderr."""
+    from workflows.runner import StepProcess
+
+    with _progress_bar(quiet) as bar:
         task = bar.add_task(step, total=1.0)
         proc = StepProcess(
             step, options, lambda f, m: bar.update(task, completed=f, description=m), outputs
@@ -249,23 +253,12 @@ def _run_with_progress(step: str, options: Any, outputs: list[Path], quiet: bool
 
 def _run_workflow(options: dict[str, Any], quiet: bool) -> dict[str, Any]:
     """Run every step of a workflow file, one progress bar per step."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from workflows.workflow import Workflow, run_workflow
 
     wf = Workflow.load(Path(options["workflow"]))
     if options.get("output"):
         wf.output = options["output"]
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=quiet or not console.is_terminal,
-    ) as bar:
+    with _progress_bar(quiet) as bar:
         tasks: dict[int, Any] = {}
 
         def on_event(i: int, name: str, fraction: float, message: str) -> None:
