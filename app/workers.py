@@ -84,3 +84,52 @@ class StepWorker(QThread):
         process = self._process
         if process is not None:
             process.cancel()
+
+
+class LatestOnly(QObject):
+    """Runs a light step inline, again and again; only the newest request's answer is delivered.
+
+    A new request cancels the one before; answers from older requests are dropped. Finished
+    threads are freed at the next request (never inside their own signals), and `shutdown()`
+    waits for any still running, since a QThread must not be destroyed while it runs.
+    """
+
+    succeeded = Signal(object)
+    failed = Signal(str, str)
+
+    def __init__(self, step: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.step = step
+        self._current: StepWorker | None = None
+        self._workers: list[StepWorker] = []
+
+    def run(self, options: dict[str, Any]) -> None:
+        """Start `options` as the newest request (the previous one is cancelled)."""
+        self.cancel()
+        worker = StepWorker(self.step, options, inline=True)
+        worker.succeeded.connect(self._succeeded)
+        worker.failed.connect(self._failed)
+        self._workers = [w for w in self._workers if not w.isFinished()] + [worker]
+        self._current = worker
+        worker.start()
+
+    def cancel(self) -> None:
+        """Cancel the newest request; nothing is delivered until the next `run`."""
+        if self._current is not None:
+            self._current.cancel()
+            self._current = None
+
+    def shutdown(self) -> None:
+        """Cancel everything and wait for the threads (the window is closing)."""
+        self.cancel()
+        for worker in self._workers:
+            worker.cancel()
+            worker.wait()
+
+    def _succeeded(self, result: dict) -> None:
+        if self.sender() is self._current:
+            self.succeeded.emit(result)
+
+    def _failed(self, message: str, details: str) -> None:
+        if self.sender() is self._current:
+            self.failed.emit(message, details)

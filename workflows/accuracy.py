@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from workflows.data import DataError, Dataset
+from workflows.data import Dataset
+from workflows.errors import DataError
 from workflows.metrics import compare, looks_like_class_scores
 
 RunFn = Callable[[dict[str, np.ndarray]], list[np.ndarray]]

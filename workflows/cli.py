@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows import __version__
+from workflows.catalogue import export_targets
 from workflows.errors import DockyardError, MissingInputError
 from workflows.inputs import parse_input_shapes
 from workflows.options import LoadOptions, to_dict
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export", help="handoff artifacts: Docker build context, TFLite bundle, .mar"
     )
-    p.add_argument("target", choices=["docker", "torchserve", "tflite"], help="what to export")
+    p.add_argument("target", choices=list(export_targets()), help="what to export")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="the folder to write")
     p.add_argument("--name", help="model name in URLs and manifests (default: the file name)")

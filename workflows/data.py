@@ -10,20 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from workflows.errors import DockyardError
+from workflows.errors import DataError
 from workflows.inputs import synthesize
 from workflows.model import TensorSpec
-from workflows.options import from_dict, option
+from workflows.options import Options, from_dict, option
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
-class DataError(DockyardError):
-    """Calibration or evaluation data that cannot be used as given."""
-
-
 @dataclass
-class Preprocess:
+class Preprocess(Options):
     """How images become model input. Saved with the workflow so every run feeds the same numbers."""
 
     size: list[int] | None = option(None, "Resize to [height, width]; none keeps the image size")

@@ -37,3 +37,16 @@ class StepCrashed(DockyardError):
 
 class ExportError(DockyardError):
     """An export target could not produce, or could not validate, its artifact."""
+
+
+class DataError(DockyardError):
+    """Calibration, evaluation or input data (or a workflow file) that cannot be used as given."""
+
+
+class OptionsError(MissingInputError):
+    """An option has a wrong type or name; `path` names it (`model.input_shapes.x[1]`)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem

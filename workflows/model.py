@@ -56,7 +56,7 @@ class Model:
     @property
     def name(self) -> str:
         """A short name for folders and reports: the file name without its suffix."""
-        return self.path.stem if self.path.suffix else self.path.name
+        return model_name(self.path)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable description (no framework objects; shapes as lists)."""
@@ -75,6 +75,13 @@ class Model:
                 "metadata": self.metadata,
             }
         )
+
+
+def model_name(path: str | Path) -> str:
+    """The one rule for a model's short name (run folders, exports, reports): the file name
+    without its last suffix ("resnet-v1.7.onnx" -> "resnet-v1.7"), a folder's own name."""
+    path = Path(path)
+    return path.stem if path.suffix else path.name
 
 
 def path_size(path: Path) -> int:

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from workflows.data import DataError, Dataset
+from workflows.data import Dataset
+from workflows.errors import DataError
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANT_TYPES = ("int8", "uint8")

@@ -20,23 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workflows import errors
+from workflows import catalogue, errors
 from workflows.atomic import remove_partials
 from workflows.progress import DataCallback, Progress, ProgressCallback
-
-STEPS = {
-    "inspect": "workflows.steps.inspect:run",
-    "convert": "workflows.steps.convert:run",
-    "validate": "workflows.steps.validate:run",
-    "quantize": "workflows.steps.quantize:run",
-    "benchmark": "workflows.steps.benchmark:run",
-    "predict": "workflows.steps.predict:run",
-    "report": "workflows.steps.report:run",
-    "preview": "workflows.steps.preview:run",
-    "export-docker": "workflows.exporters.docker:run",
-    "export-torchserve": "workflows.exporters.torchserve:run",
-    "export-tflite": "workflows.exporters.tflite_bundle:run",
-}
 
 
 class StepFailed(errors.DockyardError):
@@ -49,11 +35,11 @@ class StepFailed(errors.DockyardError):
 
 
 def resolve(step: str) -> Callable[[Any, Progress], dict[str, Any]]:
-    """The function behind a step name ("convert") or a "package.module:function" path."""
-    target = STEPS.get(step, step)
-    module_name, _, func = target.partition(":")
+    """The function behind a step name ("convert", see `workflows.catalogue`) or a
+    "package.module:function" path (tests run their own steps that way)."""
+    module_name, _, func = step.partition(":")
     if not func:
-        raise errors.MissingInputError(f"unknown step {step!r}; steps: {', '.join(STEPS)}")
+        return catalogue.spec(step).run_function()
     return getattr(importlib.import_module(module_name), func)
 
 

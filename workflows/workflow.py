@@ -14,41 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workflows.data import DataError
+from workflows import catalogue, planner
+from workflows.errors import DataError, OptionsError
 from workflows.options import LoadOptions, from_dict, to_dict
 
 VERSION = 1
-
-
-def _step_options() -> dict[str, type]:
-    from workflows.exporters.docker import DockerExportOptions
-    from workflows.exporters.tflite_bundle import TFLiteExportOptions
-    from workflows.exporters.torchserve import TorchServeExportOptions
-    from workflows.steps.benchmark import BenchmarkOptions
-    from workflows.steps.convert import ConvertOptions
-    from workflows.steps.quantize import QuantizeOptions
-    from workflows.steps.report import ReportOptions
-    from workflows.steps.validate import ValidateOptions
-
-    return {
-        "convert": ConvertOptions,
-        "validate": ValidateOptions,
-        "quantize": QuantizeOptions,
-        "benchmark": BenchmarkOptions,
-        "report": ReportOptions,
-        "export-docker": DockerExportOptions,
-        "export-torchserve": TorchServeExportOptions,
-        "export-tflite": TFLiteExportOptions,
-    }
-
-
-# Keys a workflow file may not set: the runner derives them from the model and the run folder.
-DERIVED = {
-    "validate": {"original", "candidate"},
-    "benchmark": {"models", "output"},
-    "report": {"inputs", "output"},
-}
-DEFAULT_DERIVED = {"model", "output"}
 
 
 @dataclass
@@ -108,70 +78,37 @@ class Workflow:
             raise DataError(f"{where}: a workflow needs 'model' and 'steps'")
         if data.get("version", VERSION) != VERSION:
             raise DataError(f"{where}: workflow version {data.get('version')} is not supported")
-        model = from_dict(LoadOptions, data["model"])
-        known = _step_options()
+        try:
+            model = from_dict(LoadOptions, data["model"], "model")
+        except OptionsError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        known = catalogue.workflow_steps()
         steps = []
         for i, raw in enumerate(data["steps"], 1):
             name = raw.get("step") if isinstance(raw, dict) else None
             if name not in known:
                 raise DataError(f"{where}: step {i} is {name!r}; steps are {', '.join(known)}")
-            options = dict(raw.get("options") or {})
-            derived = sorted(DERIVED.get(name, DEFAULT_DERIVED) & set(options))
+            options = raw.get("options") or {}
+            if not isinstance(options, dict):
+                raise DataError(f"{where}: step {i} ({name}): options must be a mapping")
+            derived = sorted(planner.derived(name) & set(options))
             if derived:
                 raise DataError(
                     f"{where}: step {i} ({name}) sets {derived}; the workflow derives them"
                 )
-            from_dict(known[name], {**options, **_placeholders(name)})  # validates names and types
-            steps.append(Step(name, options))
+            try:  # every name and type checked against the step's own declaration
+                from_dict(catalogue.spec(name).options_class(), options, "options")
+            except OptionsError as exc:
+                raise DataError(f"{where}: step {i} ({name}): {exc}") from None
+            steps.append(Step(name, dict(options)))
         return cls(model, steps, str(data.get("output", "out")))
-
-
-def _placeholders(name: str) -> dict[str, Any]:
-    """Stand-ins for the derived keys, so a step's own declaration can check the rest."""
-    if name == "validate":
-        return {"original": {"path": "x"}, "candidate": {"path": "y"}}
-    if name == "benchmark":
-        return {"models": ["x"], "output": "b.json"}
-    if name == "report":
-        return {"inputs": ["x"], "output": "r.html"}
-    return {"model": {"path": "x"}, "output": "o"}
 
 
 def plan(workflow: Workflow) -> list[tuple[str, dict[str, Any], Path]]:
     """(runner step, full options, output path) for every step, with derived paths filled in."""
-    model = to_dict(workflow.model)
-    stem = Path(workflow.model.path).name.split(".")[0]
-    root = Path(workflow.output) / stem
-    converted = root / "convert" / f"{stem}.onnx"
-    quantized = root / "quantize"
-    names = [s.name for s in workflow.steps]
-    planned = []
-    for step in workflow.steps:
-        o = dict(step.options)
-        if step.name == "convert":
-            out = converted
-            o.update(model=model, output=str(out))
-        elif step.name == "validate":
-            out = root / "validate.json"
-            o.update(original=model, candidate={"path": str(converted)})
-        elif step.name == "quantize":
-            out = quantized
-            source = {"path": str(converted)} if "convert" in names else model
-            o.update(model=source, output=str(out))
-        elif step.name == "benchmark":
-            out = root / "benchmark.json"
-            o.update(models=[str(quantized if "quantize" in names else converted)], output=str(out))
-        elif step.name == "report":
-            out = root / "report.html"
-            inputs = [str(quantized)] if "quantize" in names else []
-            if "benchmark" in names:
-                inputs.append(str(root / "benchmark.json"))
-            o.update(inputs=inputs, output=str(out))
-        else:
-            out = root / step.name
-            o.update(model=model, output=str(out))
-        planned.append((step.name, o, out))
-    return planned
+    return planner.plan_steps(
+        workflow.output, to_dict(workflow.model), [(s.name, s.options) for s in workflow.steps]
+    )
 
 
 def run_workflow(

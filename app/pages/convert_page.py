@@ -20,8 +20,7 @@ from PySide6.QtWidgets import (
 from app.pages.base import Page, PathPicker
 from app.widgets.data_preview import DataPreview
 from app.widgets.preprocess_form import PreprocessForm
-from app.workers import StepWorker
-from workflows.options import to_dict
+from app.workers import LatestOnly
 
 MODES = {
     "static": (
@@ -113,8 +112,10 @@ class ConvertPage(Page):
         dlayout.addWidget(self.preview)
         dlayout.addStretch(1)
         columns.addWidget(data, 1)
-        self._preview_worker: StepWorker | None = None
-        self._preview_workers: list[StepWorker] = []
+        # Bound methods, not lambdas: Qt drops the connections if this page is deleted first.
+        self._previews = LatestOnly("preview", self)
+        self._previews.succeeded.connect(self._preview_ready)
+        self._previews.failed.connect(self._preview_failed)
         self._preview_timer = QTimer(self, singleShot=True, interval=400)
         self._preview_timer.timeout.connect(self.refresh_preview)
         self.preprocess.changed.connect(self._preview_timer.start)
@@ -154,9 +155,7 @@ class ConvertPage(Page):
         """Stop running previews and start no more (the window is closing)."""
         self._closing = True
         self._preview_timer.stop()
-        for worker in self._preview_workers:
-            worker.cancel()
-            worker.wait()  # a QThread must not be destroyed while it runs
+        self._previews.shutdown()
 
     def refresh_preview(self) -> None:
         """Preview the calibration data after preprocessing (in a thread; newest request wins)."""
@@ -165,44 +164,30 @@ class ConvertPage(Page):
         try:
             recipe = self.preprocess.recipe()
         except ValueError as exc:
-            if self._preview_worker is not None:  # its answer is for a recipe no longer shown
-                self._preview_worker.cancel()
-                self._preview_worker = None
+            self._previews.cancel()  # its answer is for a recipe no longer shown
             self.preview.clear(f"Preprocessing: {exc}")
             return
         self.session.preprocess = recipe
-        if self._preview_worker is not None:
-            self._preview_worker.cancel()
         options = {
             "data": self.calibration.value(),
             "inputs": self.session.inspect["model"]["inputs"],
             "preprocess": recipe,
             "count": 8,
         }
-        worker = StepWorker("preview", options, inline=True)
-        # Bound methods, not lambdas: Qt drops the connection if this page is deleted first.
-        worker.succeeded.connect(self._preview_ready)
-        worker.failed.connect(self._preview_failed)
-        self._preview_workers = [w for w in self._preview_workers if not w.isFinished()]
-        self._preview_workers.append(worker)  # finished ones are freed here, outside their signals
-        self._preview_worker = worker
-        worker.start()
+        self._previews.run(options)
 
     def _preview_ready(self, result: dict) -> None:
-        if self.sender() is self._preview_worker:  # an older request's answer is stale
-            self.preview.show_result(result)
+        self.preview.show_result(result)
 
     def _preview_failed(self, message: str, _details: str) -> None:
-        if self.sender() is self._preview_worker:
-            self.preview.clear(f"<span style='color:#b91c1c'>{message}</span>")
+        self.preview.clear(f"<span style='color:#b91c1c'>{message}</span>")
 
     def convert(self) -> None:
         if not self.session.model:
             self.window_.show_error("Load a model first.")
             return
-        out = self.session.folder("convert") / f"{self.session.name}.onnx"
         user = {"opset": self.opset.value(), "simplify": self.simplify.isChecked()}
-        options = {"model": to_dict(self.session.model), "output": str(out), **user}
+        options, out = self.session.plan("convert", user)
 
         def done(result: dict) -> None:
             self.session.record("convert", user, result)
@@ -210,17 +195,13 @@ class ConvertPage(Page):
                 f"Wrote {result['output']} ({result['size_bytes'] / 1024:.1f} KB) "
                 f"in {result['seconds']:.1f} s. Validating…"
             )
-            self._validate(out)
+            self._validate()
 
         self.window_.run_step("convert", options, [out], done, "Converting to ONNX")
 
-    def _validate(self, candidate) -> None:
+    def _validate(self) -> None:
         user = {"inputs": self.evaluation.value()} if self.evaluation.value() else {}
-        options = {
-            "original": to_dict(self.session.model),
-            "candidate": {"path": str(candidate)},
-            **user,
-        }
+        options, _ = self.session.plan("validate", user)
 
         def done(result: dict) -> None:
             self.session.record("validate", user, result)
@@ -242,9 +223,6 @@ class ConvertPage(Page):
         if not modes:
             self.window_.show_error("Choose at least one variant to make.")
             return
-        converted = self.session.results.get("convert")
-        source = {"path": converted["output"]} if converted else to_dict(self.session.model)
-        out = self.session.folder("quantize")
         try:
             recipe = self.preprocess.recipe()
         except ValueError as exc:
@@ -258,7 +236,7 @@ class ConvertPage(Page):
             "max_accuracy_drop": self.max_drop.value(),
             "preprocess": recipe,
         }
-        options = {"model": source, "output": str(out), **user}
+        options, out = self.session.plan("quantize", user)
 
         def done(result: dict) -> None:
             self.session.record("quantize", user, result)

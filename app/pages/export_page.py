@@ -19,13 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.pages.base import Page
-from workflows.options import to_dict
-
-TARGETS = {
-    "docker": "Docker build context — ONNX Runtime server (Open Inference Protocol v2), k8s + KServe",
-    "torchserve": "TorchServe archive (.mar) — generated handler; TorchServe is in limited maintenance",
-    "tflite": "TFLite bundle — fp32, fp16, dynamic and INT8 variants for LiteRT (phones, edge)",
-}
+from workflows import catalogue
 
 
 class ExportPage(Page):
@@ -36,7 +30,7 @@ class ExportPage(Page):
         super().__init__(window)
         layout = QVBoxLayout(self)
         self.targets: dict[str, QCheckBox] = {}
-        for key, text in TARGETS.items():
+        for key, text in catalogue.export_targets().items():
             box = QCheckBox(text)
             box.setChecked(key == "docker")
             self.targets[key] = box
@@ -67,9 +61,7 @@ class ExportPage(Page):
 
     def on_enter(self) -> None:
         if self.session.model:
-            self.folder_label.setText(
-                f"Into {self.session.output_root / self.session.name}/export-…"
-            )
+            self.folder_label.setText(f"Into {self.session.root}/export-…")
 
     def export(self) -> None:
         if not self.session.model:
@@ -92,9 +84,8 @@ class ExportPage(Page):
             return
         target = self._queue.pop(0)
         step = f"export-{target}"
-        out = self.session.folder(step)
         user = self._options(target)
-        options = {"model": to_dict(self.session.model), "output": str(out), **user}
+        options, out = self.session.plan(step, user)
 
         def done(result: dict) -> None:
             self.session.record(step, user, result)

@@ -90,21 +90,15 @@ class SummaryPage(Page):
         self.text.append(f"\nSaved {path}. Replay it headless with: dockyard-cli run {path}")
 
     def open_report(self) -> None:
-        r = self.session.results
-        inputs = [r["quantize"]["output"]] if "quantize" in r else []
-        if "benchmark" in self.session.step_options:
-            inputs.append(str(self.session.folder("benchmark.json")))
-        if not inputs:
+        options, out = self.session.plan("report", {})
+        if not options["inputs"]:
             self.window_.show_error(
                 "Quantize (and benchmark) first: the report shows their figures."
             )
             return
-        out = self.session.folder("report.html")
 
         def done(result: dict) -> None:
             self.session.record("report", {}, result)
             QDesktopServices.openUrl(QUrl.fromLocalFile(result["html"]))
 
-        self.window_.run_step(
-            "report", {"inputs": inputs, "output": str(out)}, [out], done, "Writing the report"
-        )
+        self.window_.run_step("report", options, [out], done, "Writing the report")

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from app.pages.base import Page, PathPicker
 from app.widgets.latency_plot import LatencyPlot
 from app.widgets.tables import fill_table, text_table
-from app.workers import StepWorker
+from app.workers import LatestOnly
 
 
 def _pct(value: Any) -> str:
@@ -98,17 +98,16 @@ class TestPage(Page):
         self.plot = LatencyPlot()
         bench_layout.addWidget(self.plot, 1)
         layout.addWidget(bench, 1)
-        self._thumb_worker: StepWorker | None = None
-        self._thumb_workers: list[StepWorker] = []
+        self._thumbnails = LatestOnly("preview", self)
+        self._thumbnails.succeeded.connect(self._set_thumbnail)
+        self._thumbnails.failed.connect(self._no_thumbnail)
 
     def on_enter(self) -> None:
         self.show_accuracy()
         self.plot.apply_palette()
 
     def shutdown(self) -> None:
-        for worker in self._thumb_workers:
-            worker.cancel()
-            worker.wait()
+        self._thumbnails.shutdown()
 
     def _models(self) -> list[str]:
         models = [self.session.model.path]
@@ -139,9 +138,8 @@ class TestPage(Page):
         """The input as the model sees it (the engine's preview step, in a thread)."""
         self.thumbnail.clear()
         self.thumbnail.setText("input")
-        if self._thumb_worker is not None:
-            self._thumb_worker.cancel()
         if self.session.inspect is None:
+            self._thumbnails.cancel()
             return
         options = {
             "data": self.input.value(),
@@ -149,21 +147,12 @@ class TestPage(Page):
             "preprocess": self.session.preprocess,
             "count": 1,
         }
-        worker = StepWorker("preview", options, inline=True)
-        worker.succeeded.connect(self._set_thumbnail)
-        worker.failed.connect(self._no_thumbnail)
-        # Finished ones are freed here, outside their own signals; running ones are kept.
-        self._thumb_workers = [w for w in self._thumb_workers if not w.isFinished()] + [worker]
-        self._thumb_worker = worker
-        worker.start()
+        self._thumbnails.run(options)
 
     def _no_thumbnail(self, _message: str, _details: str) -> None:
-        if self.sender() is self._thumb_worker:
-            self.thumbnail.setText("no preview")
+        self.thumbnail.setText("no preview")
 
     def _set_thumbnail(self, r: dict) -> None:
-        if self.sender() is not self._thumb_worker:  # an earlier input's
-            return
         png = r["samples"][0]["thumbnail_png"] if r["samples"] else None
         if not png:
             self.thumbnail.setText("(not an image)")
@@ -239,8 +228,7 @@ class TestPage(Page):
         from app.settings import threads
 
         user = {"batch_sizes": [self.batch.value()], "threads": [threads()], "max_seconds": 5.0}
-        out = self.session.folder("benchmark.json")
-        options = {"models": models, "output": str(out), **user}
+        options, out = self.session.plan("benchmark", user)
 
         def done(result: dict) -> None:
             self.session.record("benchmark", user, result)

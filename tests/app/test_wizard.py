@@ -180,7 +180,7 @@ def test_cancel_kills_the_step(qtbot, window, sample_dir):
     assert blocker.args == ["convert", False]
     assert "cancelled" in window.status.text()
     assert not window.busy
-    assert not (window.session.folder("convert") / "digits_cnn.onnx").exists()
+    assert not (window.session.root / "convert" / "digits_cnn.onnx").exists()
 
 
 def test_settings_change_output_folder_threads_and_theme(qtbot, window, tmp_path):

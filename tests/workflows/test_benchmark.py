@@ -9,7 +9,7 @@ import pytest
 
 from tests.workflows import model_factory as mf
 from workflows import int8_diagnostics
-from workflows.data import DataError
+from workflows.errors import DataError
 from workflows.formats import load_model
 from workflows.latency import measure
 from workflows.progress import Progress

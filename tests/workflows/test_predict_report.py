@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.workflows import model_factory as mf
-from workflows.data import DataError
+from workflows.errors import DataError
 from workflows.steps.benchmark import BenchmarkOptions, benchmark
 from workflows.steps.predict import PredictOptions, describe_output, predict
 from workflows.steps.quantize import QuantizeOptions, quantize_model

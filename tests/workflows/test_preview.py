@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.workflows.model_factory import save_digit_images
-from workflows.data import DataError, recipe_for_input
+from workflows.data import recipe_for_input
+from workflows.errors import DataError
 from workflows.runner import run_inline
 
 DIGIT_INPUT = [{"name": "x", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]

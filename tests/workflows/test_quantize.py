@@ -10,7 +10,8 @@ import onnx
 import pytest
 
 from tests.workflows import model_factory as mf
-from workflows.data import DataError, Preprocess, load_dataset
+from workflows.data import Preprocess, load_dataset
+from workflows.errors import DataError
 from workflows.formats import load_model
 from workflows.steps.quantize import QuantizeOptions, quantize_model
 

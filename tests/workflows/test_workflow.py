@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from workflows.data import DataError
-from workflows.errors import DockyardError
+from workflows.errors import DataError, DockyardError
 from workflows.options import LoadOptions
 from workflows.workflow import Step, Workflow, plan, run_workflow
 
@@ -72,6 +71,14 @@ def test_plan_derives_paths(sample_dir, tmp_path):
             },
             "unknown option",
         ),
+        (
+            {
+                "model": {"path": "m.onnx"},
+                "steps": [{"step": "quantize", "options": {"preprocess": {"std": [1, "x"]}}}],
+            },
+            r"step 1 \(quantize\): options\.preprocess\.std\[1\]: expected a number",
+        ),
+        ({"model": {"path": 3}, "steps": []}, "model.path: expected a string"),
         ({"steps": []}, "needs 'model' and 'steps'"),
         ({"version": 9, "model": {"path": "m"}, "steps": []}, "version 9"),
     ],

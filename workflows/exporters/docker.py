@@ -34,7 +34,7 @@ from workflows.exporters.common import (
 from workflows.formats import onnx_format
 from workflows.inputs import synthesize
 from workflows.model import Model
-from workflows.options import LoadOptions, from_dict, option
+from workflows.options import LoadOptions, Options, from_dict, option
 from workflows.progress import Progress, null_progress
 from workflows.resources import resource
 
@@ -42,7 +42,7 @@ TOLERANCE = 1e-5
 
 
 @dataclass
-class DockerExportOptions:
+class DockerExportOptions(Options):
     """Options of the Docker export target."""
 
     model: LoadOptions = option(None, "The model to serve (converted to ONNX first if needed)")
@@ -52,10 +52,6 @@ class DockerExportOptions:
     port: int = option(8080, "Port the server listens on in the container")
     opset: int = option(18, "ONNX opset when the model must be converted")
     build: bool = option(True, "Build the image when a Docker engine is reachable")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = from_dict(LoadOptions, self.model)
 
 
 def safe_name(text: str) -> str:

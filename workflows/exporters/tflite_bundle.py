@@ -21,14 +21,14 @@ import numpy as np
 
 from workflows import __version__, formats
 from workflows.atomic import atomic_dir, scratch_dir
-from workflows.data import DataError, Dataset, Preprocess, load_dataset, read_labels
-from workflows.errors import ExportError
+from workflows.data import Dataset, Preprocess, load_dataset, read_labels
+from workflows.errors import DataError, ExportError
 from workflows.exporters.common import export_step, sha256, write_manifest
 from workflows.exporters.docker import safe_name
 from workflows.formats import _tf
 from workflows.metrics import compare, looks_like_class_scores
 from workflows.model import Model
-from workflows.options import LoadOptions, from_dict, option, to_dict
+from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress, null_progress
 from workflows.resources import resource
 
@@ -45,7 +45,7 @@ LIMITS = {
 
 
 @dataclass
-class TFLiteExportOptions:
+class TFLiteExportOptions(Options):
     """Options of the TFLite bundle target."""
 
     model: LoadOptions = option(None, "The model to convert (Keras, SavedModel, ONNX, PyTorch)")
@@ -62,11 +62,7 @@ class TFLiteExportOptions:
     description: str = option("", "A sentence about the model, stored in the metadata")
     opset: int = option(18, "ONNX opset when a PyTorch model is converted first")
 
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = from_dict(LoadOptions, self.model)
-        if isinstance(self.preprocess, dict):
-            self.preprocess = from_dict(Preprocess, self.preprocess)
+    def check(self) -> None:
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown or not self.variants:
             raise DataError(

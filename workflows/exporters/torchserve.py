@@ -31,7 +31,7 @@ from workflows.exporters.common import export_step, free_port, tool_versions, wr
 from workflows.exporters.docker import safe_name
 from workflows.inputs import synthesize
 from workflows.model import Model
-from workflows.options import LoadOptions, from_dict, option, to_dict
+from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress, null_progress
 from workflows.resources import resource
 
@@ -45,7 +45,7 @@ KINDS = {
 
 
 @dataclass
-class TorchServeExportOptions:
+class TorchServeExportOptions(Options):
     """Options of the TorchServe target."""
 
     model: LoadOptions = option(None, "The model to archive (non-PyTorch formats go in as ONNX)")
@@ -59,12 +59,6 @@ class TorchServeExportOptions:
     top_k: int = option(5, "Classes in each answer when labels are given")
     opset: int = option(18, "ONNX opset when the model must be converted")
     smoke_test: bool = option(True, "Serve the archive with TorchServe and check its answer")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = from_dict(LoadOptions, self.model)
-        if isinstance(self.preprocess, dict):
-            self.preprocess = from_dict(Preprocess, self.preprocess)
 
 
 def _bin(name: str) -> str | None:

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from workflows import int8_diagnostics
-from workflows.data import DataError
-from workflows.options import from_dict, option
+from workflows.errors import DataError
+from workflows.options import Options, from_dict, option
 from workflows.progress import Progress, null_progress
 
 
 @dataclass
-class BenchmarkOptions:
+class BenchmarkOptions(Options):
     """Options of the benchmark step."""
 
     models: list[str] = option([], "ONNX files, or a quantize output folder (all its variants)")

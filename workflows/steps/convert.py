@@ -10,14 +10,14 @@ from typing import Any
 from workflows.atomic import atomic_file, scratch_dir
 from workflows.errors import ConversionError, MissingInputError
 from workflows.model import Model
-from workflows.options import LoadOptions, from_dict, option
+from workflows.options import LoadOptions, Options, from_dict, option
 from workflows.progress import Progress, null_progress
 
 DEFAULT_OPSET = 18
 
 
 @dataclass
-class ConvertOptions:
+class ConvertOptions(Options):
     """Options of the convert step."""
 
     model: LoadOptions = option(None, "The model to convert")
@@ -25,10 +25,6 @@ class ConvertOptions:
     target: str = option("onnx", "Target format (onnx)")
     opset: int = option(DEFAULT_OPSET, "ONNX opset to export to")
     simplify: bool = option(True, "Simplify the graph with onnxslim (constant folding, fusion)")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = from_dict(LoadOptions, self.model)
 
 
 def _converter(model: Model):

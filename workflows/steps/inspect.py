@@ -11,20 +11,16 @@ import numpy as np
 
 from workflows.graph import Graph, Tensor, from_onnx, from_tflite
 from workflows.model import Model
-from workflows.options import LoadOptions, from_dict, option
+from workflows.options import LoadOptions, Options, from_dict, option
 from workflows.progress import Progress, null_progress
 
 
 @dataclass
-class InspectOptions:
+class InspectOptions(Options):
     """Options of the inspect step."""
 
     model: LoadOptions = option(None, "The model to inspect")
     include_graph: bool = option(True, "Include every node and tensor in the result")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = from_dict(LoadOptions, self.model)
 
 
 def _known(dim: Any) -> int:

@@ -12,22 +12,19 @@ import numpy as np
 from workflows import formats
 from workflows.data import Preprocess, load_dataset, read_labels
 from workflows.metrics import looks_like_class_scores
-from workflows.options import from_dict, option
+from workflows.options import Options, from_dict, option
 from workflows.progress import Progress, null_progress
 
 
 @dataclass
-class PredictOptions:
+class PredictOptions(Options):
     """Options of the test-inference step."""
 
     models: list[str] = option([], "Model files (any format) or a quantize output folder")
     input: str = option("", "An image, a .npy (one sample) or a .npz")
     labels: str | None = option(None, "Label names file, one per line")
-    preprocess: Preprocess = option(None, "How an image becomes the input tensor")
+    preprocess: Preprocess = option(Preprocess(), "How an image becomes the input tensor")
     top_k: int = option(5, "How many classes to show")
-
-    def __post_init__(self) -> None:
-        self.preprocess = Preprocess.coerce(self.preprocess)
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

@@ -11,23 +11,21 @@ from typing import Any
 
 import numpy as np
 
-from workflows.data import DataError, Preprocess, load_dataset
+from workflows.data import Preprocess, load_dataset
+from workflows.errors import DataError
 from workflows.model import TensorSpec
-from workflows.options import from_dict, option
+from workflows.options import Options, from_dict, option
 from workflows.progress import Progress, null_progress
 
 
 @dataclass
-class PreviewOptions:
+class PreviewOptions(Options):
     """Options of the data-preview step."""
 
     data: str | None = option(None, "An image, image folder, .npy or .npz (none: synthetic)")
     inputs: list[dict[str, Any]] = option([], "The model's inputs: name, dtype and shape each")
-    preprocess: Preprocess = option(None, "How images become input tensors")
+    preprocess: Preprocess = option(Preprocess(), "How images become input tensors")
     count: int = option(8, "How many samples to show")
-
-    def __post_init__(self) -> None:
-        self.preprocess = Preprocess.coerce(self.preprocess)
 
 
 def _stats(a: np.ndarray) -> dict[str, float]:

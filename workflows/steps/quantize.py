@@ -14,11 +14,12 @@ from typing import Any
 from workflows import quantizers
 from workflows.accuracy import evaluate
 from workflows.atomic import atomic_dir, scratch_dir
-from workflows.data import DataError, Dataset, Preprocess, load_dataset, read_labels
+from workflows.data import Dataset, Preprocess, load_dataset, read_labels
+from workflows.errors import DataError
 from workflows.formats import onnx_format
 from workflows.jsonable import jsonable
 from workflows.model import Model
-from workflows.options import LoadOptions, from_dict, option, to_dict
+from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress, null_progress
 
 MODES = ("static", "dynamic", "fp16")
@@ -26,7 +27,7 @@ VARIANT_NAMES = {"static": "int8-static", "dynamic": "int8-dynamic", "fp16": "fp
 
 
 @dataclass
-class QuantizeOptions:
+class QuantizeOptions(Options):
     """Options of the quantize step."""
 
     model: LoadOptions = option(None, "The model to quantize (converted to ONNX first if needed)")
@@ -41,16 +42,13 @@ class QuantizeOptions:
     evaluation: str | None = option(None, "Evaluation data (labelled .npz or class folders)")
     evaluation_samples: int | None = option(None, "Evaluation samples to use (all if empty)")
     labels: str | None = option(None, "Label names file, one per line")
-    preprocess: Preprocess = option(None, "How images become input tensors")
+    preprocess: Preprocess = option(Preprocess(), "How images become input tensors")
     max_accuracy_drop: float = option(1.0, "Accuracy gate: largest allowed top-1 drop, in points")
     fallback: bool = option(True, "When the gate fails, keep the worst nodes in float and retry")
     max_fallback_rounds: int = option(6, "Fallback rounds at most")
     seed: int = option(0, "Seed for synthetic data")
 
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = from_dict(LoadOptions, self.model)
-        self.preprocess = Preprocess.coerce(self.preprocess)
+    def check(self) -> None:
         unknown = sorted(set(self.modes) - set(MODES))
         if unknown or not self.modes:
             raise DataError(f"quantize: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")

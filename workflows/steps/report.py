@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from workflows.atomic import atomic_file
-from workflows.data import DataError
+from workflows.errors import DataError
 from workflows.jsonable import jsonable
-from workflows.options import from_dict, option
+from workflows.options import Options, from_dict, option
 from workflows.progress import Progress, null_progress
 
 
 @dataclass
-class ReportOptions:
+class ReportOptions(Options):
     """Options of the report step."""
 
     inputs: list[str] = option(

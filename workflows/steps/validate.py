@@ -10,12 +10,12 @@ from typing import Any
 from workflows import formats, inputs, metrics
 from workflows.errors import MissingInputError
 from workflows.model import Model
-from workflows.options import LoadOptions, from_dict, option
+from workflows.options import LoadOptions, Options, from_dict, option
 from workflows.progress import Progress, null_progress
 
 
 @dataclass
-class ValidateOptions:
+class ValidateOptions(Options):
     """Options of the validate step."""
 
     original: LoadOptions = option(None, "The reference model, run in its own framework")
@@ -25,12 +25,6 @@ class ValidateOptions:
     seed: int = option(0, "Seed for synthesised inputs")
     atol: float = option(1e-4, "Absolute tolerance")
     rtol: float = option(1e-3, "Relative tolerance")
-
-    def __post_init__(self) -> None:
-        for name in ("original", "candidate"):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, from_dict(LoadOptions, value))
 
 
 def _session(model: Model):

@@ -1,0 +1,129 @@
+"""Where every step of a workflow reads and writes, for both heads (the CLI's `run`, the wizard).
+
+Everything lands in `<output>/<model name>/…`; a step that needs an earlier step's result
+(validate and quantize after convert, benchmark after quantize) finds it there. Each catalogue
+entry names one rule below; the keys a rule fills are "derived": a workflow file may not set them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workflows.model import model_name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The run folder of one model and the steps a workflow holds."""
+
+    output: Path
+    model: dict[str, Any]  # the model's LoadOptions, as a dict
+    steps: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return model_name(self.model["path"])
+
+    @property
+    def root(self) -> Path:
+        return Path(self.output) / self.name
+
+    @property
+    def converted(self) -> Path:
+        return self.root / "convert" / f"{self.name}.onnx"
+
+    @property
+    def quantized(self) -> Path:
+        return self.root / "quantize"
+
+    @property
+    def benchmark(self) -> Path:
+        return self.root / "benchmark.json"
+
+    @property
+    def onnx_source(self) -> dict[str, Any]:
+        """What ONNX-only steps read: the converted model when the workflow converts."""
+        return {"path": str(self.converted)} if "convert" in self.steps else self.model
+
+    @property
+    def variants(self) -> Path:
+        """What the benchmark times: the quantized variants, else the converted model."""
+        return self.quantized if "quantize" in self.steps else self.converted
+
+
+Derive = Callable[[Layout, str], tuple[dict[str, Any], Path]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    derived: frozenset[str]
+    derive: Derive
+
+
+def _onnx(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
+    return {"model": L.model, "output": str(L.converted)}, L.converted
+
+
+def _compare(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
+    return {"original": L.model, "candidate": {"path": str(L.converted)}}, L.root / "validate.json"
+
+
+def _variants(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
+    return {"model": L.onnx_source, "output": str(L.quantized)}, L.quantized
+
+
+def _timing(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
+    return {"models": [str(L.variants)], "output": str(L.benchmark)}, L.benchmark
+
+
+def _report(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
+    inputs = [str(L.quantized)] if "quantize" in L.steps else []
+    if "benchmark" in L.steps:
+        inputs.append(str(L.benchmark))
+    out = L.root / "report.html"
+    return {"inputs": inputs, "output": str(out)}, out
+
+
+def _export(L: Layout, step: str) -> tuple[dict[str, Any], Path]:
+    out = L.root / step
+    return {"model": L.model, "output": str(out)}, out
+
+
+RULES: dict[str, Rule] = {
+    "onnx": Rule(frozenset({"model", "output"}), _onnx),
+    "compare": Rule(frozenset({"original", "candidate"}), _compare),
+    "variants": Rule(frozenset({"model", "output"}), _variants),
+    "timing": Rule(frozenset({"models", "output"}), _timing),
+    "report": Rule(frozenset({"inputs", "output"}), _report),
+    "export": Rule(frozenset({"model", "output"}), _export),
+}
+
+
+def derived(step: str) -> frozenset[str]:
+    """Option keys of `step` that the planner fills (a workflow file may not set them)."""
+    from workflows.catalogue import spec
+
+    rule = spec(step).plan
+    return RULES[rule].derived if rule else frozenset()
+
+
+def plan_step(layout: Layout, step: str, options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """`step`'s full options (the user's plus the derived ones) and its output path."""
+    from workflows.catalogue import spec
+
+    rule = spec(step).plan
+    if rule is None:
+        raise ValueError(f"{step} is not a workflow step")
+    updates, out = RULES[rule].derive(layout, step)
+    return {**options, **updates}, out
+
+
+def plan_steps(
+    output: str | Path, model: dict[str, Any], steps: Sequence[tuple[str, dict[str, Any]]]
+) -> list[tuple[str, dict[str, Any], Path]]:
+    """(step, full options, output path) for each of `steps` ((name, user options) pairs)."""
+    layout = Layout(Path(output), model, tuple(name for name, _ in steps))
+    return [(name, *plan_step(layout, name, options)) for name, options in steps]
