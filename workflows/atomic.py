@@ -52,6 +52,16 @@ def atomic_file(target: Path) -> Iterator[Path]:
         raise
 
 
+def write_json(target: Path, value: object) -> None:
+    """`value` as indented JSON at `target`, atomically (strict: NaN and infinity refused)."""
+    import json
+
+    from workflows.jsonable import jsonable
+
+    with atomic_file(target) as tmp:
+        tmp.write_text(json.dumps(jsonable(value), indent=2, allow_nan=False))
+
+
 def _replace(tmp: Path, target: Path) -> None:
     """Swap a finished folder into place; the old one is removed only after the swap."""
     if not target.exists():

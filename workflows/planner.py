@@ -68,7 +68,8 @@ def _onnx(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
 
 
 def _compare(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
-    return {"original": L.model, "candidate": {"path": str(L.converted)}}, L.root / "validate.json"
+    out = L.root / "validate.json"
+    return {"original": L.model, "candidate": {"path": str(L.converted)}, "output": str(out)}, out
 
 
 def _variants(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
@@ -94,7 +95,7 @@ def _export(L: Layout, step: str) -> tuple[dict[str, Any], Path]:
 
 RULES: dict[str, Rule] = {
     "onnx": Rule(frozenset({"model", "output"}), _onnx),
-    "compare": Rule(frozenset({"original", "candidate"}), _compare),
+    "compare": Rule(frozenset({"original", "candidate", "output"}), _compare),
     "variants": Rule(frozenset({"model", "output"}), _variants),
     "timing": Rule(frozenset({"models", "output"}), _timing),
     "report": Rule(frozenset({"inputs", "output"}), _report),

@@ -201,7 +201,7 @@ class ConvertPage(Page):
 
     def _validate(self) -> None:
         user = {"inputs": self.evaluation.value()} if self.evaluation.value() else {}
-        options, _ = self.session.plan("validate", user)
+        options, out = self.session.plan("validate", user)
 
         def done(result: dict) -> None:
             self.session.record("validate", user, result)
@@ -213,7 +213,7 @@ class ConvertPage(Page):
                 f"{worst.get('cosine_similarity', 1):.6f} ({result['inputs']})."
             )
 
-        self.window_.run_step("validate", options, [], done, "Validating against the original")
+        self.window_.run_step("validate", options, [out], done, "Validating against the original")
 
     def quantize(self) -> None:
         if not self.session.model:

@@ -17,7 +17,8 @@ from app.pages.load_page import LoadPage
 from app.pages.summary_page import SummaryPage
 from app.pages.test_page import TestPage as ModelTestPage  # not a pytest class
 from app.session import Session
-from workflows.workflow import Workflow
+from tests.replay import absolute_paths, differences
+from workflows.workflow import Workflow, run_workflow
 
 TIMEOUT = 600_000
 
@@ -148,6 +149,15 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     ]
     run(qtbot, window, "report", summary.open_report)
     assert Path(window.session.results["report"]["html"]).is_file()
+
+    # The saved workflow replays to the same artifacts, by construction (one planner).
+    wf.output = str(tmp_path / "replay")
+    run_workflow(wf)
+    made = window.session.root
+    parts = ["convert", "validate.json", "quantize", *[s.name for s in wf.steps[-3:]]]
+    assert differences(made, tmp_path / "replay" / "digits_cnn", parts) == []
+    for manifest in made.glob("export-*/manifest.json"):
+        assert absolute_paths(json.loads(manifest.read_text())) == [], manifest
 
 
 def test_bad_files_give_a_message_and_the_app_stays_usable(qtbot, window, tmp_path):

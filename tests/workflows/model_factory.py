@@ -141,6 +141,19 @@ def save_onnx(folder: Path) -> Path:
     return path
 
 
+def save_onnx_external(folder: Path, location: str = "tiny_weights.bin") -> Path:
+    """`save_onnx`'s graph with its large weights (fc) in an external-data file `location`."""
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    model = onnx.load(str(save_onnx(folder)))
+    # Small tensors stay inline: ONNX Runtime cannot infer Reshape's shape from external data.
+    convert_model_to_external_data(model, location=location, size_threshold=1024)
+    path = folder / "tiny_external.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
 def digits_split():
     """scikit-learn's digits, flattened and scaled to 0..1: (x_train, y_train, x_test, y_test)."""
     from sklearn.datasets import load_digits

@@ -20,7 +20,7 @@ from workflows.formats import by_name, load_model
 def archives(tmp_path_factory, sample_dir):
     tmp = tmp_path_factory.mktemp("ts")
     ts_path = mf.save_torchscript(tmp)
-    onnx_path = mf.save_onnx(tmp)
+    onnx_path = mf.save_onnx_external(tmp)  # its weights in tiny_weights.bin, kept in the .mar
     shape = {"x": [1, 3, 8, 8]}
     results = {
         "torchscript": export_torchserve(
@@ -79,6 +79,8 @@ def test_each_archive_passed_its_own_torchserve_smoke_test(archives):
         assert manifest["model"]["handler"] == "handler.py"
     with zipfile.ZipFile(results["eager"]["archive"]) as z:
         assert {"model.py", "model.pt", "index_to_name.json"} <= set(z.namelist())
+    with zipfile.ZipFile(results["onnx"]["archive"]) as z:
+        assert {"model.onnx", "tiny_weights.bin"} <= set(z.namelist())
 
 
 def test_readme_states_maintenance_status(archives):

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
+from tests.replay import absolute_paths, differences
 from workflows.errors import DataError, DockyardError
+from workflows.exporters.common import portable
 from workflows.options import LoadOptions
 from workflows.workflow import Step, Workflow, plan, run_workflow
 
@@ -114,3 +116,28 @@ def test_run_headless_and_from_the_cli(sample_dir, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="not found"):
         Workflow.load(tmp_path / "nope.yaml")
+
+
+def test_replay_comparison_sees_what_differs(tmp_path):
+    a, b = tmp_path / "a" / "m", tmp_path / "b" / "m"
+    for root, created, weight in ((a, "2026-01-01", b"\x01"), (b, "2026-02-02", b"\x01")):
+        (root / "export").mkdir(parents=True)
+        (root / "export" / "manifest.json").write_text(
+            json.dumps({"created": created, "output": str(root / "export"), "n": 1})
+        )
+        (root / "export" / "model.onnx").write_bytes(weight)
+    assert differences(a, b, ["export"]) == []  # a timestamp and the run folder may differ
+    (b / "export" / "model.onnx").write_bytes(b"\x02")
+    (b / "export" / "manifest.json").write_text(json.dumps({"created": "x", "n": 2}))
+    assert differences(a, b, ["export"]) == ["export/manifest.json", "export/model.onnx"]
+
+
+def test_manifests_name_no_folder_of_this_machine():
+    manifest = portable(
+        {"source": {"file": "m.pt2"}, "steps": [{"options": {"model": {"path": "/home/me/m.pt2"},
+         "calibration": "C:\\data\\calib.npz", "name": "digits", "labels": None}}]}
+    )  # fmt: skip
+    assert absolute_paths(manifest) == []
+    options = manifest["steps"][0]["options"]
+    assert options["model"]["path"] == "m.pt2" and options["calibration"] == "calib.npz"
+    assert options["name"] == "digits"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 import socket
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,12 @@ def sha256(path: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def safe_name(text: str) -> str:
+    """A name fit for URLs and Kubernetes (lowercase letters, digits, '-')."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return name[:50] or "model"
 
 
 def tool_versions() -> dict[str, str]:
@@ -102,6 +109,20 @@ def export_step(target: str, options: Any) -> dict[str, Any]:
     }
 
 
+def portable(value: Any) -> Any:
+    """`value` with every absolute path replaced by its file name: a manifest travels with its
+    artifact and names no folder of the machine that made it (the sha256 identifies the source)."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and (
+        PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()
+    ):
+        return PureWindowsPath(value).name if "\\" in value else PurePosixPath(value).name
+    return value
+
+
 def write_manifest(
     folder: Path,
     *,
@@ -118,17 +139,13 @@ def write_manifest(
         "dockyard_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "target": target,
-        "source": {
-            "path": str(source.resolve()),
-            "format": source_format,
-            "sha256": sha256(source),
-        },
+        "source": {"file": source.name, "format": source_format, "sha256": sha256(source)},
         "steps": steps,
         "tool_versions": tool_versions(),
         "sample": sample,
         "validation": validation,
         **(extra or {}),
     }
-    manifest = jsonable(manifest)
+    manifest = portable(jsonable(manifest))
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False))
     return manifest

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import string
 import subprocess
@@ -22,20 +21,13 @@ from typing import Any
 import numpy as np
 
 from workflows import __version__
-from workflows.atomic import atomic_dir, scratch_dir
 from workflows.errors import ExportError
-from workflows.exporters.common import (
-    export_step,
-    free_port,
-    v2_datatype,
-    v2_tensor,
-    write_manifest,
-)
+from workflows.exporters.base import Exporter, copy_onnx
+from workflows.exporters.common import free_port, v2_datatype, v2_tensor
 from workflows.formats import onnx_format
 from workflows.inputs import synthesize
-from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option
-from workflows.progress import Progress, null_progress
+from workflows.progress import Progress
 from workflows.resources import resource
 
 TOLERANCE = 1e-5
@@ -52,12 +44,6 @@ class DockerExportOptions(Options):
     port: int = option(8080, "Port the server listens on in the container")
     opset: int = option(18, "ONNX opset when the model must be converted")
     build: bool = option(True, "Build the image when a Docker engine is reachable")
-
-
-def safe_name(text: str) -> str:
-    """A name fit for URLs and Kubernetes (lowercase letters, digits, '-')."""
-    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    return name[:50] or "model"
 
 
 def _fill(template: Path, target: Path, values: dict[str, Any]) -> None:
@@ -205,46 +191,21 @@ def docker_build(folder: Path, image: str) -> dict[str, Any]:
     return {"built": True, "image": image, "size_bytes": int(size.stdout.strip() or 0)}
 
 
-def _onnx_for(model: Model, work: Path, opset: int, progress: Progress) -> tuple[Path, list[dict]]:
-    if model.format == "onnx":
-        return model.path, []
-    from workflows.steps.convert import convert_model
+class DockerExporter(Exporter):
+    """The build context: the model as ONNX, the server, Dockerfile, k8s and KServe manifests."""
 
-    out = work / "model.onnx"
-    facts = convert_model(model, out, opset=opset, progress=progress)
-    return out, [
-        {
-            "step": "convert",
-            "target": "onnx",
-            "opset": opset,
-            "nodes": facts["nodes_after"],
-            "simplified": facts["simplified"],
-        }
-    ]
+    target = "docker"
 
-
-def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Write the Docker build context to opts.output; returns what was made and measured."""
-    progress = progress or null_progress()
-    if not opts.output:
-        raise ExportError("export docker: give an output folder (-o DIR)")
-    out_path = Path(opts.output)
-    progress.update(0.02, f"Loading {opts.model.path}")
-    model = opts.model.load()
-    name = safe_name(opts.name or model.name)
-    image = opts.image or f"dockyard/{name}:1"
-    templates = resource("templates", "docker")
-    with scratch_dir(out_path) as work, atomic_dir(out_path) as out:
-        onnx_path, steps = _onnx_for(model, work, opts.opset, progress.scaled(0.05, 0.4))
-        progress.update(0.45, "Writing the build context")
+    def stage(self) -> None:
+        onnx_path = self.onnx(self.progress.scaled(0.05, 0.4))
+        self.progress.update(0.45, "Writing the build context")
+        out, templates = self.out, resource("templates", "docker")
         (out / "model").mkdir()
-        shutil.copyfile(onnx_path, out / "model" / "model.onnx")
-        for data in onnx_path.parent.glob(onnx_path.name + ".data*"):
-            shutil.copyfile(data, out / "model" / data.name)
+        copy_onnx(onnx_path, out / "model")
         (out / "model" / "config.json").write_text(
             json.dumps(
                 {
-                    "name": name,
+                    "name": self.name,
                     "version": "1",
                     "file": "model.onnx",
                     "exported_by": f"dockyard {__version__}",
@@ -257,34 +218,11 @@ def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -
         )
         shutil.copyfile(templates / "requirements.txt", out / "requirements.txt")
         shutil.copyfile(templates / "dockerignore", out / ".dockerignore")
-
-        served = onnx_format.load(out / "model" / "model.onnx")
-        feeds = synthesize(served.inputs, batch=1, seed=0)
-        session = onnx_format.ort_session(out / "model" / "model.onnx")
-        names = [o.name for o in session.get_outputs()]
-        expected = dict(zip(names, session.run(None, feeds), strict=True))
-        request = {"inputs": [v2_tensor(k, v) for k, v in feeds.items()]}
-        response = {"model_name": name, "outputs": [v2_tensor(k, v) for k, v in expected.items()]}
-        (out / "sample_request.json").write_text(json.dumps(request))
-        (out / "sample_response.json").write_text(json.dumps(response))
-        first = next(iter(feeds.values()))
-        values = {
-            "dockyard_version": __version__,
-            "model_name": name,
-            "app_name": name,
-            "image": image,
-            "port": opts.port,
-            "created": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "ort_version": _version("onnxruntime"),
-            "inputs_doc": _describe(served.inputs),
-            "outputs_doc": _describe(served.outputs),
-            "instance_example": json.dumps(np.round(first[:1].astype(np.float64), 3).tolist())[:200]
-            if len(served.inputs) == 1 and first.size <= 64
-            else "[...]",
-        }
-        _fill(templates / "Dockerfile", out / "Dockerfile", values)
-        _fill(templates / "README.md", out / "README.md", values)
+        self._sample_request()
+        values = self._template_values()
         for sub in (
+            "Dockerfile",
+            "README.md",
             "k8s/deployment.yaml",
             "k8s/service.yaml",
             "k8s/hpa.yaml",
@@ -292,39 +230,74 @@ def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -
         ):
             _fill(templates / sub, out / sub, values)
 
-        progress.update(0.55, "Smoke test: starting the exported server")
-        smoke = smoke_test(out, name, request, expected)
-        progress.update(0.8, "Linting the Dockerfile")
-        lint = hadolint(out / "Dockerfile")
-        build = docker_build(out, image) if opts.build else {"built": False, "reason": "not asked"}
-        validation = {"smoke_test": smoke, "hadolint": lint}
-        manifest = write_manifest(
-            out,
-            target="docker",
-            source=model.path,
-            source_format=model.format,
-            steps=[*steps, export_step("docker", opts)],
-            sample={
-                "request": "sample_request.json",
-                "response": "sample_response.json",
-                "input_dtypes": {k: v2_datatype(v.dtype) for k, v in feeds.items()},
-            },
-            validation=validation,
-            extra={"image": image, "build": build},
+    @property
+    def image(self) -> str:
+        return self.opts.image or f"dockyard/{self.name}:1"
+
+    def _sample_request(self) -> None:
+        """The sample request and ONNX Runtime's answer to it, the smoke test's reference."""
+        model_file = self.out / "model" / "model.onnx"
+        self.served = onnx_format.load(model_file)
+        self.feeds = synthesize(self.served.inputs, batch=1, seed=0)
+        session = onnx_format.ort_session(model_file)
+        names = [o.name for o in session.get_outputs()]
+        self.expected = dict(zip(names, session.run(None, self.feeds), strict=True))
+        self.request = {"inputs": [v2_tensor(k, v) for k, v in self.feeds.items()]}
+        response = {
+            "model_name": self.name,
+            "outputs": [v2_tensor(k, v) for k, v in self.expected.items()],
+        }
+        (self.out / "sample_request.json").write_text(json.dumps(self.request))
+        (self.out / "sample_response.json").write_text(json.dumps(response))
+
+    def _template_values(self) -> dict[str, Any]:
+        first = next(iter(self.feeds.values()))
+        inputs = self.served.inputs
+        return {
+            "dockyard_version": __version__,
+            "model_name": self.name,
+            "app_name": self.name,
+            "image": self.image,
+            "port": self.opts.port,
+            "created": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "ort_version": _version("onnxruntime"),
+            "inputs_doc": _describe(inputs),
+            "outputs_doc": _describe(self.served.outputs),
+            "instance_example": json.dumps(np.round(first[:1].astype(np.float64), 3).tolist())[:200]
+            if len(inputs) == 1 and first.size <= 64
+            else "[...]",
+        }
+
+    def validate(self) -> dict[str, Any]:
+        self.progress.update(0.55, "Smoke test: starting the exported server")
+        smoke = smoke_test(self.out, self.name, self.request, self.expected)
+        self.progress.update(0.8, "Linting the Dockerfile")
+        return {"smoke_test": smoke, "hadolint": hadolint(self.out / "Dockerfile")}
+
+    def describe(self, validation: dict[str, Any]) -> tuple[dict | None, dict, dict]:
+        opts = self.opts
+        build = (
+            docker_build(self.out, self.image)
+            if opts.build
+            else {"built": False, "reason": "not asked"}
         )
-    progress.update(1.0, f"Wrote {out_path}")
-    return {
-        "step": "export",
-        "target": "docker",
-        "output": str(out_path),
-        "model_name": name,
-        "image": image,
-        "smoke_test": smoke,
-        "hadolint": lint,
-        "build": build,
-        "files": sorted(str(p.relative_to(out_path)) for p in out_path.rglob("*") if p.is_file()),
-        "manifest": manifest,
-    }
+        sample = {
+            "request": "sample_request.json",
+            "response": "sample_response.json",
+            "input_dtypes": {k: v2_datatype(v.dtype) for k, v in self.feeds.items()},
+        }
+        result = {
+            "image": self.image,
+            "smoke_test": validation["smoke_test"],
+            "hadolint": validation["hadolint"],
+            "build": build,
+        }
+        return sample, {"image": self.image, "build": build}, result
+
+
+def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Write the Docker build context to opts.output; returns what was made and measured."""
+    return DockerExporter.export(opts, progress)
 
 
 def _version(package: str) -> str:

@@ -20,16 +20,15 @@ from typing import Any
 import numpy as np
 
 from workflows import __version__, formats
-from workflows.atomic import atomic_dir, scratch_dir
 from workflows.data import Dataset, Preprocess, load_dataset, read_labels
 from workflows.errors import DataError, ExportError
-from workflows.exporters.common import export_step, sha256, write_manifest
-from workflows.exporters.docker import safe_name
+from workflows.exporters.base import Exporter
+from workflows.exporters.common import sha256
 from workflows.formats import _tf
 from workflows.metrics import compare, looks_like_class_scores
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
-from workflows.progress import Progress, null_progress
+from workflows.progress import Progress
 from workflows.resources import resource
 
 VARIANTS = ("fp32", "fp16", "dynamic", "int8")
@@ -68,34 +67,6 @@ class TFLiteExportOptions(Options):
             raise DataError(
                 f"export tflite: unknown variant(s) {unknown}; use {', '.join(VARIANTS)}"
             )
-
-
-def _saved_model_for(model: Model, work: Path, opset: int, progress: Progress) -> tuple[Path, list]:
-    """A SavedModel to feed TFLiteConverter, and the steps taken to get it."""
-    if model.format == "savedmodel":
-        return model.path, []
-    if model.format == "keras":
-        out = work / "keras_savedmodel"
-        model.native.export(str(out), verbose=False)
-        return out, [{"step": "keras.Model.export", "format": "savedmodel"}]
-    if model.format == "tflite":
-        raise ExportError(
-            f"{model.path}: already TFLite. Export the bundle from the original model "
-            "(Keras, SavedModel, ONNX or PyTorch) so every variant is made from full precision."
-        )
-    from workflows.converters.onnx_tf import onnx_to_savedmodel
-
-    steps: list[dict[str, Any]] = []
-    onnx_path = model.path
-    if model.format != "onnx":
-        from workflows.steps.convert import convert_model
-
-        onnx_path = work / "model.onnx"
-        convert_model(model, onnx_path, opset=opset, progress=progress.scaled(0.0, 0.2))
-        steps.append({"step": "convert", "target": "onnx", "opset": opset})
-    out = onnx_to_savedmodel(onnx_path, work / "onnx2tf_savedmodel", progress.scaled(0.2, 1.0))
-    steps.append({"step": "onnx2tf", "version": "1.29.24", "format": "savedmodel"})
-    return out, steps
 
 
 def layout_adapter(
@@ -193,152 +164,192 @@ def _validate(variant: str, reference: np.ndarray, got: np.ndarray) -> dict[str,
     return figures
 
 
-def export_tflite(opts: TFLiteExportOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Write the TFLite bundle to opts.output; returns what was made and measured."""
-    _tf.quiet_tensorflow()
-    progress = progress or null_progress()
-    if not opts.output:
-        raise ExportError("export tflite: give an output folder (-o DIR)")
-    out_path = Path(opts.output)
-    progress.update(0.02, f"Loading {opts.model.path}")
-    model = opts.model.load()
-    if len(model.inputs) != 1:
-        raise ExportError(
-            f"{model.path}: the TFLite bundle handles single-input models; this one has "
-            f"{len(model.inputs)} inputs"
-        )
-    name = safe_name(opts.name or model.name)
-    labels = read_labels(Path(opts.labels)) if opts.labels else None
-    templates = resource("templates", "tflite")
-    calib = load_dataset(
-        opts.calibration,
-        model.inputs,
-        opts.preprocess,
-        opts.calibration_samples,
-        seed=0,
-        synthetic_count=opts.calibration_samples,
-    )
-    evaluation = load_dataset(
-        opts.evaluation, model.inputs, opts.preprocess, None, seed=1, label_names=labels
-    )
-    run_original = formats.by_name(model.format).session(model)
-    from workflows.accuracy import predict
+class TFLiteExporter(Exporter):
+    """The bundle: every variant converted, its metadata embedded, then run in LiteRT."""
 
-    reference = predict(run_original, evaluation)[0]
-    with scratch_dir(out_path) as work, atomic_dir(out_path) as out:
-        saved_model, steps = _saved_model_for(model, work, opts.opset, progress.scaled(0.05, 0.4))
-        variants = []
-        tflite_spec: dict[str, Any] | None = None
-        adapt: Callable[[np.ndarray], np.ndarray] | None = None
-        transposed = False
+    target = "tflite"
+
+    @classmethod
+    def check(cls, opts: TFLiteExportOptions, model: Model) -> None:
+        _tf.quiet_tensorflow()
+        if len(model.inputs) != 1:
+            raise ExportError(
+                f"{model.path}: the TFLite bundle handles single-input models; this one has "
+                f"{len(model.inputs)} inputs"
+            )
+
+    def stage(self) -> None:
+        opts, model = self.opts, self.model
+        self.labels = read_labels(Path(opts.labels)) if opts.labels else None
+        self.calib = load_dataset(
+            opts.calibration,
+            model.inputs,
+            opts.preprocess,
+            opts.calibration_samples,
+            seed=0,
+            synthetic_count=opts.calibration_samples,
+        )
+        self.evaluation = load_dataset(
+            opts.evaluation, model.inputs, opts.preprocess, None, seed=1, label_names=self.labels
+        )
+        self.run_original = formats.by_name(model.format).session(model)
+        from workflows.accuracy import predict
+
+        self.reference = predict(self.run_original, self.evaluation)[0]
+        saved_model = self._saved_model(self.progress.scaled(0.05, 0.4))
+        self.adapt: Callable[[np.ndarray], np.ndarray] | None = None
+        self.files: dict[str, Path] = {}
         # fp32 first: it fixes the TFLite input layout that INT8's representative data must use
         # (converted for that even when it is not asked for, then not shipped).
         order = sorted(set(opts.variants) | {"fp32"}, key=VARIANTS.index)
         for i, variant in enumerate(order):
-            progress.update(0.4 + 0.5 * i / len(order), f"Converting the {variant} variant")
-            representative = None
-            if variant == "int8":
-                assert adapt is not None and tflite_spec is not None
-                representative = _representative(calib, adapt, tflite_spec["signature_input"])
-            flat = _converter(saved_model, variant, representative)
-            tmp_model = work / f"{variant}.tflite"
-            tmp_model.write_bytes(flat)
-            from workflows.formats import tflite_format
-
-            candidate = tflite_format.load(tmp_model)
-            interp = candidate.native
-            detail = interp.get_input_details()[0]
-            if adapt is None:
-                sig = interp.get_signature_list()
-                first_sig = next(iter(sig.values()), {"inputs": []})
-                tflite_spec = {
-                    "input_name": detail["name"],
-                    "signature_input": first_sig["inputs"][0]
-                    if first_sig["inputs"]
-                    else detail["name"],
-                    "shape": [int(d) for d in detail["shape_signature"]],
-                    "dtype": np.dtype(detail["dtype"]).name,
-                }
-                adapt, transposed = layout_adapter(
-                    next(iter(evaluation.x.values())).shape, tflite_spec["shape"]
-                )
-            run_candidate = tflite_format.session(candidate)
-            got = np.concatenate(
-                [
-                    run_candidate({detail["name"]: adapt(b[model.inputs[0].name])})[0]
-                    for b in evaluation.batches(64)
-                ]
-            )
+            self.progress.update(0.4 + 0.4 * i / len(order), f"Converting the {variant} variant")
+            flat = self._convert(saved_model, variant)
             if variant not in opts.variants:
                 continue
-            figures = _validate(variant, reference, got)
-            metadata = _metadata(opts, model, name, variant, tflite_spec, labels)
-            final = out / f"{name}.{variant}.tflite"
+            metadata = _metadata(opts, model, self.name, variant, self.spec, self.labels)
+            final = self.out / f"{self.name}.{variant}.tflite"
             final.write_bytes(embed_metadata(flat, metadata))
             if read_metadata(final) != metadata:
                 raise ExportError(f"{final.name}: the embedded metadata did not read back")
-            check = tflite_format.load(final)  # the signature check, on the file as shipped
-            variants.append(
+            self.files[variant] = final
+
+    def _saved_model(self, progress: Progress) -> Path:
+        """A SavedModel to feed TFLiteConverter (steps taken to get it recorded)."""
+        model = self.model
+        if model.format == "savedmodel":
+            return model.path
+        if model.format == "keras":
+            out = self.work / "keras_savedmodel"
+            model.native.export(str(out), verbose=False)
+            self.steps.append({"step": "keras.Model.export", "format": "savedmodel"})
+            return out
+        if model.format == "tflite":
+            raise ExportError(
+                f"{model.path}: already TFLite. Export the bundle from the original model "
+                "(Keras, SavedModel, ONNX or PyTorch) so every variant is made from full precision."
+            )
+        from workflows.converters.onnx_tf import onnx_to_savedmodel
+
+        onnx_path = self.onnx(progress.scaled(0.0, 0.2))
+        out = onnx_to_savedmodel(
+            onnx_path, self.work / "onnx2tf_savedmodel", progress.scaled(0.2, 1.0)
+        )
+        self.steps.append({"step": "onnx2tf", "version": "1.29.24", "format": "savedmodel"})
+        return out
+
+    def _convert(self, saved_model: Path, variant: str) -> bytes:
+        """One variant's flatbuffer; the first (fp32) also fixes the input spec and layout."""
+        representative = None
+        if variant == "int8":
+            assert self.adapt is not None
+            representative = _representative(self.calib, self.adapt, self.spec["signature_input"])
+        flat = _converter(saved_model, variant, representative)
+        if self.adapt is None:
+            from workflows.formats import tflite_format
+
+            tmp_model = self.work / f"{variant}.tflite"
+            tmp_model.write_bytes(flat)
+            interp = tflite_format.load(tmp_model).native
+            detail = interp.get_input_details()[0]
+            first_sig = next(iter(interp.get_signature_list().values()), {"inputs": []})
+            self.spec = {
+                "input_name": detail["name"],
+                "signature_input": first_sig["inputs"][0]
+                if first_sig["inputs"]
+                else detail["name"],
+                "shape": [int(d) for d in detail["shape_signature"]],
+                "dtype": np.dtype(detail["dtype"]).name,
+            }
+            self.adapt, self.transposed = layout_adapter(
+                next(iter(self.evaluation.x.values())).shape, self.spec["shape"]
+            )
+        return flat
+
+    def validate(self) -> dict[str, Any]:
+        """Run every shipped file in LiteRT on the evaluation data, against the original."""
+        from workflows.formats import tflite_format
+
+        assert self.adapt is not None
+        self.variants = []
+        input_name = self.model.inputs[0].name
+        for variant, final in self.files.items():
+            self.progress.update(0.85, f"Validating the {variant} variant in LiteRT")
+            shipped = tflite_format.load(final)  # the signature check, on the file as shipped
+            run = tflite_format.session(shipped)
+            name = shipped.native.get_input_details()[0]["name"]
+            got = np.concatenate(
+                [run({name: self.adapt(b[input_name])})[0] for b in self.evaluation.batches(64)]
+            )
+            self.variants.append(
                 {
                     "variant": variant,
                     "file": final.name,
                     "size_bytes": final.stat().st_size,
-                    "validation": figures,
+                    "validation": _validate(variant, self.reference, got),
                     "signature": {
-                        "inputs": [s.describe() for s in check.inputs],
-                        "outputs": [s.describe() for s in check.outputs],
-                        "signatures": check.metadata["signatures"],
+                        "inputs": [s.describe() for s in shipped.inputs],
+                        "outputs": [s.describe() for s in shipped.outputs],
+                        "signatures": shipped.metadata["signatures"],
                     },
                 }
             )
-        assert tflite_spec is not None and adapt is not None
-        layout = (
-            "NHWC (the original's NCHW, channels moved last)" if transposed else "as the original"
-        )
-        sample = next(evaluation.batches(1))
-        np.save(out / "sample_input.npy", adapt(next(iter(sample.values()))))
-        np.save(out / "sample_output.npy", run_original(sample)[0])
-        meta = _metadata(opts, model, name, None, tflite_spec, labels)
-        meta["variants"] = [{"variant": v["variant"], "file": v["file"]} for v in variants]
-        meta["input"]["layout"] = "NHWC" if transposed else "original"
+        return {
+            **self._data_facts(),
+            "variants": {v["variant"]: v["validation"] for v in self.variants},
+        }
+
+    def _data_facts(self) -> dict[str, Any]:
+        e = self.evaluation
+        return {"data": e.source, "synthetic": e.synthetic, "samples": len(e)}
+
+    def describe(self, validation: dict[str, Any]) -> tuple[dict | None, dict, dict]:
+        out, opts = self.out, self.opts
+        assert self.adapt is not None
+        sample = next(self.evaluation.batches(1))
+        np.save(out / "sample_input.npy", self.adapt(next(iter(sample.values()))))
+        np.save(out / "sample_output.npy", self.run_original(sample)[0])
+        meta = _metadata(opts, self.model, self.name, None, self.spec, self.labels)
+        meta["variants"] = [{"variant": v["variant"], "file": v["file"]} for v in self.variants]
+        meta["input"]["layout"] = "NHWC" if self.transposed else "original"
         (out / "metadata.json").write_text(json.dumps(meta, indent=2))
-        if labels:
-            (out / "labels.txt").write_text("\n".join(labels) + "\n")
+        if self.labels:
+            (out / "labels.txt").write_text("\n".join(self.labels) + "\n")
+        templates = resource("templates", "tflite")
         shutil.copyfile(templates / "infer.py", out / "infer.py")
-        _readme(templates, out, model, name, variants, steps, tflite_spec, layout, transposed)
-        validation = {v["variant"]: v["validation"] for v in variants}
-        manifest = write_manifest(
-            out,
-            target="tflite",
-            source=model.path,
-            source_format=model.format,
-            steps=[*steps, export_step("tflite", opts)],
-            sample={"input": "sample_input.npy", "output": "sample_output.npy"},
-            validation={
-                "data": evaluation.source,
-                "synthetic": evaluation.synthetic,
-                "samples": len(evaluation),
-                "variants": validation,
-            },
+        layout = (
+            "NHWC (the original's NCHW, channels moved last)"
+            if self.transposed
+            else "as the original"
         )
-    passed = all(v["validation"]["passed"] for v in variants)
-    progress.update(1.0, f"Wrote {out_path}")
-    return {
-        "step": "export",
-        "target": "tflite",
-        "output": str(out_path),
-        "model_name": name,
-        "variants": variants,
-        "passed": passed,
-        "input_layout": meta["input"]["layout"],
-        "validation_data": {
-            "source": evaluation.source,
-            "synthetic": evaluation.synthetic,
-            "samples": len(evaluation),
-        },
-        "files": sorted(str(p.relative_to(out_path)) for p in out_path.rglob("*") if p.is_file()),
-        "manifest": manifest,
-    }
+        _readme(
+            templates,
+            out,
+            self.model,
+            self.name,
+            self.variants,
+            self.steps,
+            self.spec,
+            layout,
+            self.transposed,
+        )
+        facts = self._data_facts()
+        result = {
+            "variants": self.variants,
+            "passed": all(v["validation"]["passed"] for v in self.variants),
+            "input_layout": meta["input"]["layout"],
+            "validation_data": {
+                "source": facts["data"],
+                "synthetic": facts["synthetic"],
+                "samples": facts["samples"],
+            },
+        }
+        return {"input": "sample_input.npy", "output": "sample_output.npy"}, {}, result
+
+
+def export_tflite(opts: TFLiteExportOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Write the TFLite bundle to opts.output; returns what was made and measured."""
+    return TFLiteExporter.export(opts, progress)
 
 
 def _metadata(

@@ -24,15 +24,14 @@ from typing import Any
 import numpy as np
 
 from workflows import __version__, formats
-from workflows.atomic import atomic_dir, scratch_dir
 from workflows.data import Preprocess, read_labels
 from workflows.errors import ExportError
-from workflows.exporters.common import export_step, free_port, tool_versions, write_manifest
-from workflows.exporters.docker import safe_name
+from workflows.exporters.base import Exporter, copy_onnx
+from workflows.exporters.common import free_port, tool_versions
 from workflows.inputs import synthesize
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
-from workflows.progress import Progress, null_progress
+from workflows.progress import Progress
 from workflows.resources import resource
 
 TOLERANCE = 1e-4
@@ -67,17 +66,14 @@ def _bin(name: str) -> str | None:
     )
 
 
-def _stage(
-    model: Model, stage: Path, work: Path, opset: int, progress: Progress
-) -> tuple[dict, list]:
-    """Put the serialized model (and model file) into `stage`; returns the handler config part."""
-    steps: list[dict[str, Any]] = []
+def _stage_pytorch(model: Model, stage: Path) -> dict[str, Any] | None:
+    """Put a PyTorch model into `stage` as TorchServe takes it; None for other formats."""
     if model.format == "torchscript":
         shutil.copyfile(model.path, stage / "model.pt")
-        return {"kind": "torchscript", "serialized_file": "model.pt"}, steps
+        return {"kind": "torchscript", "serialized_file": "model.pt"}
     if model.format == "exported_program":
         shutil.copyfile(model.path, stage / "model.pt2")
-        return {"kind": "exported_program", "serialized_file": "model.pt2"}, steps
+        return {"kind": "exported_program", "serialized_file": "model.pt2"}
     if model.format == "pytorch_eager":
         import torch
 
@@ -89,18 +85,8 @@ def _stage(
             "serialized_file": "model.pt",
             "model_file": "model.py",
             "model_class": model.metadata["model_class"],
-        }, steps
-    onnx_path = model.path
-    if model.format != "onnx":
-        from workflows.steps.convert import convert_model
-
-        onnx_path = work / "model.onnx"
-        facts = convert_model(model, onnx_path, opset=opset, progress=progress)
-        steps.append(
-            {"step": "convert", "target": "onnx", "opset": opset, "nodes": facts["nodes_after"]}
-        )
-    shutil.copyfile(onnx_path, stage / "model.onnx")
-    return {"kind": "onnx", "serialized_file": "model.onnx"}, steps
+        }
+    return None
 
 
 def _post(url: str, body: bytes, content_type: str, timeout: float = 30) -> tuple[int, Any]:
@@ -200,101 +186,91 @@ def _reference(model: Model, feeds: dict[str, np.ndarray]) -> np.ndarray:
     return formats.by_name(model.format).session(model)(feeds)[0]
 
 
-def export_torchserve(
-    opts: TorchServeExportOptions, progress: Progress | None = None
-) -> dict[str, Any]:
-    """Write the archive folder to opts.output; returns what was made and measured."""
-    progress = progress or null_progress()
-    if not opts.output:
-        raise ExportError("export torchserve: give an output folder (-o DIR)")
-    out_path = Path(opts.output)
-    progress.update(0.02, f"Loading {opts.model.path}")
-    model = opts.model.load()
-    name = safe_name(opts.name or model.name)
-    labels = read_labels(Path(opts.labels)) if opts.labels else None
-    templates = resource("templates", "torchserve")
-    with scratch_dir(out_path) as work, atomic_dir(out_path) as out:
+class TorchServeExporter(Exporter):
+    """A .mar built by torch-model-archiver with a generated handler, config.properties, README."""
+
+    target = "torchserve"
+
+    def stage(self) -> None:
+        opts, out, work = self.opts, self.out, self.work
         stage = work / "stage"
         stage.mkdir()
-        handler_cfg, steps = _stage(model, stage, work, opts.opset, progress.scaled(0.05, 0.3))
-        specs = model.inputs
+        self.labels = read_labels(Path(opts.labels)) if opts.labels else None
+        self.handler = _stage_pytorch(self.model, stage)
+        extra: list[Path] = []
+        if self.handler is None:  # everything else goes in as ONNX, with its external data
+            files = copy_onnx(self.onnx(self.progress.scaled(0.05, 0.3)), stage)
+            extra += files[1:]
+            self.handler = {"kind": "onnx", "serialized_file": "model.onnx"}
         from workflows.inputs import concrete_shape
 
-        for s in specs:
+        for s in self.model.inputs:
             concrete_shape(s, 1)  # a clear error now if a shape is unknown
+        extra += self._handler_files(stage)
+        self.progress.update(0.35, "Archiving with torch-model-archiver")
+        (out / "model-store").mkdir()
+        self.mar = _archive(
+            self.name, opts.version, stage, self.handler, extra, out / "model-store"
+        )
+        templates = resource("templates", "torchserve")
+        shutil.copyfile(templates / "handler.py", out / "handler.py")
+        self.feeds = synthesize(self.model.inputs, batch=1, seed=0)
+        self.expected = _reference(self.model, self.feeds)
+        feeds = self.feeds
+        self.request = (
+            {"inputs": next(iter(feeds.values())).tolist()}
+            if len(feeds) == 1
+            else {"inputs": {k: v.tolist() for k, v in feeds.items()}}
+        )
+        (out / "sample_request.json").write_text(json.dumps(self.request))
+        (out / "sample_response.json").write_text(json.dumps({"outputs": self.expected.tolist()}))
+        values = self._template_values()
+        for fname in ("README.md", "config.properties"):
+            (out / fname).write_text(
+                string.Template((templates / fname).read_text()).substitute(values)
+            )
+
+    def _handler_files(self, stage: Path) -> list[Path]:
+        """The handler, its config (inputs, recipe, top-k) and labels, staged for the archive."""
+        opts = self.opts
         config = {
-            **handler_cfg,
+            **self.handler,
             "inputs": [
                 {
                     "name": s.name,
                     "dtype": s.dtype,
                     "shape": [d if isinstance(d, int) else None for d in s.shape],
                 }
-                for s in specs
+                for s in self.model.inputs
             ],
             "preprocess": to_dict(opts.preprocess) if opts.preprocess else None,
             "top_k": opts.top_k,
         }
         (stage / "dockyard_config.json").write_text(json.dumps(config, indent=2))
-        extra = [stage / "dockyard_config.json"]
-        if labels:
+        files = [stage / "dockyard_config.json"]
+        if self.labels:
             (stage / "index_to_name.json").write_text(
-                json.dumps({str(i): n for i, n in enumerate(labels)})
+                json.dumps({str(i): n for i, n in enumerate(self.labels)})
             )
-            extra.append(stage / "index_to_name.json")
-        if "model_file" in handler_cfg:
-            extra.append(stage / "model.py")
-        shutil.copyfile(templates / "handler.py", stage / "handler.py")
-        progress.update(0.35, "Archiving with torch-model-archiver")
-        store = out / "model-store"
-        store.mkdir()
-        archiver = _bin("torch-model-archiver")
-        if archiver is None:
-            raise ExportError(
-                "torch-model-archiver is not installed (pip install torch-model-archiver)"
-            )
-        cmd = [
-            archiver,
-            "--model-name",
-            name,
-            "--version",
-            opts.version,
-            "--serialized-file",
-            str(stage / handler_cfg["serialized_file"]),
-            "--handler",
-            str(stage / "handler.py"),
-            "--extra-files",
-            ",".join(map(str, extra)),
-            "--export-path",
-            str(store),
-            "--force",
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            raise ExportError(f"torch-model-archiver failed: {r.stderr.strip()[-1500:]}")
-        mar = store / f"{name}.mar"
-        shutil.copyfile(templates / "handler.py", out / "handler.py")
+            files.append(stage / "index_to_name.json")
+        if "model_file" in self.handler:
+            files.append(stage / "model.py")
+        shutil.copyfile(resource("templates", "torchserve") / "handler.py", stage / "handler.py")
+        return files
 
-        feeds = synthesize(specs, batch=1, seed=0)
-        expected = _reference(model, feeds)
-        request = (
-            {"inputs": next(iter(feeds.values())).tolist()}
-            if len(feeds) == 1
-            else {"inputs": {k: v.tolist() for k, v in feeds.items()}}
-        )
-        (out / "sample_request.json").write_text(json.dumps(request))
-        (out / "sample_response.json").write_text(json.dumps({"outputs": expected.tolist()}))
-
+    def _template_values(self) -> dict[str, Any]:
+        opts, name = self.opts, self.name
         versions = tool_versions()
-        values = {
+        recipe = json.dumps(to_dict(opts.preprocess)) if opts.preprocess else ""
+        return {
             "model_name": name,
-            "mar_name": mar.name,
-            "kind": config["kind"],
+            "mar_name": self.mar.name,
+            "kind": self.handler["kind"],
             "dockyard_version": __version__,
             "created": datetime.now(UTC).strftime("%Y-%m-%d"),
             "archiver_version": versions.get("torch-model-archiver", "?"),
             "torchserve_version": versions.get("torchserve", "?"),
-            "inputs_doc": "; ".join(f"`{s.describe()}`" for s in specs),
+            "inputs_doc": "; ".join(f"`{s.describe()}`" for s in self.model.inputs),
             "image_example": (
                 f'curl -s -H "Authorization: Bearer $$KEY" localhost:8080/predictions/{name} '
                 "-T picture.png"
@@ -303,69 +279,95 @@ def export_torchserve(
             else "",
             "image_note": (
                 " Raw images (`-T picture.png`) are preprocessed as the model was validated: "
-                f"{json.dumps(to_dict(opts.preprocess))}."
+                f"{recipe}."
             )
             if opts.preprocess
             else "",
             "top_k_note": (
                 f", plus `top_k` (the {opts.top_k} most likely labels with probabilities)."
-                if labels
+                if self.labels
                 else "."
             ),
         }
-        for fname in ("README.md", "config.properties"):
-            (out / fname).write_text(
-                string.Template((templates / fname).read_text()).substitute(values)
-            )
 
-        smoke: dict[str, Any] = {"ran": False}
-        if opts.smoke_test:
-            progress.update(0.5, "Smoke test: serving the archive with TorchServe")
-            started = time.perf_counter()
-            server = TorchServe(store, {name: mar.name}, work)
-            try:
-                status, answer = server.wait_ready(name, json.dumps(request).encode())
-            finally:
-                server.stop()
-            if status != 200:
-                raise ExportError(f"TorchServe answered {status}: {str(answer)[:1000]}")
-            got = np.asarray(answer["outputs"], dtype=np.float64)
-            if got.shape != expected.shape:
-                raise ExportError(
-                    f"TorchServe's output has shape {got.shape}, expected {expected.shape}"
-                )
-            worst = float(np.abs(got - expected).max())
-            if worst > TOLERANCE:
-                raise ExportError(f"TorchServe's output differs from the original by {worst:.3g}")
-            smoke = {
-                "ran": True,
-                "passed": True,
-                "max_abs_error": worst,
-                "tolerance": TOLERANCE,
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-        manifest = write_manifest(
-            out,
-            target="torchserve",
-            source=model.path,
-            source_format=model.format,
-            steps=[*steps, export_step("torchserve", opts)],
-            sample={"request": "sample_request.json", "response": "sample_response.json"},
-            validation={"smoke_test": smoke},
-            extra={"archive": f"model-store/{mar.name}", "kind": config["kind"]},
+    def validate(self) -> dict[str, Any]:
+        if not self.opts.smoke_test:
+            return {"smoke_test": {"ran": False}}
+        self.progress.update(0.5, "Smoke test: serving the archive with TorchServe")
+        started = time.perf_counter()
+        server = TorchServe(self.out / "model-store", {self.name: self.mar.name}, self.work)
+        try:
+            status, answer = server.wait_ready(self.name, json.dumps(self.request).encode())
+        finally:
+            server.stop()
+        if status != 200:
+            raise ExportError(f"TorchServe answered {status}: {str(answer)[:1000]}")
+        got = np.asarray(answer["outputs"], dtype=np.float64)
+        expected = self.expected
+        if got.shape != expected.shape:
+            raise ExportError(
+                f"TorchServe's output has shape {got.shape}, expected {expected.shape}"
+            )
+        worst = float(np.abs(got - expected).max())
+        if worst > TOLERANCE:
+            raise ExportError(f"TorchServe's output differs from the original by {worst:.3g}")
+        smoke = {
+            "ran": True,
+            "passed": True,
+            "max_abs_error": worst,
+            "tolerance": TOLERANCE,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        return {"smoke_test": smoke}
+
+    def describe(self, validation: dict[str, Any]) -> tuple[dict | None, dict, dict]:
+        sample = {"request": "sample_request.json", "response": "sample_response.json"}
+        kind = self.handler["kind"]
+        extra = {"archive": f"model-store/{self.mar.name}", "kind": kind}
+        result = {
+            "archive": str(Path(self.opts.output) / "model-store" / self.mar.name),
+            "kind": kind,
+            "smoke_test": validation["smoke_test"],
+        }
+        return sample, extra, result
+
+
+def _archive(
+    name: str, version: str, stage: Path, handler: dict, extra: list[Path], store: Path
+) -> Path:
+    """Run torch-model-archiver on the staged files; the .mar's path."""
+    archiver = _bin("torch-model-archiver")
+    if archiver is None:
+        raise ExportError(
+            "torch-model-archiver is not installed (pip install torch-model-archiver)"
         )
-    progress.update(1.0, f"Wrote {out_path}")
-    return {
-        "step": "export",
-        "target": "torchserve",
-        "output": str(out_path),
-        "model_name": name,
-        "archive": str(out_path / "model-store" / mar.name),
-        "kind": config["kind"],
-        "smoke_test": smoke,
-        "files": sorted(str(p.relative_to(out_path)) for p in out_path.rglob("*") if p.is_file()),
-        "manifest": manifest,
-    }
+    cmd = [
+        archiver,
+        "--model-name",
+        name,
+        "--version",
+        version,
+        "--serialized-file",
+        str(stage / handler["serialized_file"]),
+        "--handler",
+        str(stage / "handler.py"),
+        "--extra-files",
+        ",".join(map(str, extra)),
+        "--export-path",
+        str(store),
+        "--force",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise ExportError(f"torch-model-archiver failed: {r.stderr.strip()[-1500:]}")
+    return store / f"{name}.mar"
+
+
+def export_torchserve(
+    opts: TorchServeExportOptions, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Write the archive folder to opts.output; returns what was made and measured."""
+    return TorchServeExporter.export(opts, progress)
 
 
 def run(options: TorchServeExportOptions | dict[str, Any], progress: Progress) -> dict[str, Any]:

@@ -209,11 +209,9 @@ def benchmark(opts: BenchmarkOptions, progress: Progress | None = None) -> dict[
         "verdicts": verdicts,
     }
     if opts.output:
-        from workflows.atomic import atomic_file
-        from workflows.jsonable import jsonable
+        from workflows.atomic import write_json
 
-        with atomic_file(Path(opts.output)) as tmp:
-            tmp.write_text(json.dumps(jsonable(result), indent=2, allow_nan=False))
+        write_json(Path(opts.output), result)
     progress.update(1.0, "Benchmark done")
     return result
 

@@ -25,6 +25,7 @@ class ValidateOptions(Options):
     seed: int = option(0, "Seed for synthesised inputs")
     atol: float = option(1e-4, "Absolute tolerance")
     rtol: float = option(1e-3, "Relative tolerance")
+    output: str | None = option(None, "Also write the result to this .json file")
 
 
 def _session(model: Model):
@@ -123,7 +124,7 @@ def run(options: ValidateOptions | dict[str, Any], progress: Progress) -> dict[s
     original = opts.original.load()
     progress.update(0.05, f"Loading {opts.candidate.path}")
     candidate = opts.candidate.load()
-    return validate_models(
+    result = validate_models(
         original,
         candidate,
         Path(opts.inputs) if opts.inputs else None,
@@ -133,3 +134,8 @@ def run(options: ValidateOptions | dict[str, Any], progress: Progress) -> dict[s
         opts.rtol,
         progress.scaled(0.1, 1.0),
     )
+    if opts.output:
+        from workflows.atomic import write_json
+
+        write_json(Path(opts.output), result)
+    return result
