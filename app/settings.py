@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.pages.base import PathPicker
+from app.widgets.path_picker import PathPicker
 
 THEMES = ("System", "Light", "Dark")
 

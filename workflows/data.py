@@ -23,8 +23,12 @@ class Preprocess(Options):
     """How images become model input. Saved with the workflow so every run feeds the same numbers."""
 
     size: list[int] | None = option(None, "Resize to [height, width]; none keeps the image size")
-    layout: str = option("NCHW", "Tensor layout: NCHW (PyTorch, ONNX) or NHWC (TensorFlow)")
-    channels: str = option("RGB", "Channel order: RGB, BGR or L (grayscale)")
+    layout: str = option(
+        "NCHW", "Tensor layout: NCHW (PyTorch, ONNX) or NHWC (TensorFlow)", choices=("NCHW", "NHWC")
+    )
+    channels: str = option(
+        "RGB", "Channel order: RGB, BGR or L (grayscale)", choices=("RGB", "BGR", "L")
+    )
     scale: float = option(1 / 255, "Multiply pixel values (0..255) by this first")
     mean: list[float] = option([0.0], "Then subtract this per-channel mean")
     std: list[float] = option([1.0], "Then divide by this per-channel std")

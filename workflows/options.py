@@ -20,13 +20,13 @@ from workflows.errors import OptionsError
 T = TypeVar("T")
 
 
-def option(default: Any, description: str) -> Any:
-    """A dataclass field with a default and a one-line description for forms and --help."""
+def option(default: Any, description: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with a default, a one-line description for forms and --help, and
+    optionally the values it may take (checked on load; a list option takes each from them)."""
+    metadata = {"description": description, "choices": choices}
     if isinstance(default, list | dict) or dataclasses.is_dataclass(default):
-        return field(
-            default_factory=lambda: copy.deepcopy(default), metadata={"description": description}
-        )
-    return field(default=default, metadata={"description": description})
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def describe(cls: type, name: str) -> tuple[Any, str]:
@@ -39,6 +39,23 @@ def describe(cls: type, name: str) -> tuple[Any, str]:
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def field_type(cls: type, name: str) -> Any:
+    """The declared type of option `name` of `cls` (annotations resolved)."""
+    return _hints(cls)[name]
+
+
+def _check_choices(f: dataclasses.Field, value: Any) -> None:
+    choices = f.metadata.get("choices")
+    if not choices or value is None:
+        return
+    given = value if isinstance(value, list) else [value]
+    wrong = [v for v in given if v not in choices]
+    if wrong or not given:
+        raise OptionsError(
+            f.name, f"{wrong or value!r} not allowed; choose from {', '.join(choices)}"
+        )
 
 
 def _kind(tp: Any) -> str:
@@ -112,7 +129,9 @@ class Options:
                 continue  # not given: the step decides (and says) what that means
             if value is None and f.default_factory is not MISSING:
                 value = f.default_factory()
-            setattr(self, f.name, _convert(hints[f.name], value, f.name))
+            value = _convert(hints[f.name], value, f.name)
+            _check_choices(f, value)
+            setattr(self, f.name, value)
         self.check()
 
     def check(self) -> None:

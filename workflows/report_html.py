@@ -9,7 +9,8 @@ import string
 from datetime import UTC, datetime
 from typing import Any
 
-from workflows import __version__
+from workflows import __version__, present
+from workflows.present import Table, size
 from workflows.resources import resource
 
 
@@ -24,21 +25,16 @@ def _png(fig: Any) -> str:
     )
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.2f} %"
+def _table(t: Table) -> str:
+    """A presenter table as HTML (cells escaped; gate verdicts coloured)."""
 
+    def cell(text: str) -> str:
+        cls = "ok" if text.startswith("pass") else "bad" if text.startswith("FAIL") else ""
+        body = html.escape(text)
+        return f'<td><span class="{cls}">{body}</span></td>' if cls else f"<td>{body}</td>"
 
-def _num(v: float | None, fmt: str = ".3g") -> str:
-    return "–" if v is None else format(v, fmt)
-
-
-def _size(n: int) -> str:
-    return f"{n / 1024:.1f} KB" if n < 2**20 else f"{n / 2**20:.2f} MB"
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in t.headers)
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in t.rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -49,7 +45,6 @@ def _quantize_section(q: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fp = q["float_model"]
     parts = ["<h2>Accuracy and size</h2>"]
     if q.get("warning"):
         parts.append(f'<p class="note">{html.escape(q["warning"])}</p>')
@@ -59,65 +54,18 @@ def _quantize_section(q: dict[str, Any]) -> str:
         f"<code>{html.escape(q['evaluation']['source'])}</code> ({q['evaluation']['samples']} samples"
         f"{', labelled' if q['evaluation']['labelled'] else ''}).</p>"
     )
-    rows = [
-        [
-            "fp32 (original)",
-            _size(fp["size_bytes"]),
-            "1.00×",
-            _pct(fp["accuracy"].get("top1")),
-            _pct(fp["accuracy"].get("top5")),
-            "–",
-            "–",
-            "–",
-            "–",
-        ]
-    ]
-    for v in q["variants"]:
-        acc, g = v["accuracy"], v["accuracy"]["gate"]
-        dev = acc.get("deviation", {})
-        if g["passed"] is None:
-            verdict = "–"
-        else:
-            cls = "ok" if g["passed"] else "bad"
-            verdict = f'<span class="{cls}">{"pass" if g["passed"] else "fail"}</span>'
-            verdict += f" ({g['drop_points']:+.2f} pt)"
-        rows.append(
-            [
-                html.escape(v["name"]),
-                _size(v["size_bytes"]),
-                f"{v['size_ratio']:.2f}×",
-                _pct(acc.get("top1")),
-                _pct(acc.get("top5")),
-                _pct(dev.get("top1_agreement")),
-                _num(dev.get("max_abs_error")),
-                verdict,
-                html.escape(", ".join(v["excluded_nodes"])) or "–",
-            ]
-        )
-    parts.append(
-        _table(
-            [
-                "variant",
-                "size",
-                "smaller",
-                "top-1",
-                "top-5",
-                "top-1 agreement",
-                "max abs error",
-                f"gate (≤ {q['options']['max_accuracy_drop']} pt)",
-                "kept in float",
-            ],
-            rows,
-        )
-    )
+    parts.append(f"<p>Accuracy gate: top-1 drop ≤ {q['options']['max_accuracy_drop']} points.</p>")
+    parts.append(_table(present.quantize_variants(q)))
+    parts.append(_table(present.accuracy(q)))
     for v in q["variants"]:
         cost = (v.get("fallback") or {}).get("cost")
         if cost:
             b, a = cost["before"], cost["after"]
             parts.append(
                 f"<p>{html.escape(v['name'])}: the accuracy fallback kept "
-                f"{len(v['excluded_nodes'])} node(s) in float; size {_size(b['size_bytes'])} → "
-                f"{_size(a['size_bytes'])}, batch-1 p50 {b['p50_ms']:.3f} → {a['p50_ms']:.3f} ms.</p>"
+                f"{len(v['excluded_nodes'])} node(s) in float "
+                f"({html.escape(', '.join(v['excluded_nodes']))}); size {size(b['size_bytes'])} → "
+                f"{size(a['size_bytes'])}, batch-1 p50 {b['p50_ms']:.3f} → {a['p50_ms']:.3f} ms.</p>"
             )
         if v.get("warning"):
             parts.append(
@@ -156,39 +104,7 @@ def _benchmark_section(b: dict[str, Any]) -> str:
         f"<p>CPU: {html.escape(cpu['brand'])} ({b['cpu_count']} logical cores; "
         f"{', '.join(feats) or 'no SIMD INT8 features'}).</p>",
     ]
-    rows = []
-    for r in b["configs"]:
-        rows.append(
-            [
-                html.escape(r["variant"]),
-                str(r["batch"]),
-                str(r["threads"] or "auto"),
-                _num(r["p50_ms"], ".3f"),
-                _num(r["p90_ms"], ".3f"),
-                _num(r["p99_ms"], ".3f"),
-                _num(r["mean_ms"], ".3f"),
-                f"{r['throughput_per_s']:,.0f}",
-                f"{r['peak_rss_mb']:.0f}",
-                "yes" if r["stable"] else "no",
-            ]
-        )
-    parts.append(
-        _table(
-            [
-                "variant",
-                "batch",
-                "threads",
-                "p50 ms",
-                "p90 ms",
-                "p99 ms",
-                "mean ms",
-                "samples/s",
-                "peak MB",
-                "stable",
-            ],
-            rows,
-        )
-    )
+    parts.append(_table(present.benchmark_configs(b)))
     configs = sorted({(r["batch"], r["threads"]) for r in b["configs"]})
     fig, axes = plt.subplots(
         1, len(configs), figsize=(max(5, 4 * len(configs)), 3.6), squeeze=False
@@ -206,11 +122,7 @@ def _benchmark_section(b: dict[str, Any]) -> str:
     parts.append(_png(fig))
     if b.get("verdicts"):
         parts.append("<h2>INT8 verdict</h2><ul>")
-        for v in b["verdicts"]:
-            parts.append(
-                f"<li><b>{html.escape(v['variant'])}</b>, batch {v['batch']}, threads "
-                f"{v['threads'] or 'auto'}: {html.escape(v['verdict'])}</li>"
-            )
+        parts += [f"<li>{html.escape(line)}</li>" for line in present.verdicts(b)]
         parts.append("</ul>")
     for v in b["variants"]:
         d = v["diagnostics"]

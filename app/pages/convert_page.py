@@ -12,15 +12,19 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
 )
 
-from app.pages.base import Page, PathPicker
+from app.pages.base import Page
 from app.widgets.data_preview import DataPreview
+from app.widgets.declared import declared, declared_default
+from app.widgets.path_picker import PathPicker
 from app.widgets.preprocess_form import PreprocessForm
+from app.widgets.tables import show_table, text_table
 from app.workers import LatestOnly
+from workflows import present
+from workflows.steps.convert import ConvertOptions
+from workflows.steps.quantize import QuantizeOptions
 
 MODES = {
     "static": (
@@ -49,9 +53,12 @@ class ConvertPage(Page):
         form = QFormLayout(conv)
         self.opset = QSpinBox()
         self.opset.setRange(13, 21)
-        self.opset.setValue(18)
-        self.simplify = QCheckBox("Simplify the graph (onnxslim: constant folding, fusions)")
-        self.simplify.setChecked(True)
+        declared(self.opset, ConvertOptions, "opset")
+        self.simplify = declared(
+            QCheckBox("Simplify the graph (onnxslim: constant folding, fusions)"),
+            ConvertOptions,
+            "simplify",
+        )
         form.addRow("Opset", self.opset)
         form.addRow("", self.simplify)
         self.convert_button = QPushButton("Convert and validate")
@@ -67,7 +74,7 @@ class ConvertPage(Page):
         self.modes: dict[str, QCheckBox] = {}
         for key, (label, hint) in MODES.items():
             box = QCheckBox(label)
-            box.setChecked(key == "static")
+            box.setChecked(key in declared_default(QuantizeOptions, "modes"))
             box.setToolTip(hint)
             explain = QLabel(hint)
             explain.setWordWrap(True)
@@ -83,7 +90,7 @@ class ConvertPage(Page):
         self.labels = PathPicker("labels.txt (optional)", filters="Text (*.txt)")
         self.max_drop = QDoubleSpinBox()
         self.max_drop.setRange(0.0, 100.0)
-        self.max_drop.setValue(1.0)
+        declared(self.max_drop, QuantizeOptions, "max_accuracy_drop")
         self.max_drop.setSuffix(" points")
         qform.addRow("Calibration", self.calibration)
         qform.addRow("Evaluation", self.evaluation)
@@ -124,12 +131,7 @@ class ConvertPage(Page):
         self._closing = False
 
         layout = page
-        self.results = QTableWidget(0, 6)
-        self.results.setHorizontalHeaderLabels(
-            ["variant", "size", "smaller", "top-1", "gate", "kept float"]
-        )
-        self.results.horizontalHeader().setStretchLastSection(True)
-        self.results.verticalHeader().setVisible(False)
+        self.results = text_table([], fit_contents=True)
         layout.addWidget(self.results, 1)
 
     def on_enter(self) -> None:
@@ -245,17 +247,4 @@ class ConvertPage(Page):
         self.window_.run_step("quantize", options, [out], done, "Quantizing")
 
     def show_results(self, r: dict) -> None:
-        self.results.setRowCount(len(r["variants"]))
-        for i, v in enumerate(r["variants"]):
-            g = v["accuracy"]["gate"]
-            top1 = v["accuracy"].get("top1")
-            cells = [
-                v["name"],
-                f"{v['size_bytes'] / 1024:.1f} KB",
-                f"{v['size_ratio']:.2f}x",
-                "-" if top1 is None else f"{100 * top1:.2f} %",
-                "-" if g["passed"] is None else ("pass" if g["passed"] else "FAIL"),
-                ", ".join(v["excluded_nodes"]) or "-",
-            ]
-            for c, text in enumerate(cells):
-                self.results.setItem(i, c, QTableWidgetItem(text))
+        show_table(self.results, present.quantize_variants(r))

@@ -17,7 +17,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from app.pages.base import Page, PathPicker
+from app.pages.base import Page
+from app.widgets.path_picker import PathPicker
 from workflows.inputs import parse_input_shapes
 from workflows.options import LoadOptions, to_dict
 from workflows.resources import resource

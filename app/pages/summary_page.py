@@ -9,6 +9,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QTextBrowser, QVBoxLayout
 
 from app.pages.base import Page
+from workflows import present
 
 
 class SummaryPage(Page):
@@ -36,41 +37,7 @@ class SummaryPage(Page):
             self.text.setMarkdown("Nothing yet: load a model.")
             return
         lines = [f"# {s.name}", f"Source: `{s.model.path}`", ""]
-        r = s.results
-        if "convert" in r:
-            lines.append(
-                f"- **ONNX**: `{r['convert']['output']}` ({r['convert']['size_bytes'] / 1024:.1f} KB)"
-            )
-        if "validate" in r:
-            w = r["validate"]["worst"]
-            lines.append(
-                f"- **Validation**: {'pass' if r['validate']['passed'] else 'FAIL'}, "
-                f"max abs error {w.get('max_abs_error', 0):.2g}"
-            )
-        for v in r.get("quantize", {}).get("variants", []):
-            top1 = v["accuracy"].get("top1")
-            lines.append(
-                f"- **{v['name']}**: {v['size_bytes'] / 1024:.1f} KB ({v['size_ratio']:.2f}x smaller)"
-                + (f", top-1 {100 * top1:.2f} %" if top1 is not None else "")
-            )
-        if "benchmark" in r:
-            b = r["benchmark"]
-            first = b["configs"][0]
-            same = [
-                c
-                for c in b["configs"]
-                if (c["batch"], c["threads"]) == (first["batch"], first["threads"])
-            ]
-            times = ", ".join(f"{c['variant']} {c['p50_ms']:.3g} ms" for c in same)
-            lines.append(f"- **Latency** (p50, batch {first['batch']}): {times}")
-            lines += [
-                f"  - {v['variant']} (batch {v['batch']}): {v['verdict']}"
-                for v in b["verdicts"]
-                if (v["batch"], v["threads"]) == (first["batch"], first["threads"])
-            ]
-        for step in ("export-docker", "export-torchserve", "export-tflite"):
-            if step in r:
-                lines.append(f"- **{step.removeprefix('export-')}**: `{r[step]['output']}`")
+        lines += present.summary_lines(s.results)
         lines += [
             "",
             "Save the workflow to replay these steps headless (CI): `dockyard-cli run WORKFLOW`.",

@@ -20,14 +20,12 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from app.pages.base import Page, PathPicker
+from app.pages.base import Page
 from app.widgets.latency_plot import LatencyPlot
-from app.widgets.tables import fill_table, text_table
+from app.widgets.path_picker import PathPicker
+from app.widgets.tables import show_table, text_table
 from app.workers import LatestOnly
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.2f} %"
+from workflows import present
 
 
 class TestPage(Page):
@@ -65,10 +63,7 @@ class TestPage(Page):
 
         acc = QGroupBox("Accuracy on the evaluation data (from quantization)")
         acc_layout = QVBoxLayout(acc)
-        self.accuracy = text_table(
-            ["variant", "samples", "top-1", "top-5", "agrees with float", "max abs error", "gate"],
-            fit_contents=True,
-        )
+        self.accuracy = text_table([], fit_contents=True)
         self.accuracy.setMaximumHeight(150)
         acc_layout.addWidget(self.accuracy)
         layout.addWidget(acc)
@@ -86,9 +81,7 @@ class TestPage(Page):
         controls.addWidget(go)
         controls.addStretch(1)
         left.addLayout(controls)
-        self.latency = text_table(
-            ["variant", "p50 ms", "p99 ms", "samples/s", "INT8 ops"], fit_contents=True
-        )
+        self.latency = text_table([], fit_contents=True)
         left.addWidget(self.latency, 1)
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
@@ -194,28 +187,7 @@ class TestPage(Page):
         if not q:
             self.accuracy.setRowCount(0)
             return
-        rows = [("float (fp32)", q["float_model"]["accuracy"])]
-        rows += [(v["name"], v["accuracy"]) for v in q["variants"]]
-        cells = []
-        for name, a in rows:
-            dev = a.get("deviation", {})
-            gate = a.get("gate") or {}
-            passed = gate.get("passed")
-            cells.append(
-                [
-                    name,
-                    str(a.get("samples", "-")) + (" (synthetic)" if a.get("synthetic") else ""),
-                    _pct(a.get("top1")),
-                    _pct(a.get("top5")),
-                    _pct(dev.get("top1_agreement")),
-                    "-" if "max_abs_error" not in dev else f"{dev['max_abs_error']:.3g}",
-                    "-"
-                    if passed is None
-                    else ("pass" if passed else "FAIL")
-                    + (f" ({gate['drop_points']:+.2f} pts)" if "drop_points" in gate else ""),
-                ]
-            )
-        fill_table(self.accuracy, cells)
+        show_table(self.accuracy, present.accuracy(q))
 
     # -- benchmark ------------------------------------------------------------------------------
     def benchmark(self) -> None:
@@ -240,18 +212,6 @@ class TestPage(Page):
         )
 
     def show_benchmark(self, r: dict) -> None:
-        fractions = {v["name"]: v["diagnostics"]["fraction_int8"] for v in r["variants"]}
-        fill_table(
-            self.latency,
-            [
-                [
-                    c["variant"],
-                    f"{c['p50_ms']:.3f}",
-                    f"{c['p99_ms']:.3f}",
-                    f"{c['throughput_per_s']:,.0f}",
-                    f"{fractions[c['variant']]:.0%}",
-                ]
-                for c in r["configs"]
-            ],
-        )
-        self.verdict.setText("\n".join(f"{v['variant']}: {v['verdict']}" for v in r["verdicts"]))
+        latency = present.benchmark_configs(r)
+        show_table(self.latency, latency, ["variant", "p50 ms", "p99 ms", "samples/s", "INT8 ops"])
+        self.verdict.setText("\n".join(present.verdicts(r)))

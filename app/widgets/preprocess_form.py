@@ -6,7 +6,6 @@ from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
-    QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
@@ -14,7 +13,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workflows.data import recipe_for_input
+from app.widgets.declared import declared_choice, declared_default
+from workflows.data import Preprocess, recipe_for_input
 
 IMAGENET = {"scale": "1/255", "mean": "0.485, 0.456, 0.406", "std": "0.229, 0.224, 0.225"}
 
@@ -52,14 +52,8 @@ class PreprocessForm(QWidget):
         self.size = QLineEdit()
         self.size.setPlaceholderText("keep each image's size")
         self.size.setToolTip("Height x width, e.g. 224x224")
-        self.layout_ = QComboBox()
-        self.layout_.addItems(["NCHW", "NHWC"])
-        self.layout_.setToolTip("NCHW: PyTorch and most ONNX models; NHWC: TensorFlow/TFLite")
-        self.channels = QComboBox()
-        self.channels.addItems(["RGB", "BGR", "L"])
-        self.channels.setToolTip(
-            "L is grayscale (one channel); BGR for OpenCV/Caffe-trained models"
-        )
+        self.layout_ = declared_choice(Preprocess, "layout")
+        self.channels = declared_choice(Preprocess, "channels")
         self.scale = QLineEdit("1/255")
         self.mean = QLineEdit("0")
         self.std = QLineEdit("1")
@@ -93,8 +87,8 @@ class PreprocessForm(QWidget):
         """Fit resize, layout and channels to the model's input shape."""
         d = recipe_for_input(shape)
         self.size.setText(f"{d['size'][0]}x{d['size'][1]}" if "size" in d else "")
-        self.layout_.setCurrentText(d.get("layout", "NCHW"))
-        self.channels.setCurrentText(d.get("channels", "RGB"))
+        self.layout_.setCurrentText(d.get("layout", declared_default(Preprocess, "layout")))
+        self.channels.setCurrentText(d.get("channels", declared_default(Preprocess, "channels")))
 
     def recipe(self) -> dict[str, Any]:
         """The recipe as Preprocess options; ValueError names a field that does not parse."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 
+from workflows.present import Table
+
 
 def text_table(headers: list[str], fit_contents: bool = False) -> QTableWidget:
     """A read-only table without row numbers; columns share the width, or fit their contents
@@ -27,3 +29,11 @@ def fill_table(table: QTableWidget, rows: list[list[str]]) -> None:
     for r, row in enumerate(rows):
         for c, text in enumerate(row):
             table.setItem(r, c, QTableWidgetItem(text))
+
+
+def show_table(table: QTableWidget, t: Table, columns: list[str] | None = None) -> None:
+    """Show a presenter table in `table`: all its columns, or those named in `columns`."""
+    keep = [t.headers.index(c) for c in columns] if columns else range(len(t.headers))
+    table.setColumnCount(len(keep))
+    table.setHorizontalHeaderLabels([t.headers[i] for i in keep])
+    fill_table(table, [[row[i] for i in keep] for row in t.rows])

@@ -65,3 +65,24 @@ def test_keyboard_moves_between_steps(qtbot, window):
     qtbot.keyClick(window.steps, Qt.Key.Key_Up)
     assert window.stack.currentIndex() == 3
     assert all(window.steps.item(i).icon().isNull() is False for i in range(6))
+
+
+def test_forms_start_from_the_declared_options(window):
+    """The GUI restates no default: its forms are set from the steps' declarations."""
+    from app.pages.convert_page import ConvertPage
+    from workflows.data import Preprocess
+    from workflows.options import describe, from_dict
+    from workflows.steps.convert import ConvertOptions
+    from workflows.steps.quantize import QuantizeOptions
+
+    convert = window.page(ConvertPage)
+    assert convert.opset.value() == describe(ConvertOptions, "opset")[0]
+    assert convert.simplify.isChecked() is describe(ConvertOptions, "simplify")[0]
+    default, description = describe(QuantizeOptions, "max_accuracy_drop")
+    assert convert.max_drop.value() == default and convert.max_drop.toolTip() == description
+    checked = [k for k, box in convert.modes.items() if box.isChecked()]
+    assert checked == describe(QuantizeOptions, "modes")[0]
+    form = convert.preprocess
+    assert [form.layout_.itemText(i) for i in range(form.layout_.count())] == ["NCHW", "NHWC"]
+    assert [form.channels.itemText(i) for i in range(form.channels.count())] == ["RGB", "BGR", "L"]
+    assert from_dict(Preprocess, form.recipe()) == Preprocess()  # an untouched form: the default

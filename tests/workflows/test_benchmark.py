@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from tests.workflows import model_factory as mf
-from workflows import int8_diagnostics
 from workflows.errors import DataError
 from workflows.formats import load_model
 from workflows.latency import measure
 from workflows.progress import Progress
+from workflows.quantization import int8_diagnostics
 from workflows.steps.benchmark import BenchmarkOptions, benchmark, expand_models, variant_name
 from workflows.steps.quantize import QuantizeOptions, quantize_model
 

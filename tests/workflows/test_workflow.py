@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from tests.replay import absolute_paths, differences
+from workflows import catalogue
 from workflows.errors import DataError, DockyardError
 from workflows.exporters.common import portable
-from workflows.options import LoadOptions
+from workflows.options import LoadOptions, from_dict
 from workflows.workflow import Step, Workflow, plan, run_workflow
 
 
@@ -141,3 +142,71 @@ def test_manifests_name_no_folder_of_this_machine():
     options = manifest["steps"][0]["options"]
     assert options["model"]["path"] == "m.pt2" and options["calibration"] == "calib.npz"
     assert options["name"] == "digits"
+
+
+# A workflow saved by the app before the catalogue and the typed loader (2026-11, version 1),
+# verbatim but for the paths: it must still load, type-check and plan the same folders.
+V1_FROM_THE_APP = """\
+version: 1
+model:
+  path: {sample}/digits_cnn.pt2
+  format: null
+  model_file: null
+  model_class: null
+  input_shapes: {{}}
+  dynamic_batch: true
+  allow_unsafe: false
+output: {out}
+steps:
+- step: convert
+  options:
+    opset: 18
+    simplify: true
+- step: validate
+  options:
+    inputs: {sample}/digits_test.npz
+- step: quantize
+  options:
+    modes:
+    - static
+    calibration: {sample}/digits_calibration.npz
+    evaluation: {sample}/digits_test.npz
+    labels: null
+    max_accuracy_drop: 1.0
+    preprocess:
+      size: null
+      layout: NCHW
+      channels: L
+      scale: 0.00392156862745098
+      mean:
+      - 0.0
+      std:
+      - 1.0
+- step: benchmark
+  options:
+    batch_sizes:
+    - 1
+    threads:
+    - 0
+    max_seconds: 5.0
+- step: export-tflite
+  options:
+    labels: null
+    calibration: {sample}/digits_calibration.npz
+    evaluation: {sample}/digits_test.npz
+"""
+
+
+def test_version_1_files_from_the_app_still_load_and_plan(sample_dir, tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text(V1_FROM_THE_APP.format(sample=sample_dir, out=tmp_path / "run"))
+    wf = Workflow.load(path)
+    planned = {name: (options, out) for name, options, out in plan(wf)}
+    root = tmp_path / "run" / "digits_cnn"
+    assert planned["convert"][1] == root / "convert" / "digits_cnn.onnx"
+    assert planned["validate"][0]["output"] == str(root / "validate.json")
+    assert planned["quantize"][0]["model"] == {"path": str(root / "convert" / "digits_cnn.onnx")}
+    assert planned["benchmark"][0]["models"] == [str(root / "quantize")]
+    assert planned["export-tflite"][1] == root / "export-tflite"
+    for name, options, _ in plan(wf):  # every planned step builds its options
+        from_dict(catalogue.spec(name).options_class(), options)

@@ -21,7 +21,7 @@ import numpy as np
 
 from workflows import __version__, formats
 from workflows.data import Dataset, Preprocess, load_dataset, read_labels
-from workflows.errors import DataError, ExportError
+from workflows.errors import ExportError
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import sha256
 from workflows.formats import _tf
@@ -50,7 +50,9 @@ class TFLiteExportOptions(Options):
     model: LoadOptions = option(None, "The model to convert (Keras, SavedModel, ONNX, PyTorch)")
     output: str = option("", "The bundle folder to write")
     name: str | None = option(None, "Bundle and file name (default: the file name)")
-    variants: list[str] = option(list(VARIANTS), "Variants: fp32, fp16, dynamic, int8")
+    variants: list[str] = option(
+        list(VARIANTS), "Variants: fp32, fp16, dynamic, int8", choices=VARIANTS
+    )
     calibration: str | None = option(
         None, "Representative data for INT8 (image folder, .npy, .npz)"
     )
@@ -60,13 +62,6 @@ class TFLiteExportOptions(Options):
     preprocess: Preprocess | None = option(None, "Image normalisation (recorded in the metadata)")
     description: str = option("", "A sentence about the model, stored in the metadata")
     opset: int = option(18, "ONNX opset when a PyTorch model is converted first")
-
-    def check(self) -> None:
-        unknown = sorted(set(self.variants) - set(VARIANTS))
-        if unknown or not self.variants:
-            raise DataError(
-                f"export tflite: unknown variant(s) {unknown}; use {', '.join(VARIANTS)}"
-            )
 
 
 def layout_adapter(
@@ -193,7 +188,7 @@ class TFLiteExporter(Exporter):
             opts.evaluation, model.inputs, opts.preprocess, None, seed=1, label_names=self.labels
         )
         self.run_original = formats.by_name(model.format).session(model)
-        from workflows.accuracy import predict
+        from workflows.quantization.accuracy import predict
 
         self.reference = predict(self.run_original, self.evaluation)[0]
         saved_model = self._saved_model(self.progress.scaled(0.05, 0.4))

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workflows import int8_diagnostics
 from workflows.errors import DataError
 from workflows.options import Options, from_dict, option
 from workflows.progress import Progress, null_progress
+from workflows.quantization import int8_diagnostics
 
 
 @dataclass

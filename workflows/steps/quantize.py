@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workflows import quantizers
-from workflows.accuracy import evaluate
 from workflows.atomic import atomic_dir, scratch_dir
 from workflows.data import Dataset, Preprocess, load_dataset, read_labels
 from workflows.errors import DataError
@@ -21,6 +19,9 @@ from workflows.jsonable import jsonable
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress, null_progress
+from workflows.quantization import quantizers
+from workflows.quantization.accuracy import evaluate
+from workflows.quantization.quantizers import CALIBRATION_METHODS
 
 MODES = ("static", "dynamic", "fp16")
 VARIANT_NAMES = {"static": "int8-static", "dynamic": "int8-dynamic", "fp16": "fp16"}
@@ -32,13 +33,19 @@ class QuantizeOptions(Options):
 
     model: LoadOptions = option(None, "The model to quantize (converted to ONNX first if needed)")
     output: str = option("", "Folder for the variants and report.json")
-    modes: list[str] = option(["static"], "Variants: static (INT8 QDQ), dynamic (INT8), fp16")
+    modes: list[str] = option(
+        ["static"], "Variants: static (INT8 QDQ), dynamic (INT8), fp16", choices=MODES
+    )
     calibration: str | None = option(None, "Calibration data: image folder, .npy or .npz")
     calibration_samples: int = option(128, "Calibration samples to use")
-    method: str = option("minmax", "Calibration: minmax, entropy or percentile")
+    method: str = option(
+        "minmax", "Calibration: minmax, entropy or percentile", choices=CALIBRATION_METHODS
+    )
     per_channel: bool = option(False, "Per-channel weight scales (more accurate, a little slower)")
-    activation_type: str = option("uint8", "Activation type: uint8 (x86 fast path) or int8")
-    weight_type: str = option("int8", "Weight type: int8 or uint8")
+    activation_type: str = option(
+        "uint8", "Activation type: uint8 (x86 fast path) or int8", choices=("uint8", "int8")
+    )
+    weight_type: str = option("int8", "Weight type: int8 or uint8", choices=("int8", "uint8"))
     evaluation: str | None = option(None, "Evaluation data (labelled .npz or class folders)")
     evaluation_samples: int | None = option(None, "Evaluation samples to use (all if empty)")
     labels: str | None = option(None, "Label names file, one per line")
@@ -47,11 +54,6 @@ class QuantizeOptions(Options):
     fallback: bool = option(True, "When the gate fails, keep the worst nodes in float and retry")
     max_fallback_rounds: int = option(6, "Fallback rounds at most")
     seed: int = option(0, "Seed for synthetic data")
-
-    def check(self) -> None:
-        unknown = sorted(set(self.modes) - set(MODES))
-        if unknown or not self.modes:
-            raise DataError(f"quantize: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
 
 
 def gate(baseline: dict[str, Any], figures: dict[str, Any], max_drop: float) -> dict[str, Any]:
@@ -152,7 +154,7 @@ class _Quantizer:
         culprits_used: list[dict[str, Any]] = []
         if figures["gate"]["passed"] is False and self.opts.fallback and mode == "static":
             progress.update(0.5, "Accuracy gate failed: locating the worst-quantized tensors")
-            from workflows.quant_fallback import rank_culprits
+            from workflows.quantization.fallback import rank_culprits
 
             culprits = rank_culprits(self.pre_path, dst, self.calib.take(32), self.work / mode)
             naive_cost = self.cost(dst)
@@ -189,7 +191,7 @@ class _Quantizer:
                 take *= 2
         int8_fraction = None
         if mode != "fp16":
-            from workflows.int8_diagnostics import diagnose
+            from workflows.quantization.int8_diagnostics import diagnose
 
             int8_fraction = diagnose(dst)["fraction_int8"]
         return {

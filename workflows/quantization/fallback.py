@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows.data import Dataset
-from workflows.quantizers import DatasetReader
+from workflows.quantization.quantizers import DatasetReader
 
 
 @dataclass

@@ -1,0 +1,7 @@
+"""`python -m workflows.cli` runs dockyard-cli."""
+
+import sys
+
+from workflows.cli import main
+
+sys.exit(main())

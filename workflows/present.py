@@ -1,0 +1,342 @@
+"""Step results presented once: Qt-free tables (title, headers, rows of text) with units and
+number formats, rendered thinly by the CLI (rich), the HTML report and the GUI's pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    title: str = ""
+
+
+DASH = "-"
+
+
+def pct(v: float | None) -> str:
+    """0.9844 -> "98.44 %"; None -> "-"."""
+    return DASH if v is None else f"{100 * v:.2f} %"
+
+
+def size(n: int | None) -> str:
+    """Bytes in B, KB, MB or GB (1024-based, as file managers show them)."""
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def num(v: Any) -> str:
+    """A measured figure: 3 significant digits, large values whole; None (exact) -> "exact"."""
+    if v is None:
+        return "exact"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+def gate(g: dict[str, Any] | None) -> str:
+    """An accuracy gate's verdict with the drop in points: "pass (+0.22 pt)"."""
+    g = g or {}
+    if g.get("passed") is None:
+        return DASH
+    text = "pass" if g["passed"] else "FAIL"
+    if g.get("drop_points") is not None:
+        text += f" ({g['drop_points']:+.2f} pt)"
+    return text
+
+
+def quantize_variants(r: dict[str, Any]) -> Table:
+    """One row per variant made by quantize: size, accuracy, deviation, gate, nodes kept float."""
+    table = Table(
+        ["variant", "file", "size", "smaller", "top-1", "top-1 agree", "max abs err", "gate",
+         "kept float"],
+        title="variants",
+    )  # fmt: skip
+    for v in r["variants"]:
+        acc = v["accuracy"]
+        dev = acc.get("deviation", {})
+        table.rows.append(
+            [
+                v["name"],
+                v["file"],
+                size(v["size_bytes"]),
+                f"{v['size_ratio']:.2f}x",
+                pct(acc.get("top1")),
+                pct(dev.get("top1_agreement")),
+                num(dev.get("max_abs_error")) if "max_abs_error" in dev else DASH,
+                gate(acc["gate"]),
+                str(len(v["excluded_nodes"])),
+            ]
+        )
+    return table
+
+
+def accuracy(r: dict[str, Any]) -> Table:
+    """Accuracy of the float model and every variant on the evaluation data (a quantize result)."""
+    table = Table(
+        ["model", "samples", "top-1", "top-5", "top-1 agree", "max abs err", "gate"],
+        title="accuracy",
+    )
+    rows = [("float (fp32)", r["float_model"]["accuracy"])]
+    rows += [(v["name"], v["accuracy"]) for v in r["variants"]]
+    for name, a in rows:
+        dev = a.get("deviation", {})
+        table.rows.append(
+            [
+                name,
+                str(a.get("samples", DASH)) + (" (synthetic)" if a.get("synthetic") else ""),
+                pct(a.get("top1")),
+                pct(a.get("top5")),
+                pct(dev.get("top1_agreement")),
+                num(dev["max_abs_error"]) if "max_abs_error" in dev else DASH,
+                gate(a.get("gate")),
+            ]
+        )
+    return table
+
+
+def benchmark_configs(r: dict[str, Any]) -> Table:
+    """One row per timed configuration (variant, batch, threads): latency, throughput, memory."""
+    sizes = {v["name"]: v["size_bytes"] for v in r["variants"]}
+    fractions = {v["name"]: v["diagnostics"]["fraction_int8"] for v in r["variants"]}
+    table = Table(
+        ["variant", "size", "INT8 ops", "batch", "threads", "p50 ms", "p90 ms", "p99 ms",
+         "samples/s", "peak MB", "stable"],
+        title="latency",
+    )  # fmt: skip
+    for c in r["configs"]:
+        table.rows.append(
+            [
+                c["variant"],
+                size(sizes[c["variant"]]),
+                f"{fractions[c['variant']]:.0%}",
+                str(c["batch"]),
+                str(c["threads"] or "auto"),
+                f"{c['p50_ms']:.3f}",
+                f"{c['p90_ms']:.3f}",
+                f"{c['p99_ms']:.3f}",
+                f"{c['throughput_per_s']:,.0f}",
+                f"{c['peak_rss_mb']:.0f}",
+                "yes" if c.get("stable") else "no",
+            ]
+        )
+    return table
+
+
+def verdicts(r: dict[str, Any]) -> list[str]:
+    """The benchmark's INT8 verdicts, one plain sentence each."""
+    return [
+        f"{v['variant']} (batch {v['batch']}, threads {v['threads'] or 'auto'}): {v['verdict']}"
+        for v in r["verdicts"]
+    ]
+
+
+def validate_trials(r: dict[str, Any]) -> Table:
+    """One row per trial and output: shapes, errors, cosine, SQNR, top-1 agreement, verdict."""
+    table = Table(
+        ["trial", "output", "shape", "max abs", "mean abs", "cosine", "SQNR dB", "top-1 agree",
+         "ok"],
+        title="validation",
+    )  # fmt: skip
+    for t in r["trials"]:
+        for o in t["outputs"]:
+            table.rows.append(
+                [
+                    t["trial"],
+                    o["name"],
+                    "x".join(map(str, o["candidate_shape"])),
+                    num(o.get("max_abs_error")),
+                    num(o.get("mean_abs_error")),
+                    num(o.get("cosine_similarity")),
+                    num(o.get("sqnr_db")),
+                    num(o.get("top1_agreement", DASH)),
+                    "yes" if o["within_tolerance"] else "NO",
+                ]
+            )
+    return table
+
+
+def tflite_variants(r: dict[str, Any]) -> Table:
+    """One row per TFLite variant: size, errors against the original, its check and limit."""
+    table = Table(
+        ["file", "size", "max abs err", "relative err", "top-1 agree", "check"], title="variants"
+    )
+    for v in r["variants"]:
+        f = v["validation"]
+        lim = f.get("limit", {})
+        table.rows.append(
+            [
+                v["file"],
+                size(v["size_bytes"]),
+                num(f.get("max_abs_error")),
+                num(f.get("relative_error")),
+                num(f.get("top1_agreement", DASH)),
+                ("pass" if f["passed"] else "FAIL")
+                + f" ({lim.get('metric')} limit {lim.get('value')})",
+            ]
+        )
+    return table
+
+
+def model_lines(model: dict[str, Any]) -> list[str]:
+    """A model summary: path, format, size, parameters, producer, one line per input/output."""
+    lines = [
+        f"{model['path']}  format: {model['format']}  size: {size(model['size_bytes'])}  "
+        f"parameters: {model['parameters']:,}"
+        if model["parameters"] is not None
+        else f"{model['path']}  format: {model['format']}"
+    ]
+    if model.get("producer"):
+        lines.append(f"producer: {model['producer']}")
+    for kind in ("inputs", "outputs"):
+        lines += [f"  {kind[:-1]:6} {spec_text(s)}" for s in model[kind]]
+    return lines
+
+
+def spec_text(spec: dict[str, Any]) -> str:
+    """ "x: float32[?, 1, 8, 8]" (? for a dynamic or unknown dimension)."""
+    shape = spec["shape"]
+    dims = "?" if shape is None else ", ".join("?" if d is None else str(d) for d in shape)
+    return f"{spec['name']}: {spec['dtype']}[{dims}]"
+
+
+def operators(r: dict[str, Any], limit: int = 25) -> Table:
+    """The most used operators of an inspected model."""
+    rows = [[op, str(n)] for op, n in list(r.get("op_histogram", {}).items())[:limit]]
+    return Table(["op", "count"], rows, title="operators")
+
+
+def fallback_lines(r: dict[str, Any]) -> list[str]:
+    """For each variant that kept nodes in float: which, and what that cost."""
+    lines = []
+    for v in r["variants"]:
+        if not v["excluded_nodes"]:
+            continue
+        lines.append(f"{v['name']}: kept in float after fallback: {', '.join(v['excluded_nodes'])}")
+        cost = (v.get("fallback") or {}).get("cost")
+        if cost:
+            b, a = cost["before"], cost["after"]
+            lines.append(
+                f"  cost: size {size(b['size_bytes'])} -> {size(a['size_bytes'])}, "
+                f"p50 (batch 1) {b['p50_ms']:.3f} -> {a['p50_ms']:.3f} ms"
+            )
+    return lines
+
+
+def predictions(r: dict[str, Any]) -> Table:
+    """One input through several models: top-k per model side by side, or output statistics."""
+    from pathlib import PurePath
+
+    results = r["results"]
+    names = [PurePath(e["model"]).name for e in results]
+    if all("top_k" in e["output"] for e in results):
+        table = Table(["rank", *names], title="predictions")
+        for k in range(len(results[0]["output"]["top_k"])):
+            table.rows.append(
+                [str(k + 1)]
+                + [
+                    f"{top['label']}  {100 * top['probability']:.1f} %"
+                    for top in (e["output"]["top_k"][k] for e in results)
+                ]
+            )
+        return table
+    table = Table(["model", "shape", "min", "max", "mean", "first values"], title="outputs")
+    for name, e in zip(names, results, strict=True):
+        o = e["output"]
+        table.rows.append(
+            [
+                name,
+                "x".join(map(str, o["shape"])),
+                num(o["min"]),
+                num(o["max"]),
+                num(o["mean"]),
+                ", ".join(num(v) for v in o["head"][:4]),
+            ]
+        )
+    return table
+
+
+def export_lines(r: dict[str, Any]) -> list[str]:
+    """What an export's own checks found (smoke test, lint, image build, validation data)."""
+    target, smoke = r["target"], r.get("smoke_test", {})
+    if target == "tflite":
+        data = r["validation_data"]
+        return [
+            f"validated on {data['source']} ({data['samples']} samples); "
+            f"input layout: {r['input_layout']}"
+        ]
+    if target == "torchserve":
+        lines = [f"archive: {r['archive']} ({r['kind']})"]
+        if smoke.get("ran"):
+            lines.append(
+                f"smoke test: TorchServe served it in {smoke['seconds']} s; outputs match "
+                f"the original (max abs error {smoke['max_abs_error']:.2g})"
+            )
+        return lines
+    lines = [
+        f"smoke test: server ready in {smoke['server_ready_seconds']} s, outputs match ONNX "
+        f"Runtime (max abs error {smoke['max_abs_error']:.2g})"
+    ]
+    lint = r.get("hadolint", {})
+    if lint.get("ran"):
+        findings = lint["findings"]
+        lines.append(
+            "hadolint: clean"
+            if not findings
+            else "hadolint: "
+            + "; ".join(f"{f['code']} line {f['line']}: {f['message']}" for f in findings)
+        )
+    build = r.get("build", {})
+    if build.get("built"):
+        lines.append(f"image {build['image']}: {build['size_bytes'] / 2**20:.0f} MB")
+    else:
+        lines.append(
+            f"image not built: {build.get('reason', '')}. Build it with: "
+            f"docker build -t {r['image']} {r['output']}"
+        )
+    return lines
+
+
+def summary_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown bullets of what a run made and measured (results keyed by step name)."""
+    r = results
+    lines = []
+    if "convert" in r:
+        lines.append(f"- **ONNX**: `{r['convert']['output']}` ({size(r['convert']['size_bytes'])})")
+    if "validate" in r:
+        w = r["validate"]["worst"]
+        lines.append(
+            f"- **Validation**: {'pass' if r['validate']['passed'] else 'FAIL'}, "
+            f"max abs error {w.get('max_abs_error', 0):.2g}"
+        )
+    for v in r.get("quantize", {}).get("variants", []):
+        top1 = v["accuracy"].get("top1")
+        lines.append(
+            f"- **{v['name']}**: {size(v['size_bytes'])} ({v['size_ratio']:.2f}x smaller)"
+            + (f", top-1 {pct(top1)}" if top1 is not None else "")
+        )
+    if "benchmark" in r:
+        b = r["benchmark"]
+        first = b["configs"][0]
+        key = (first["batch"], first["threads"])
+        same = [c for c in b["configs"] if (c["batch"], c["threads"]) == key]
+        times = ", ".join(f"{c['variant']} {c['p50_ms']:.3g} ms" for c in same)
+        lines.append(f"- **Latency** (p50, batch {first['batch']}): {times}")
+        lines += [
+            f"  - {v['variant']} (batch {v['batch']}): {v['verdict']}"
+            for v in b["verdicts"]
+            if (v["batch"], v["threads"]) == key
+        ]
+    for step, result in r.items():
+        if step.startswith("export-"):
+            lines.append(f"- **{step.removeprefix('export-')}**: `{result['output']}`")
+    return lines
