@@ -132,10 +132,6 @@ class Options:
             value = _convert(hints[f.name], value, f.name)
             _check_choices(f, value)
             setattr(self, f.name, value)
-        self.check()
-
-    def check(self) -> None:
-        """Checks across fields or of allowed values; raise OptionsError. None by default."""
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | T, where: str = "") -> T:

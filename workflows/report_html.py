@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from workflows import __version__, present
-from workflows.present import Table, size
+from workflows.present import Table
 from workflows.resources import resource
 
 
@@ -57,16 +57,8 @@ def _quantize_section(q: dict[str, Any]) -> str:
     parts.append(f"<p>Accuracy gate: top-1 drop ≤ {q['options']['max_accuracy_drop']} points.</p>")
     parts.append(_table(present.quantize_variants(q)))
     parts.append(_table(present.accuracy(q)))
+    parts += [f"<p>{html.escape(line)}</p>" for line in present.fallback_lines(q)]
     for v in q["variants"]:
-        cost = (v.get("fallback") or {}).get("cost")
-        if cost:
-            b, a = cost["before"], cost["after"]
-            parts.append(
-                f"<p>{html.escape(v['name'])}: the accuracy fallback kept "
-                f"{len(v['excluded_nodes'])} node(s) in float "
-                f"({html.escape(', '.join(v['excluded_nodes']))}); size {size(b['size_bytes'])} → "
-                f"{size(a['size_bytes'])}, batch-1 p50 {b['p50_ms']:.3f} → {a['p50_ms']:.3f} ms.</p>"
-            )
         if v.get("warning"):
             parts.append(
                 f'<p class="note">{html.escape(v["name"])}: {html.escape(v["warning"])}</p>'
