@@ -174,8 +174,12 @@ class MainWindow(QMainWindow):
         label: str,
         on_error: Callable[[str], None] | None = None,
         on_data: Callable[[dict], None] | None = None,
+        on_unsafe: Callable[[str], None] | None = None,
     ) -> None:
-        """Run an engine step off the GUI thread; progress in the status bar; one at a time."""
+        """Run an engine step off the GUI thread; progress in the status bar; one at a time.
+
+        `on_unsafe(message)` is called when loading the model would run code stored in the file
+        (the page then asks the user); without it, that is reported as an error."""
         if self.busy:
             self.show_error("Another step is running; wait for it or cancel it first.")
             return
@@ -201,6 +205,16 @@ class MainWindow(QMainWindow):
                     on_error(message) if on_error else None,
                     self.show_error(message, details),
                 ),
+            )
+        )
+        worker.refused_unsafe.connect(
+            lambda message: self._finished(
+                step,
+                False,
+                f"{label}: the file would run code; not loaded.",
+                (lambda: on_unsafe(message))
+                if on_unsafe
+                else lambda: (on_error(message) if on_error else None, self.show_error(message)),
             )
         )
         worker.cancelled.connect(lambda: self._finished(step, False, f"{label}: cancelled.", None))

@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from workflows.errors import DockyardError, StepCancelled
+from workflows.errors import DockyardError, StepCancelled, UnsafeModelError
 from workflows.progress import Progress
 from workflows.runner import StepFailed, StepProcess, run_inline
 
@@ -26,6 +26,9 @@ class StepWorker(QThread):
         object
     )  # the result dict; `object` passes it by reference (no QVariant copy)
     failed = Signal(str, str)  # message, details
+    # Loading the model would run code stored in the file (UnsafeModelError): a question for the
+    # user, not an error; the message names the file and what would run.
+    refused_unsafe = Signal(str)
     cancelled = Signal()
     data = Signal(object)  # partial results the step publishes (live benchmark latencies)
 
@@ -64,6 +67,8 @@ class StepWorker(QThread):
                 result = self._process.wait()
         except StepCancelled:
             self.cancelled.emit()
+        except UnsafeModelError as exc:
+            self.refused_unsafe.emit(str(exc))
         except StepFailed as exc:
             self.failed.emit(str(exc), exc.details)
         except DockyardError as exc:

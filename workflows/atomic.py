@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from workflows.errors import OutputExistsError
+
 PARTIAL_MARK = ".dockyard-partial-"
 
 
@@ -20,16 +22,64 @@ def _partial_prefix(target: Path, pid: int | None = None) -> str:
     return f".{target.name}{PARTIAL_MARK}{pid or os.getpid()}-"
 
 
+# Every folder written by atomic_dir carries this file: a folder that does not is the user's, and
+# is never replaced (an export to `-o ~/Documents` must not delete the documents).
+OWNER_MARK = ".dockyard-output"
+
+
+def check_replaceable(target: Path) -> None:
+    """Raise OutputExistsError unless `target` is absent, an empty folder or a Dockyard output."""
+    target = Path(target)
+    if not target.exists() and not target.is_symlink():
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise OutputExistsError(
+            f"{target}: exists and is not a folder Dockyard made; choose another output folder"
+        )
+    entries = sorted(p.name for p in target.iterdir())
+    if entries and OWNER_MARK not in entries and not _made_before_the_mark(target):
+        shown = ", ".join(entries[:3]) + (" …" if len(entries) > 3 else "")
+        raise OutputExistsError(
+            f"{target}: this folder exists and was not written by Dockyard (it holds {shown}). "
+            "Dockyard replaces only folders it made: choose another output folder, or empty "
+            "this one first."
+        )
+
+
+def _made_before_the_mark(folder: Path) -> bool:
+    """An output of an earlier Dockyard (before OWNER_MARK): an export's manifest.json or a
+    quantize folder's report.json, as Dockyard writes them."""
+    import json
+
+    for name, key, value in (("manifest.json", "dockyard_version", None),
+                             ("report.json", "step", "quantize")):  # fmt: skip
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and key in data and value in (None, data[key]):
+            return True
+    return False
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temp folder; on success it replaces `target`, on any exception it is removed."""
+    """Yield a temp folder; on success it replaces `target`, on any exception it is removed.
+
+    `target` may be replaced only when it is a folder Dockyard wrote (or empty): checked before
+    any work starts and again just before the swap."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; choose another output or allow overwrite")
+    check_replaceable(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(target), dir=target.parent))
     try:
         yield tmp
+        (tmp / OWNER_MARK).write_text(
+            "Written by Dockyard. Running the step again replaces this whole folder.\n"
+        )
+        check_replaceable(target)
         _replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

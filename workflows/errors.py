@@ -50,3 +50,7 @@ class OptionsError(MissingInputError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+class OutputExistsError(DockyardError):
+    """The output path holds something Dockyard did not make; it is never replaced."""

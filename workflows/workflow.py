@@ -38,7 +38,8 @@ class Workflow:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": VERSION,
-            "model": to_dict(self.model),
+            # Only the person running a workflow may allow unsafe loading (run --allow-unsafe).
+            "model": {k: v for k, v in to_dict(self.model).items() if k != "allow_unsafe"},
             "output": self.output,
             "steps": [{"step": s.name, "options": s.options} for s in self.steps],
         }
@@ -82,6 +83,12 @@ class Workflow:
             model = from_dict(LoadOptions, data["model"], "model")
         except OptionsError as exc:
             raise DataError(f"{where}: {exc}") from None
+        if model.allow_unsafe:
+            raise DataError(
+                f"{where}: model.allow_unsafe is set. A workflow file cannot grant itself the "
+                "right to run code stored in a model file; if you trust the model, remove that "
+                "line and run the workflow with `dockyard-cli run --allow-unsafe`."
+            )
         known = catalogue.workflow_steps()
         steps = []
         for i, raw in enumerate(data["steps"], 1):

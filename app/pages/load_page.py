@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
@@ -13,6 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
 )
@@ -110,13 +112,18 @@ class LoadPage(Page):
             input_shapes={k: list(v) for k, v in shapes.items()},
         )
 
-    def load(self, path: str) -> None:
-        """Inspect `path` in the engine; on success the session holds it and Inspect opens."""
+    def load(self, path: str, allow_unsafe: bool = False) -> None:
+        """Inspect `path` in the engine; on success the session holds it and Inspect opens.
+
+        A file whose loading would run code stored in it is loaded only if the user says so
+        (`ask_trust`); the permission holds for this model in this session, never in a saved
+        workflow."""
         try:
             options = self.options_for(path)
         except Exception as exc:  # a shape the user typed wrong
             self.window_.show_error(str(exc))
             return
+        options.allow_unsafe = allow_unsafe
         self.detected.setText(f"Reading {path} …")
 
         def done(result: dict) -> None:
@@ -136,6 +143,14 @@ class LoadPage(Page):
         def failed(message: str) -> None:
             self.detected.setText("Could not load that file: see the message.")
 
+        def unsafe(message: str) -> None:
+            if self.ask_trust(path, message):
+                self.load(path, allow_unsafe=True)
+            else:
+                self.detected.setText(
+                    f"<b>{Path(path).name}</b> was not loaded: it would run code stored in it."
+                )
+
         self.window_.run_step(
             "inspect",
             {"model": to_dict(options), "include_graph": True},
@@ -143,7 +158,24 @@ class LoadPage(Page):
             done,
             f"Loading {Path(path).name}",
             on_error=failed,
+            on_unsafe=unsafe,
         )
+
+    def ask_trust(self, path: str, message: str) -> bool:
+        """Ask whether to run the code stored in `path`; True only on the explicit button."""
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Run code from this file?",
+            f"Loading <b>{html.escape(Path(path).name)}</b> would run code stored in it. Do this "
+            "only for a file from someone you trust: the code can do anything you can.",
+            parent=self,
+        )
+        box.setInformativeText(message)
+        trust = box.addButton("Trust this file and run its code", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is trust
 
     def _remember(self, path: str) -> None:
         settings = QSettings()

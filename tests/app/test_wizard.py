@@ -132,7 +132,15 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     window.go_to(5)
     summary = window.page(SummaryPage)
     text = summary.text.toPlainText()
-    assert "int8-static: 76.9 KB (3.67x smaller), top-1 98.44 %" in text
+    # The summary shows what was measured. INT8 top-1 depends on the CPU's INT8 kernels (98.44 %
+    # on an AVX-512 VNNI Xeon, 98.89 % on an AVX2-only EPYC): asserted within the 1-point gate.
+    int8 = window.session.results["quantize"]["variants"][0]
+    top1 = int8["accuracy"]["top1"]
+    assert (
+        f"int8-static: 76.9 KB ({int8['size_ratio']:.2f}x smaller), top-1 {100 * top1:.2f} %"
+        in text
+    )
+    assert abs(top1 - 0.9844) <= 0.01 and int8["size_ratio"] >= 3.5
     fp32 = next(c for c in window.session.results["benchmark"]["configs"] if c["variant"] == "fp32")
     assert f"fp32 {fp32['p50_ms']:.3g} ms" in text and "INT8 is" in text
     wf_path = tmp_path / "wf.yaml"
@@ -253,3 +261,41 @@ def test_calibration_preview_follows_the_recipe(qtbot, window, tmp_path, sample_
     convert.preprocess.std.setText("0")
     qtbot.waitUntil(lambda: "must not be 0" in convert.preview.summary.text(), timeout=30_000)
     assert window.session.preprocess["std"] == [0.5]  # the last good recipe is what steps use
+
+
+def test_code_in_a_model_file_runs_only_when_the_user_trusts_it(
+    qtbot, window, tmp_path, monkeypatch
+):
+    import subprocess
+    import sys
+
+    # The crafted .pt2 (its sample inputs a pickle that writes a marker) is made in a child
+    # process: torch stays out of the GUI test process.
+    make = (
+        "import sys; from pathlib import Path; "
+        "from tests.workflows.test_bad_inputs import _malicious_pt2; "
+        "_malicious_pt2(Path(sys.argv[1]), Path(sys.argv[2]))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [sys.executable, "-c", make, str(tmp_path), str(root / "resources" / "sample")],
+        cwd=root,
+        check=True,
+        timeout=300,
+    )
+    path, marker = tmp_path / "evil.pt2", tmp_path / "pt2_code_ran.txt"
+    load = window.page(LoadPage)
+    asked: list[tuple[str, str]] = []
+    monkeypatch.setattr(load, "ask_trust", lambda p, m: asked.append((p, m)) is not None)
+    with qtbot.waitSignal(window.step_finished, timeout=TIMEOUT) as blocker:
+        load.load(str(path))
+    assert blocker.args == ["inspect", False]
+    assert asked[0][0] == str(path) and "sample_inputs/model.pt" in asked[0][1]
+    assert not marker.exists(), "the payload ran without the user's permission"
+    assert window.session.model is None and "not loaded" in load.detected.text()
+
+    monkeypatch.setattr(load, "ask_trust", lambda p, m: True)  # "Trust this file and run its code"
+    with qtbot.waitSignal(window.step_finished, timeout=TIMEOUT, check_params_cb=lambda s, ok: ok):
+        load.load(str(path))
+    assert marker.read_text() == "pwned" and window.session.model.allow_unsafe
+    assert "allow_unsafe" not in str(window.session.workflow().to_dict())  # never saved

@@ -215,3 +215,52 @@ def test_cli_unknown_op_validate_fails_with_one_line(tmp_path):
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "FancyActivation" in r.stderr and "Traceback" not in r.stderr
+
+
+def _malicious_pt2(folder: Path, sample_dir: Path) -> tuple[Path, Path]:
+    """The sample .pt2 with its sample inputs replaced by a pickle that writes a marker file."""
+    import io
+    import zipfile
+
+    import torch
+
+    marker = folder / "pt2_code_ran.txt"
+    payload = io.BytesIO()
+    torch.save((_RunsCode(marker),), payload)
+    path = folder / "evil.pt2"
+    with (
+        zipfile.ZipFile(sample_dir / "digits_cnn.pt2") as src,
+        zipfile.ZipFile(path, "w") as dst,
+    ):
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("data/sample_inputs/model.pt"):
+                data = payload.getvalue()
+            dst.writestr(item, data)
+    return path, marker
+
+
+def test_pt2_whose_sample_inputs_run_code_is_refused_and_did_not_run(tmp_path, sample_dir):
+    path, marker = _malicious_pt2(tmp_path, sample_dir)
+    with pytest.raises(UnsafeModelError, match=r"sample_inputs/model\.pt.*--allow-unsafe"):
+        load_model(path)
+    assert not marker.exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "workflows.cli", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 1 and "would run code stored in it" in r.stderr
+    assert not marker.exists()
+
+
+def test_the_pt2_payload_is_real_and_the_opt_in_lets_it_run(tmp_path, sample_dir):
+    path, marker = _malicious_pt2(tmp_path, sample_dir)
+    load_model(path, allow_unsafe=True)  # torch.export.load falls back to the unsafe unpickler
+    assert marker.read_text() == "pwned"
+
+
+def test_benign_pt2_opens_without_a_prompt(sample_dir):
+    model = load_model(sample_dir / "digits_cnn.pt2")
+    assert model.format == "exported_program" and model.parameters == 71_754

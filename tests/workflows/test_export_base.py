@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from tests.workflows import model_factory as mf
 from workflows.exporters.base import copy_onnx, onnx_files
@@ -39,3 +40,45 @@ def test_docker_export_serves_a_model_with_external_data(tmp_path):
     assert r["smoke_test"]["passed"] and r["smoke_test"]["max_abs_error"] <= 1e-5
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["target"] == "docker" and manifest["steps"][-1]["step"] == "export"
+
+
+def test_a_folder_dockyard_did_not_make_is_never_replaced(tmp_path):
+    from workflows.errors import OutputExistsError
+
+    path = mf.save_onnx(tmp_path)
+    theirs = tmp_path / "documents"
+    theirs.mkdir()
+    (theirs / "thesis.txt").write_text("four years of work")
+    with pytest.raises(OutputExistsError, match=r"documents: .*not written by Dockyard.*thesis"):
+        export_docker(DockerExportOptions(model={"path": str(path)}, output=str(theirs)))
+    assert [p.name for p in theirs.iterdir()] == ["thesis.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["documents", "tiny.onnx"]  # no leftovers
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(OutputExistsError, match="not a folder Dockyard made"):
+        export_docker(DockerExportOptions(model={"path": str(path)}, output=str(a_file)))
+    assert a_file.read_text() == "mine"
+
+
+def test_a_dockyard_output_is_replaced_and_an_empty_folder_used(tmp_path):
+    path = mf.save_onnx(tmp_path)
+    out = tmp_path / "ctx"
+    out.mkdir()  # empty: fine
+    first = export_docker(DockerExportOptions(model={"path": str(path)}, output=str(out)))
+    assert ".dockyard-output" in first["files"]
+    (out / "stale.txt").write_text("left from an earlier run")  # inside Dockyard's own folder
+    export_docker(DockerExportOptions(model={"path": str(path)}, output=str(out)))
+    assert not (out / "stale.txt").exists() and (out / "Dockerfile").is_file()
+
+
+def test_an_output_of_an_earlier_dockyard_is_recognised(tmp_path):
+    from workflows.atomic import check_replaceable
+    from workflows.errors import OutputExistsError
+
+    old = tmp_path / "export-docker"
+    old.mkdir()
+    (old / "manifest.json").write_text('{"dockyard_version": "0.1.0", "target": "docker"}')
+    check_replaceable(old)  # made by Dockyard before the ownership mark existed
+    (old / "manifest.json").write_text('{"name": "somebody else\'s manifest"}')
+    with pytest.raises(OutputExistsError):
+        check_replaceable(old)

@@ -19,6 +19,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 
+from workflows.atomic import OWNER_MARK
 from workflows.errors import ExportError
 from workflows.exporters.common import free_port
 from workflows.exporters.docker import DockerExportOptions, export_docker
@@ -311,6 +312,7 @@ def test_failed_smoke_test_leaves_nothing(tmp_path, sample_dir, monkeypatch):
     out = tmp_path / "ctx"
     out.mkdir()
     (out / "keep.txt").write_text("an earlier good export")
+    (out / OWNER_MARK).write_text("")  # an earlier export of Dockyard's, which it may replace
     monkeypatch.setattr(docker_mod, "smoke_test", broken)
     with pytest.raises(ExportError, match="simulated"):
         export_docker(

@@ -63,7 +63,10 @@ def test_predict_image_through_original_and_variants(sample_dir, variants, tmp_p
         assert len(top) == 3 and top[0]["label"] == expected
         assert sum(t["probability"] for t in top) <= 1.0 + 1e-6
     assert r["results"][1]["max_abs_diff_vs_first"] < 1e-4  # fp32 ONNX vs the PyTorch original
-    assert r["results"][3]["max_abs_diff_vs_first"] < 1.0
+    # INT8 logits vs the original's depend on the CPU's INT8 kernels: measured max |diff| on this
+    # input ~0.2 on an Intel Xeon with AVX-512 VNNI and 1.62 on an AMD EPYC with AVX2 only (the
+    # top-1 label, asserted above, is the same on both). The bound leaves room above the worst.
+    assert r["results"][3]["max_abs_diff_vs_first"] < 2.5
 
 
 def test_tensor_summary_for_non_classifiers():

@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from workflows.atomic import OWNER_MARK
 from workflows.errors import FormatError, StepCancelled, StepCrashed
 from workflows.runner import StepFailed, StepProcess, run_inline, run_step
 
@@ -70,6 +71,7 @@ def test_cancel_kills_within_a_second_and_cleans_up(tmp_path):
     target = tmp_path / "export"
     target.mkdir()
     (target / "good.txt").write_text("a good earlier result")
+    (target / OWNER_MARK).write_text("")  # Dockyard's own earlier output, replaceable
     pid_file = tmp_path / "grandchild.pid"
     proc, waiter, outcome = _start_and_wait_for_progress(
         {"output": str(target), "grandchild_pid_file": str(pid_file)}

@@ -210,3 +210,27 @@ def test_version_1_files_from_the_app_still_load_and_plan(sample_dir, tmp_path):
     assert planned["export-tflite"][1] == root / "export-tflite"
     for name, options, _ in plan(wf):  # every planned step builds its options
         from_dict(catalogue.spec(name).options_class(), options)
+
+
+def test_a_workflow_file_cannot_grant_unsafe_loading(sample_dir, tmp_path):
+    data = {"model": {"path": str(sample_dir / "digits_cnn.pt2"), "allow_unsafe": True},
+            "steps": [{"step": "convert"}]}  # fmt: skip
+    with pytest.raises(DataError, match=r"cannot grant itself.*run --allow-unsafe"):
+        Workflow.from_dict(data)
+    wf = _wf(sample_dir, tmp_path / "run")
+    wf.model.allow_unsafe = True  # granted at the keyboard for this run: never saved
+    wf.save(tmp_path / "wf.yaml")
+    assert "allow_unsafe" not in (tmp_path / "wf.yaml").read_text()
+    assert Workflow.load(tmp_path / "wf.yaml").model.allow_unsafe is False
+
+
+def test_run_allow_unsafe_is_the_users_flag(tmp_path):
+    from workflows.cli import build_parser
+
+    for argv, granted in (
+        (["run", "wf.yaml"], False),
+        (["run", "wf.yaml", "--allow-unsafe"], True),
+    ):
+        args = build_parser().parse_args(argv)
+        step, options, _ = args.command_options(args)
+        assert step == "run" and options["allow_unsafe"] is granted

@@ -71,6 +71,7 @@ def _run_workflow(options: dict[str, Any], quiet: bool) -> dict[str, Any]:
     wf = Workflow.load(Path(options["workflow"]))
     if options.get("output"):
         wf.output = options["output"]
+    wf.model.allow_unsafe = bool(options.get("allow_unsafe"))  # the person running it decides
     with _progress_bar(quiet) as bar:
         tasks: dict[int, Any] = {}
 

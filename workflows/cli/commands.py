@@ -233,10 +233,16 @@ def _report(sub: Any) -> None:
 
 
 def _run(sub: Any) -> None:
+    def build(a: argparse.Namespace) -> Built:
+        options = {"workflow": a.workflow, "output": a.output, "allow_unsafe": a.allow_unsafe}
+        return "run", options, []
+
     p = _command(sub, "run", "run a workflow file (YAML/JSON) saved by the app or written by hand",
-                 lambda a: ("run", {"workflow": a.workflow, "output": a.output}, []), render.run)  # fmt: skip
+                 build, render.run)  # fmt: skip
     p.add_argument("workflow")
     p.add_argument("-o", "--output", help="run folder (overrides the workflow's output)")
+    add(p, LoadOptions, "allow_unsafe", help="let the workflow's model run code stored in it "
+        "(trusted files only; a workflow file cannot grant this itself)")  # fmt: skip
     _json(p)
 
 

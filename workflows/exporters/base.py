@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from workflows.atomic import atomic_dir, scratch_dir
+from workflows.atomic import atomic_dir, check_replaceable, scratch_dir
 from workflows.errors import ExportError
 from workflows.exporters.common import export_step, safe_name, write_manifest
 from workflows.model import Model
@@ -120,6 +120,7 @@ class Exporter:
         if not opts.output:
             raise ExportError(f"export {cls.target}: give an output folder (-o DIR)")
         out_path = Path(opts.output)
+        check_replaceable(out_path)  # before any work: a user's folder is never replaced
         progress.update(0.02, f"Loading {opts.model.path}")
         model = opts.model.load()
         cls.check(opts, model)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workflows.atomic import atomic_dir, scratch_dir
+from workflows.atomic import atomic_dir, check_replaceable, scratch_dir
 from workflows.data import Dataset, Preprocess, load_dataset, read_labels
 from workflows.errors import DataError
 from workflows.formats import onnx_format
@@ -318,5 +318,6 @@ def run(options: QuantizeOptions | dict[str, Any], progress: Progress) -> dict[s
     opts = from_dict(QuantizeOptions, options)
     if not opts.output:
         raise DataError("quantize: give an output folder (-o DIR)")
+    check_replaceable(Path(opts.output))  # before any work: a user's folder is never replaced
     progress.update(0.01, f"Loading {opts.model.path}")
     return quantize_model(opts.model.load(), opts, progress)
