@@ -320,3 +320,23 @@ def test_failed_smoke_test_leaves_nothing(tmp_path, sample_dir, monkeypatch):
         )
     assert (out / "keep.txt").read_text() == "an earlier good export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ctx"]
+
+
+def test_safe_defaults_outside_docker_and_a_stop_within_docker_stop(exported):
+    """`python -m server` on a laptop listens on loopback only; the image listens everywhere;
+    the graceful shutdown ends before `docker stop` (10 s) would kill the server."""
+    folder = exported[0]
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "GRACEFUL_TIMEOUT")}
+    code = "from server.settings import Settings; s = Settings.from_env(); print(s.host, s.graceful_timeout)"
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=folder,
+        env={**env, "PYTHONPATH": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    host, grace = r.stdout.split()
+    assert host == "127.0.0.1" and int(grace) < 10, r.stderr
+    dockerfile = (folder / "Dockerfile").read_text()
+    assert "HOST=0.0.0.0" in dockerfile and "GRACEFUL_TIMEOUT=8" in dockerfile

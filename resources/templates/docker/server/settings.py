@@ -33,13 +33,16 @@ class Settings:
         default_dir = Path(__file__).resolve().parents[1] / "model"
         return cls(
             model_dir=Path(os.environ.get("MODEL_DIR", str(default_dir))),
-            host=os.environ.get("HOST", "0.0.0.0"),
+            # Loopback unless told otherwise: `python -m server` on a laptop (auth off by default)
+            # must not serve the network; the Dockerfile sets HOST=0.0.0.0 inside the container.
+            host=os.environ.get("HOST", "127.0.0.1"),
             port=_int("PORT", 8080),
             workers=_int("WORKERS", 1),
             threads=_int("THREADS", 0),
             concurrency=_int("CONCURRENCY", 4),
             max_body_bytes=_int("MAX_BODY_BYTES", 16 * 2**20),
             api_key=os.environ.get("API_KEY") or None,
-            graceful_timeout=_int("GRACEFUL_TIMEOUT", 20),
+            # Under `docker stop`'s 10 s, after which Docker kills the server mid-request.
+            graceful_timeout=_int("GRACEFUL_TIMEOUT", 8),
             log_level=os.environ.get("LOG_LEVEL", "info"),
         )
