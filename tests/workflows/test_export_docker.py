@@ -240,6 +240,44 @@ def test_client_mistakes_get_4xx(server, case):
     assert got == status and message in answer["error"]
 
 
+def _v2(data: str, extra: str = "", shape: str = "[1, 1, 8, 8]") -> bytes:
+    tensor = f'{{"name": "x", "shape": {shape}, "datatype": "FP32", "data": {data}}}'
+    return f'{{"inputs": [{tensor}]{extra}}}'.encode()
+
+
+ZEROS = "[" + ", ".join(["0.0"] * 64) + "]"
+# Malformed requests that used to end in a 500 (issue 12): each now gets a 4xx that says why.
+MALFORMED = {
+    "NaN in data": (_v2("[NaN" + ", 0.0" * 63 + "]"), 400, "NaN is not a JSON number"),
+    "Infinity in id": (_v2(ZEROS, ', "id": Infinity'), 400, "Infinity is not a JSON number"),
+    "1e999 in data": (_v2("[1e999" + ", 0.0" * 63 + "]"), 400, "out of range"),
+    "a 400-digit integer": (_v2("[" + "9" * 400 + ", 0" * 63 + "]"), 400, "too large"),
+    "deep nesting": (b"[" * 20_000 + b"]" * 20_000, 400, "nested too deeply"),
+    "shape overflowing int64": (_v2(ZEROS, shape="[1099511627776, 1099511627776]"), 400, "needs"),
+    "outputs not a list": (_v2(ZEROS, ', "outputs": 5'), 400, '"outputs" must be a list'),
+    "batch over MAX_BATCH": (
+        _v2("[" + ", ".join(["0"] * 64 * 65) + "]", shape="[65, 1, 8, 8]"),
+        413,
+        "exceeds this server's limit of 64 (MAX_BATCH)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_requests_get_4xx_not_500(server, case):
+    raw, status, message = MALFORMED[case]
+    got, answer = server.call("POST", "/v2/models/digits-cnn/infer", raw=raw, headers=AUTH)
+    assert got == status, answer
+    assert message in answer["error"]
+
+
+def test_a_non_ascii_api_key_header_is_a_wrong_key(server):
+    status, answer = server.call("GET", "/v2/models/digits-cnn", headers={"X-API-Key": "clé\xff"})
+    assert status == 401 and "API key" in answer["error"]
+    # and the server is still fine afterwards
+    assert server.call("GET", "/v2/models/digits-cnn", headers=AUTH)[0] == 200
+
+
 def test_other_bad_requests(server):
     assert server.call("POST", "/v2/models/nope/infer", {"inputs": []}, headers=AUTH)[0] == 404
     status, answer = server.call(
@@ -281,7 +319,7 @@ def test_burst_of_50_concurrent_clients(server, sample_dir):
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(exported):
-    s = Server(exported[0])
+    s = Server(exported[0], MAX_BATCH="4000")  # one slow request: a batch over the default limit
     body = {"instances": np.zeros((4000, 1, 8, 8)).tolist()}
     results = {}
 

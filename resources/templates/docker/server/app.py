@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import math
 import time
 from typing import Any
 
@@ -62,9 +63,30 @@ async def read_json(request: Request, limit: int) -> Any:
                 f"request body exceeds the limit of {limit} bytes (MAX_BODY_BYTES)", 413
             )
     try:
-        return json.loads(body)
-    except ValueError as exc:
+        return json.loads(body, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
+    except RecursionError:
+        raise RequestError("request body is nested too deeply") from None
+    except ValueError as exc:  # json.JSONDecodeError and the refusals below
         raise RequestError(f"request body is not valid JSON: {exc}") from exc
+
+
+# Strict JSON (RFC 8259): no NaN/Infinity, no number that overflows a float, no integer longer
+# than a 64-bit one; each would otherwise reach numpy or the response and end in a 500.
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range for a number")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:
+        raise ValueError(f"the integer {text[:20]}… is too large")
+    return int(text)
 
 
 class Guard:
@@ -96,7 +118,10 @@ class Guard:
         try:
             key = self.settings.api_key
             if key and not scope["path"].startswith("/v2/health"):
-                headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+                # latin-1 decodes any byte: a non-ASCII header is a wrong key (401), not a 500.
+                headers = {
+                    k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+                }
                 sent = headers.get("x-api-key") or headers.get("authorization", "")
                 sent = sent.removeprefix("Bearer ").strip()
                 if not hmac.compare_digest(sent.encode(), key.encode()):
@@ -117,7 +142,7 @@ class Guard:
 def create_app(settings: Settings | None = None) -> Any:
     """The served app (a Starlette app wrapped in the Guard middleware)."""
     settings = settings or Settings.from_env()
-    model = ServedModel(settings.model_dir, settings.threads)
+    model = ServedModel(settings.model_dir, settings.threads, settings.max_batch)
     metrics = Metrics()
     limiter = anyio.CapacityLimiter(max(1, settings.concurrency))
     state = {"ready": False}
@@ -175,7 +200,12 @@ def create_app(settings: Settings | None = None) -> Any:
             feeds[item["name"]] = model.tensor(
                 item["name"], item["data"], item.get("shape"), item.get("datatype")
             )
-        wanted = [o["name"] for o in body.get("outputs", []) if isinstance(o, dict) and "name" in o]
+        requested = body.get("outputs", [])
+        if not isinstance(requested, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+        ):
+            raise RequestError('"outputs" must be a list of {"name": ...} objects')
+        wanted = [o["name"] for o in requested]
         results = await run_model(feeds, wanted or None)
         outputs = [
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ def _info(arg: Any) -> TensorInfo:
 class ServedModel:
     """One ONNX model loaded from model_dir (model.onnx + config.json)."""
 
-    def __init__(self, model_dir: Path, threads: int = 0) -> None:
+    def __init__(self, model_dir: Path, threads: int = 0, max_batch: int = 64) -> None:
+        self.max_batch = max_batch
         config_path = model_dir / "config.json"
         self.config = json.loads(config_path.read_text()) if config_path.exists() else {}
         self.name: str = self.config.get("name", "model")
@@ -119,6 +121,12 @@ class ServedModel:
                 f"input {name!r} has shape {list(array.shape)} but the model expects "
                 f"{expected} (-1 = any size)"
             )
+        if array.ndim and info.shape and info.shape[0] is None and array.shape[0] > self.max_batch:
+            raise RequestError(
+                f"input {name!r}: a batch of {array.shape[0]} exceeds this server's limit of "
+                f"{self.max_batch} (MAX_BATCH); split the request",
+                413,
+            )
         return array
 
     def tensor(
@@ -136,17 +144,17 @@ class ServedModel:
             )
         try:
             array = np.asarray(data, dtype=info.dtype)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise RequestError(
                 f"input {name!r}: data is not a list of {expected_v2} numbers ({exc})"
             ) from exc
         if shape is not None:
             if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
                 raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
-            if int(np.prod(shape)) != array.size:
+            needed = math.prod(shape)  # Python ints: np.prod wraps around at 2**63
+            if needed != array.size:
                 raise RequestError(
-                    f"input {name!r}: shape {shape} needs {int(np.prod(shape))} values "
-                    f"but data has {array.size}"
+                    f"input {name!r}: shape {shape} needs {needed} values but data has {array.size}"
                 )
             array = array.reshape(shape)
         return self.check(name, array)

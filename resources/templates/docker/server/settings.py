@@ -24,6 +24,7 @@ class Settings:
     threads: int
     concurrency: int
     max_body_bytes: int
+    max_batch: int
     api_key: str | None
     graceful_timeout: int
     log_level: str
@@ -41,6 +42,9 @@ class Settings:
             threads=_int("THREADS", 0),
             concurrency=_int("CONCURRENCY", 4),
             max_body_bytes=_int("MAX_BODY_BYTES", 16 * 2**20),
+            # Largest first dimension per request: bounds ONNX Runtime's memory per call (a
+            # 12 MB body of zeros is a batch of 100,000 digits, several GiB of activations).
+            max_batch=_int("MAX_BATCH", 64),
             api_key=os.environ.get("API_KEY") or None,
             # Under `docker stop`'s 10 s, after which Docker kills the server mid-request.
             graceful_timeout=_int("GRACEFUL_TIMEOUT", 8),
