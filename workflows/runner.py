@@ -8,6 +8,7 @@ application down. A killed child's half-written outputs are removed (see `workfl
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import multiprocessing as mp
 import os
@@ -46,11 +47,29 @@ def resolve(step: str) -> Callable[[Any, Progress], dict[str, Any]]:
 NESTED_ENV = "DOCKYARD_RUNNER_CHILD"
 
 
-def _child_main(step: str, options: Any, conn: Any) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Kill this step's process group as soon as the process that started it is gone.
+
+    A parent killed with SIGKILL (the CLI, the app) cannot cancel its step; without this the
+    step would run on and could replace its output seconds later. Polling getppid is portable
+    across POSIX systems (PR_SET_PDEATHSIG is Linux-only and reaches this process alone, not the
+    servers and nested steps in its group)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="dockyard-parent-watch", daemon=True).start()
+
+
+def _child_main(step: str, options: Any, conn: Any, parent: int | None = None) -> None:
     if hasattr(os, "setsid") and not os.environ.get(NESTED_ENV):
         # Own process group: a cancel kills whatever the step spawned, including nested steps
         # (which stay in this group so that one kill reaches them all).
         os.setsid()
+        if parent is not None:
+            _die_with_parent(parent)
     os.environ[NESTED_ENV] = "1"
     os.dup2(2, 1)  # libraries that print must not pollute the parent's stdout (it may carry JSON)
     last = [0.0]
@@ -70,17 +89,20 @@ def _child_main(step: str, options: Any, conn: Any) -> None:
         result = resolve(step)(options, Progress(send_progress, send_data))
         conn.send({"type": "result", "value": jsonable(result)})
     except BaseException as exc:  # everything goes back to the parent as an error event
-        conn.send(
-            {
-                "type": "error",
-                "error_type": type(exc).__name__,
-                "message": str(exc) or type(exc).__name__,
-                "expected": isinstance(exc, errors.DockyardError),
-                "details": traceback.format_exc(),
-            }
-        )
+        with contextlib.suppress(OSError):  # BrokenPipeError: the parent is gone
+            conn.send(
+                {
+                    "type": "error",
+                    "error_type": type(exc).__name__,
+                    "message": str(exc) or type(exc).__name__,
+                    "expected": isinstance(exc, errors.DockyardError),
+                    "details": traceback.format_exc(),
+                }
+            )
     finally:
         conn.close()
+        if parent is not None and os.getppid() != parent and hasattr(os, "killpg"):
+            os.killpg(0, signal.SIGKILL)  # orphaned: take what this step started along
 
 
 def _describe_exit(code: int | None) -> str:
@@ -136,7 +158,9 @@ class StepProcess:
         self._recv, send = ctx.Pipe(duplex=False)
         # Not a daemon: a step may start nested steps (the benchmark times each variant in its own
         # process), which daemons may not. Stragglers are killed at exit by _kill_live instead.
-        self.process = ctx.Process(target=_child_main, args=(step, options, send), daemon=False)
+        self.process = ctx.Process(
+            target=_child_main, args=(step, options, send, os.getpid()), daemon=False
+        )
         self.process.start()
         send.close()
         _LIVE.add(self)
@@ -151,16 +175,14 @@ class StepProcess:
         self._kill()
 
     def _kill(self) -> None:
-        if self.process.exitcode is not None:
-            return
-        try:
-            if hasattr(os, "killpg") and self.pid:
+        # The whole group, even when the step's own process has already died (killed by the
+        # OOM killer, say): what it started (a smoke-test server, TorchServe) must not outlive it.
+        if hasattr(os, "killpg") and self.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
-            else:
-                self.process.kill()
-        except (ProcessLookupError, PermissionError):
+        if self.process.exitcode is None:
             self.process.kill()
-        self.process.join(timeout=2)
+            self.process.join(timeout=2)
 
     def _cleanup(self) -> None:
         if self.pid is None:

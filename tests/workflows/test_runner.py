@@ -115,3 +115,56 @@ def test_finished_child_is_reaped():
     proc.wait(timeout=60)
     assert proc.process.exitcode == 0
     assert not psutil.pid_exists(proc.pid)
+
+
+# A parent that starts a long step (which itself starts a grandchild), prints their pids, waits.
+PARENT = """
+import sys, time
+from pathlib import Path
+from workflows.runner import StepProcess
+
+out, pid_file = Path(sys.argv[1]), Path(sys.argv[2])
+proc = StepProcess("tests.workflows.runner_steps:long_running",
+                   {"output": str(out), "grandchild_pid_file": str(pid_file)},
+                   lambda f, m: None, outputs=[out])
+print(proc.pid, flush=True)
+proc.wait()
+"""
+
+
+def test_a_step_dies_with_its_killed_parent_and_writes_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "good.txt").write_text("a good earlier result")
+    (target / OWNER_MARK).write_text("")
+    pid_file = tmp_path / "grandchild.pid"
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(target), str(pid_file)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)  # the CLI or the app killed: no cancel, no clean-up
+    parent.wait()
+    killed = time.monotonic()
+
+    def gone(pid: int) -> bool:
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+    while not (gone(child) and gone(grandchild)) and time.monotonic() - killed < 5:
+        time.sleep(0.05)
+    assert gone(child) and gone(grandchild), "orphaned step processes"
+    assert time.monotonic() - killed < 2.0
+    time.sleep(0.5)
+    assert (target / "good.txt").read_text() == "a good earlier result"
