@@ -18,6 +18,20 @@ from workflows.errors import OutputExistsError
 PARTIAL_MARK = ".dockyard-partial-"
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux), since
+    setting it to read it races with other threads."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _partial_prefix(target: Path, pid: int | None = None) -> str:
     return f".{target.name}{PARTIAL_MARK}{pid or os.getpid()}-"
 
@@ -74,6 +88,7 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
     check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(target), dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a handoff from its receiver
     try:
         yield tmp
         (tmp / OWNER_MARK).write_text(
@@ -94,6 +109,7 @@ def atomic_file(target: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=_partial_prefix(target), dir=target.parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would create it, not mkstemp's 0600
     try:
         yield tmp
         os.replace(tmp, target)

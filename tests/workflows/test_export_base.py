@@ -82,3 +82,21 @@ def test_an_output_of_an_earlier_dockyard_is_recognised(tmp_path):
     (old / "manifest.json").write_text('{"name": "somebody else\'s manifest"}')
     with pytest.raises(OutputExistsError):
         check_replaceable(old)
+
+
+def test_outputs_follow_the_umask_for_a_handoff(tmp_path):
+    import os
+    import stat
+
+    from workflows.atomic import atomic_dir, atomic_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "bundle") as out:
+            (out / "model.onnx").write_bytes(b"x")
+        with atomic_file(tmp_path / "model.onnx") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "bundle").stat().st_mode) == 0o755  # not mkdtemp's 0700
+    assert stat.S_IMODE((tmp_path / "model.onnx").stat().st_mode) == 0o644  # not mkstemp's 0600

@@ -62,12 +62,42 @@ async def read_json(request: Request, limit: int) -> Any:
             raise RequestError(
                 f"request body exceeds the limit of {limit} bytes (MAX_BODY_BYTES)", 413
             )
+    # Parsing a large body takes long enough to stall every other connection (a liveness probe
+    # included): it runs in a worker thread, off the event loop.
+    return await anyio.to_thread.run_sync(_parse, bytes(body))
+
+
+def _parse(body: bytes) -> Any:
     try:
         return json.loads(body, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
     except RecursionError:
         raise RequestError("request body is nested too deeply") from None
     except ValueError as exc:  # json.JSONDecodeError and the refusals below
         raise RequestError(f"request body is not valid JSON: {exc}") from exc
+
+
+async def json_response(content: Any) -> Response:
+    """A JSON response rendered in a worker thread (a large answer would stall the loop)."""
+    body = await anyio.to_thread.run_sync(_render, content)
+    return Response(body, media_type="application/json")
+
+
+def _render(content: Any) -> bytes:
+    # As Starlette's JSONResponse renders it; numpy arrays become lists here, off the loop.
+    return json.dumps(
+        content,
+        ensure_ascii=False,
+        allow_nan=False,
+        indent=None,
+        separators=(",", ":"),
+        default=_plain,
+    ).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 # Strict JSON (RFC 8259): no NaN/Infinity, no number that overflows a float, no integer longer
@@ -193,13 +223,7 @@ def create_app(settings: Settings | None = None) -> Any:
             raise RequestError(
                 'expected a JSON object with an "inputs" list (Open Inference Protocol v2)'
             )
-        feeds = {}
-        for item in body["inputs"]:
-            if not isinstance(item, dict) or "name" not in item or "data" not in item:
-                raise RequestError('each input needs "name", "shape", "datatype" and "data"')
-            feeds[item["name"]] = model.tensor(
-                item["name"], item["data"], item.get("shape"), item.get("datatype")
-            )
+        feeds = await anyio.to_thread.run_sync(v2_feeds, body["inputs"])
         requested = body.get("outputs", [])
         if not isinstance(requested, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
@@ -212,7 +236,7 @@ def create_app(settings: Settings | None = None) -> Any:
                 "name": name,
                 "datatype": NUMPY_TO_V2.get(arr.dtype.name, "BYTES"),
                 "shape": list(arr.shape),
-                "data": arr.ravel().tolist(),
+                "data": arr.ravel(),  # made a list in the rendering thread
             }
             for name, arr in results.items()
         ]
@@ -223,7 +247,17 @@ def create_app(settings: Settings | None = None) -> Any:
         }
         if "id" in body:
             response["id"] = body["id"]
-        return JSONResponse(response)
+        return await json_response(response)
+
+    def v2_feeds(inputs: list[Any]) -> dict[str, np.ndarray]:
+        feeds = {}
+        for item in inputs:
+            if not isinstance(item, dict) or "name" not in item or "data" not in item:
+                raise RequestError('each input needs "name", "shape", "datatype" and "data"')
+            feeds[item["name"]] = model.tensor(
+                item["name"], item["data"], item.get("shape"), item.get("datatype")
+            )
+        return feeds
 
     async def predict_v1(request: Request) -> Response:
         # TF Serving's REST route is /v1/models/{name}:predict; Starlette sees "name:predict".
@@ -252,14 +286,16 @@ def create_app(settings: Settings | None = None) -> Any:
         else:
             inputs = body["inputs"]
             columns = inputs if isinstance(inputs, dict) else {names[0]: inputs}
-        feeds = {n: model.tensor(n, v, None, None) for n, v in columns.items()}
+        feeds = await anyio.to_thread.run_sync(
+            lambda: {n: model.tensor(n, v, None, None) for n, v in columns.items()}
+        )
         results = await run_model(feeds)
         if len(results) == 1:
-            predictions = next(iter(results.values())).tolist()
+            predictions: Any = next(iter(results.values()))
         else:
             batch = len(next(iter(results.values())))
-            predictions = [{k: v[i].tolist() for k, v in results.items()} for i in range(batch)]
-        return JSONResponse({"predictions": predictions})
+            predictions = [{k: v[i] for k, v in results.items()} for i in range(batch)]
+        return await json_response({"predictions": predictions})
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
