@@ -82,7 +82,7 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
 
     `target` may be replaced only when it is a folder Dockyard wrote (or empty): checked before
     any work starts and again just before the swap."""
-    target = Path(target)
+    target = Path(target).absolute()  # temp paths must not depend on the working folder
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; choose another output or allow overwrite")
     check_replaceable(target)
@@ -104,7 +104,7 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_file(target: Path) -> Iterator[Path]:
     """Yield a temp file path beside `target`; on success it is renamed onto `target`."""
-    target = Path(target)
+    target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=_partial_prefix(target), dir=target.parent)
     os.close(fd)
@@ -162,7 +162,7 @@ def remove_partials(folder: Path, pid: int) -> list[Path]:
 @contextlib.contextmanager
 def scratch_dir(beside: Path) -> Iterator[Path]:
     """A work folder beside `beside` (same disk), removed afterwards; marked for crash clean-up."""
-    beside = Path(beside)
+    beside = Path(beside).absolute()
     beside.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(beside) + "work-", dir=beside.parent))
     try:

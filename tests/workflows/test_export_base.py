@@ -100,3 +100,10 @@ def test_outputs_follow_the_umask_for_a_handoff(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "bundle").stat().st_mode) == 0o755  # not mkdtemp's 0700
     assert stat.S_IMODE((tmp_path / "model.onnx").stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
+def test_a_relative_output_folder_works(tmp_path, monkeypatch):
+    path = mf.save_onnx(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    r = export_docker(DockerExportOptions(model={"path": str(path)}, output="rel-ctx", build=False))
+    assert r["smoke_test"]["passed"] and (tmp_path / "rel-ctx" / "Dockerfile").is_file()
