@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 
 from tests.workflows import model_factory as mf
-from workflows.exporters.base import copy_onnx, onnx_files
 from workflows.exporters.docker import DockerExportOptions, export_docker
+from workflows.formats.onnx_format import copy_onnx, onnx_files
 
 
 def test_onnx_files_lists_external_data(tmp_path):
@@ -107,3 +107,18 @@ def test_a_relative_output_folder_works(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = export_docker(DockerExportOptions(model={"path": str(path)}, output="rel-ctx", build=False))
     assert r["smoke_test"]["passed"] and (tmp_path / "rel-ctx" / "Dockerfile").is_file()
+
+
+def test_quantize_keeps_an_onnx_models_external_data(tmp_path):
+    from workflows.formats import load_model
+    from workflows.steps.quantize import QuantizeOptions, quantize_model
+
+    path = mf.save_onnx_external(tmp_path)  # weights in tiny_weights.bin, not model.onnx.data
+    opts = QuantizeOptions(model={"path": str(path)}, output=str(tmp_path / "q"), modes=["fp16"])
+    r = quantize_model(load_model(path), opts)
+    assert (tmp_path / "q" / "tiny_weights.bin").is_file()
+    fp32 = tmp_path / "q" / r["float_model"]["file"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ort.InferenceSession(str(fp32)).run(None, {"x": x})[0], want)
+    assert r["float_model"]["size_bytes"] > path.stat().st_size  # the data file counted too

@@ -7,7 +7,6 @@ subclass of `Exporter` with its three hooks, plus a catalogue line.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,34 +16,6 @@ from workflows.errors import ExportError
 from workflows.exporters.common import export_step, safe_name, write_manifest
 from workflows.model import Model
 from workflows.progress import Progress, null_progress
-
-
-def onnx_files(path: Path) -> list[Path]:
-    """An ONNX model file and the external-data files it references (relative to its folder)."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
-
-    proto = onnx.load(str(path), load_external_data=False)
-    locations = {
-        ExternalDataInfo(t).location for t in _get_all_tensors(proto) if uses_external_data(t)
-    }
-    return [path, *(path.parent / loc for loc in sorted(locations))]
-
-
-def copy_onnx(source: Path, folder: Path, name: str = "model.onnx") -> list[Path]:
-    """Copy an ONNX model into `folder` as `name`, with its external data under the names the
-    model references (a renamed .onnx still finds them); returns the files written."""
-    model, *data = onnx_files(source)
-    written = [folder / name]
-    shutil.copyfile(model, written[0])
-    for f in data:
-        target = folder / f.relative_to(source.parent)
-        if not f.is_file():
-            raise ExportError(f"{source}: its external data file {f.name} is missing")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, target)
-        written.append(target)
-    return written
 
 
 def ensure_onnx(

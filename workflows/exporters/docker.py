@@ -22,9 +22,10 @@ import numpy as np
 
 from workflows import __version__
 from workflows.errors import ExportError
-from workflows.exporters.base import Exporter, copy_onnx
+from workflows.exporters.base import Exporter
 from workflows.exporters.common import free_port, v2_datatype, v2_tensor
 from workflows.formats import onnx_format
+from workflows.formats.onnx_format import copy_onnx
 from workflows.inputs import synthesize
 from workflows.options import LoadOptions, Options, from_dict, option
 from workflows.progress import Progress

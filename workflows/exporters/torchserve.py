@@ -26,8 +26,9 @@ import numpy as np
 from workflows import __version__, formats
 from workflows.data import Preprocess, read_labels
 from workflows.errors import ExportError
-from workflows.exporters.base import Exporter, copy_onnx
+from workflows.exporters.base import Exporter
 from workflows.exporters.common import free_port, tool_versions
+from workflows.formats.onnx_format import copy_onnx
 from workflows.inputs import synthesize
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict

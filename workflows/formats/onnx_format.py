@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,37 @@ def load(path: Path, **_: Any) -> Model:
     )
 
 
+def onnx_files(path: Path) -> list[Path]:
+    """An ONNX model file and the external-data files it references (relative to its folder)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    proto = onnx.load(str(path), load_external_data=False)
+    locations = {
+        ExternalDataInfo(t).location for t in _get_all_tensors(proto) if uses_external_data(t)
+    }
+    return [path, *(path.parent / loc for loc in sorted(locations))]
+
+
+def copy_onnx(source: Path, folder: Path, name: str = "model.onnx") -> list[Path]:
+    """Copy an ONNX model into `folder` as `name`, with its external data under the names the
+    model references (a renamed .onnx still finds them); returns the files written."""
+    model, *data = onnx_files(source)
+    written = [folder / name]
+    shutil.copyfile(model, written[0])
+    for f in data:
+        target = folder / f.relative_to(source.parent)
+        if not f.is_file():
+            raise FormatError(f"{source}: its external data file {f.name} is missing")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, target)
+        written.append(target)
+    return written
+
+
 def onnx_size(path: Path) -> int:
-    """Size of the .onnx file plus its external-data files in the same folder."""
-    size = path_size(path)
-    for sibling in path.parent.glob(path.name + ".data*"):
-        size += sibling.stat().st_size
-    return size
+    """Size of the .onnx file plus the external-data files it references."""
+    return sum(path_size(f) for f in onnx_files(path) if f.is_file())
 
 
 def ort_session(path: Path, threads: int | None = None) -> Any:

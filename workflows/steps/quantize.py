@@ -5,7 +5,6 @@ the accuracy gate."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,9 +234,7 @@ def quantize_model(
     with atomic_dir(output) as out, scratch_dir(output) as work:
         float_path = out / f"{model.name}.fp32.onnx"
         if model.format == "onnx":
-            shutil.copyfile(model.path, float_path)
-            for data_file in model.path.parent.glob(model.path.name + ".data*"):
-                shutil.copyfile(data_file, out / data_file.name)
+            onnx_format.copy_onnx(model.path, out, float_path.name)  # external data included
         else:
             from workflows.steps.convert import convert_model
 
