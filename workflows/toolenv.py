@@ -7,11 +7,13 @@ cache folder, created once and reused after; a half-made environment is never us
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from workflows.errors import ConversionError
@@ -47,6 +49,45 @@ def ensure(package: str, version: str, progress: Progress | None = None) -> Path
     if marker.exists():
         return _bin(env)
     root.mkdir(parents=True, exist_ok=True)
+    # Two Dockyards (the app and a CLI run, two CI jobs) may both find it missing: one builds it,
+    # the other waits for the lock and then finds the marker (without the lock each deleted the
+    # other's half-made folder).
+    with _exclusive(root / f"{package}-{version}.lock"):
+        if marker.exists():
+            return _bin(env)
+        return _build(env, marker, package, version, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An inter-process lock held while the block runs (flock on POSIX, msvcrt on Windows)."""
+    with open(lock_path, "a+b") as handle:
+        if sys.platform == "win32":
+            import msvcrt
+
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:  # LK_LOCK gives up after ten seconds: keep waiting
+                    continue
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(env: Path, marker: Path, package: str, version: str, progress: Progress) -> Path:
     # Virtual environments cannot be moved (their scripts name their own path), so it is built in
     # place; the marker, written last, is what says it is complete. A folder without it is rebuilt.
     shutil.rmtree(env, ignore_errors=True)
