@@ -1,5 +1,5 @@
-"""Netron, the graph viewer ML engineers already know, embedded: the `netron` pip package serves
-the model on 127.0.0.1 and a QWebEngineView shows it.
+"""Netron, the graph viewer ML engineers already know, embedded: `app.netron_server` serves the
+`netron` pip package's page and the model on 127.0.0.1 and a QWebEngineView shows it.
 
 Netron is built for a public web page, so four things are handled here (FIELD_NOTES):
 1. Chromium's sandbox cannot start as root (containers, CI): `prepare_environment()` adds
@@ -25,6 +25,8 @@ from pathlib import Path
 from PySide6.QtCore import QCoreApplication, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QLabel, QPushButton, QStackedLayout, QVBoxLayout, QWidget
+
+from app.netron_server import NetronServer
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ class NetronView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._address: tuple[str, int] | None = None
+        self._server: NetronServer | None = None
         self._view = None
         self.blocked_urls: list[str] = []  # requests refused (not to loopback), for the curious
         self._poll = QTimer(self, interval=200)
@@ -172,20 +174,22 @@ class NetronView(QWidget):
         self._stack.addWidget(note)
 
     @property
+    def _address(self) -> tuple[str, int] | None:
+        return self._server.address if self._server else None
+
+    @property
     def url(self) -> str | None:
-        return f"http://{self._address[0]}:{self._address[1]}/" if self._address else None
+        return self._server.url if self._server else None
 
     def show_model(self, model_path: str | Path) -> None:
         """Serve the model on loopback and show it (replaces whatever was shown)."""
-        import netron
-
         self.stop()
         self.drawn = 0
         path = netron_file(model_path)
         self._stack.setCurrentIndex(0)
         self.message.setText(f"Opening {path.name} in Netron …")
         try:
-            self._address = netron.start(str(path), address=("127.0.0.1", 0), browse=False)
+            self._server = NetronServer(path)
         except OSError as exc:
             self._show_problem(f"Netron could not serve {path}: {exc}")
             return
@@ -211,11 +215,9 @@ class NetronView(QWidget):
     def stop(self) -> None:
         """Stop serving (the page stays until the next model)."""
         self._poll.stop()
-        if self._address is not None:
-            import netron
-
-            netron.stop(self._address)
-            self._address = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def release(self) -> None:
         """Stop serving and free the web view (its page must go before its profile)."""
