@@ -3,23 +3,59 @@
 Some converters cannot share Dockyard's environment: onnx2tf pins older onnx, onnxruntime, numpy,
 protobuf and TensorFlow (see FIELD_NOTES). It gets its own virtual environment under the user's
 cache folder, created once and reused after; a half-made environment is never used.
+
+What goes in is fixed by a lock file under resources/toolenvs/ (every package pinned, every file's
+sha256 listed), installed the way pip documents for repeatable, tamper-evident installs:
+`--require-hashes --no-deps --only-binary :all:` (no setup.py of any package runs). An environment
+records the lock it was made from and is rebuilt when Dockyard ships another.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from workflows.errors import ConversionError
 from workflows.progress import Progress, null_progress
+from workflows.resources import resource
 
-ONNX2TF = ("onnx2tf", "1.29.24")
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool installed into an environment of its own from a hashed lock file."""
+
+    package: str
+    version: str
+    platforms: tuple[str, ...]  # `sys.platform` prefixes the lock is made for
+    unsupported: str = ""  # why other platforms have none, and what to do there
+    lock: Path | None = None  # default: resources/toolenvs/PACKAGE-VERSION.txt
+
+    @property
+    def name(self) -> str:
+        return f"{self.package}-{self.version}"
+
+    def lock_file(self) -> Path:
+        return self.lock or resource("toolenvs", f"{self.name}.txt")
+
+
+ONNX2TF = Tool(
+    "onnx2tf",
+    "1.29.24",
+    platforms=("linux",),
+    unsupported=(
+        "onnx2tf 1.29.24 needs ai-edge-litert 2.1.0, which is published for Linux only. "
+        "Convert on Linux (or in a Linux container), or start from a Keras or TensorFlow model, "
+        "which converts to TFLite without onnx2tf."
+    ),
+)
 
 
 def cache_dir() -> Path:
@@ -40,22 +76,37 @@ def _bin(env: Path) -> Path:
     return env / ("Scripts" if sys.platform == "win32" else "bin")
 
 
-def ensure(package: str, version: str, progress: Progress | None = None) -> Path:
-    """The bin folder of an environment holding `package==version`, created on first use."""
+def ensure(tool: Tool, progress: Progress | None = None) -> Path:
+    """The bin folder of `tool`'s environment, created from its lock file on first use."""
     progress = progress or null_progress()
+    if not sys.platform.startswith(tool.platforms):
+        raise ConversionError(
+            f"{tool.package} cannot be installed on this platform ({sys.platform}). "
+            f"{tool.unsupported}".strip()
+        )
+    lock = tool.lock_file()
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
     root = cache_dir()
-    env = root / f"{package}-{version}"
+    env = root / tool.name
     marker = env / "dockyard-ready.json"
-    if marker.exists():
+    if _ready(marker, digest):
         return _bin(env)
     root.mkdir(parents=True, exist_ok=True)
     # Two Dockyards (the app and a CLI run, two CI jobs) may both find it missing: one builds it,
     # the other waits for the lock and then finds the marker (without the lock each deleted the
     # other's half-made folder).
-    with _exclusive(root / f"{package}-{version}.lock"):
-        if marker.exists():
+    with _exclusive(root / f"{tool.name}.lock"):
+        if _ready(marker, digest):
             return _bin(env)
-        return _build(env, marker, package, version, progress)
+        return _build(env, marker, tool, lock, digest, progress)
+
+
+def _ready(marker: Path, lock_sha256: str) -> bool:
+    """The environment is complete and was made from this lock file."""
+    try:
+        return json.loads(marker.read_text()).get("lock_sha256") == lock_sha256
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @contextlib.contextmanager
@@ -87,37 +138,76 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build(env: Path, marker: Path, package: str, version: str, progress: Progress) -> Path:
+def pip_command(python: Path, lock: Path) -> list[str]:
+    """pip's install of exactly the lock file's files (see the module docstring)."""
+    return [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--require-hashes",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "-r",
+        str(lock),
+    ]
+
+
+def _build(
+    env: Path, marker: Path, tool: Tool, lock: Path, digest: str, progress: Progress
+) -> Path:
     # Virtual environments cannot be moved (their scripts name their own path), so it is built in
     # place; the marker, written last, is what says it is complete. A folder without it is rebuilt.
     shutil.rmtree(env, ignore_errors=True)
     try:
-        progress.update(0.02, f"First use: creating the {package} environment (about a minute)")
+        progress.update(0.02, f"First use: creating the {tool.package} environment (a few minutes)")
         subprocess.run(
             [sys.executable, "-m", "venv", str(env)], check=True, capture_output=True, timeout=300
         )
-        pip = [
-            str(_bin(env) / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            f"{package}=={version}",
-        ]
-        proc = subprocess.Popen(pip, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        pip = pip_command(_bin(env) / "python", lock)
         lines = []
-        for i, line in enumerate(proc.stdout):  # type: ignore[union-attr]
-            lines.append(line)
-            if line.startswith(("Collecting", "Installing", "Successfully")):
-                progress.update(min(0.05 + i / 400, 0.95), line.strip()[:100])
-        if proc.wait() != 0:
-            tail = "".join(lines[-15:])
-            raise ConversionError(f"installing {package}=={version} into {env} failed:\n{tail}")
+        with subprocess.Popen(
+            pip, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
+            for i, line in enumerate(proc.stdout):  # type: ignore[union-attr]
+                lines.append(line)
+                if line.startswith(("Collecting", "Installing", "Successfully")):
+                    progress.update(min(0.05 + i / 400, 0.95), line.strip()[:100])
+        if proc.returncode != 0:
+            raise ConversionError(_install_problem(tool, env, lock, "".join(lines)))
         marker.write_text(
-            json.dumps({"package": package, "version": version, "python": sys.version.split()[0]})
+            json.dumps(
+                {
+                    "package": tool.package,
+                    "version": tool.version,
+                    "python": sys.version.split()[0],
+                    "lock_sha256": digest,
+                }
+            )
         )
     except BaseException:
         shutil.rmtree(env, ignore_errors=True)
         raise
-    progress.update(1.0, f"{package} environment ready")
+    progress.update(1.0, f"{tool.package} environment ready")
     return _bin(env)
+
+
+def _install_problem(tool: Tool, env: Path, lock: Path, output: str) -> str:
+    """What went wrong installing a tool, in words, with pip's last lines."""
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    if "DO NOT MATCH THE HASHES" in output:
+        why = (
+            f"a downloaded file does not match the sha256 recorded in {lock} (a damaged download, "
+            "or a package index or proxy serving other files than PyPI's): nothing was installed"
+        )
+    elif any(s in output for s in ("NewConnectionError", "Network is unreachable", "No route")):
+        why = (
+            f"the {tool.package} environment is downloaded from the package index on first use, "
+            "and it cannot be reached: connect once (or set pip's index/proxy settings) and retry"
+        )
+    else:
+        why = "pip failed"
+    return f"installing {tool.name} into {env}: {why}.\n{tail}"

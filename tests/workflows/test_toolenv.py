@@ -1,16 +1,132 @@
-"""Tool environments: two Dockyards that both find one missing build it once, not twice."""
+"""Tool environments: made from a hashed lock file (a file that is not the recorded one is refused
+and nothing is left), rebuilt when the lock changes, built once by two concurrent creators."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import subprocess
+import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
+import pytest
+
 from workflows import toolenv
+from workflows.errors import ConversionError
+
+
+def _wheel(folder: Path, version: str = "1") -> Path:
+    """A minimal pure-Python wheel of `dockyardfake` (no network in tests)."""
+    name = f"dockyardfake-{version}.dist-info"
+    files = {
+        "dockyardfake/__init__.py": f"VERSION = {version!r}\n",
+        f"{name}/METADATA": f"Metadata-Version: 2.1\nName: dockyardfake\nVersion: {version}\n",
+        f"{name}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{name}/RECORD"] = "\n".join([*record, f"{name}/RECORD,,"]) + "\n"
+    wheel = folder / f"dockyardfake-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return wheel
+
+
+def _tool(lock: Path, version: str = "1") -> toolenv.Tool:
+    return toolenv.Tool("dockyardfake", version, platforms=(sys.platform,), lock=lock)
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    """A local package index holding one wheel; the cache folder in tmp_path."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    monkeypatch.setenv("DOCKYARD_TOOLS_DIR", str(tmp_path / "tools"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setenv("PIP_CONSTRAINT", "")
+    return wheels
+
+
+def test_installs_exactly_the_locked_file_and_records_its_lock(tmp_path, index):
+    wheel = _wheel(index)
+    lock = tmp_path / "lock.txt"
+    lock.write_text(
+        f"dockyardfake==1 --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}\n"
+    )
+    bin_dir = toolenv.ensure(_tool(lock))
+    out = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import dockyardfake; print(dockyardfake.VERSION)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "1"
+    marker = bin_dir.parent / "dockyard-ready.json"
+    assert hashlib.sha256(lock.read_bytes()).hexdigest() in marker.read_text()
+
+    # A changed lock (a Dockyard upgrade) rebuilds it; an unchanged one is reused as it is.
+    before = marker.stat().st_mtime_ns
+    assert toolenv.ensure(_tool(lock)) == bin_dir and marker.stat().st_mtime_ns == before
+    lock.write_text(lock.read_text() + "# upgraded\n")
+    toolenv.ensure(_tool(lock))
+    assert marker.stat().st_mtime_ns != before
+
+
+def test_a_file_that_does_not_match_its_hash_is_refused_and_nothing_is_left(tmp_path, index):
+    _wheel(index)
+    lock = tmp_path / "lock.txt"
+    lock.write_text(f"dockyardfake==1 --hash=sha256:{'0' * 64}\n")
+    with pytest.raises(ConversionError, match="does not match the sha256 recorded in") as err:
+        toolenv.ensure(_tool(lock))
+    assert str(lock) in str(err.value)
+    assert not (tmp_path / "tools" / "dockyardfake-1").exists()
+
+
+def test_an_unpinned_or_unhashed_lock_installs_nothing(tmp_path, index):
+    _wheel(index)
+    lock = tmp_path / "lock.txt"
+    lock.write_text("dockyardfake\n")
+    with pytest.raises(ConversionError, match="pip failed"):
+        toolenv.ensure(_tool(lock))
+    assert not (tmp_path / "tools" / "dockyardfake-1").exists()
+
+
+def test_a_platform_without_a_lock_is_told_why_before_anything_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKYARD_TOOLS_DIR", str(tmp_path))
+    tool = toolenv.Tool("x", "1", platforms=("plan9",), unsupported="Use Linux.")
+    with pytest.raises(
+        ConversionError,
+        match=rf"cannot be installed on this platform \({sys.platform}\). Use Linux",
+    ):
+        toolenv.ensure(tool)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_shipped_onnx2tf_lock_pins_and_hashes_every_package():
+    lock = toolenv.ONNX2TF.lock_file()
+    entries = [
+        e
+        for e in lock.read_text().replace("\\\n", " ").splitlines()
+        if e.strip() and not e.lstrip().startswith("#")
+    ]
+    names = {e.split("==")[0] for e in entries}
+    assert "onnx2tf" in names and "tensorflow" in names and len(entries) > 50
+    for e in entries:
+        assert "==" in e and "--hash=sha256:" in e, e
+    assert "onnx2tf==1.29.24" in lock.read_text()
+    assert "--require-hashes" in toolenv.pip_command(Path("python"), lock)
 
 
 class _FakePip:
-    """Stands in for `pip install` (no network in tests): slow enough for the two to overlap."""
+    """Stands in for `pip install`: slow enough for the two creators to overlap."""
 
     runs = 0
 
@@ -19,8 +135,13 @@ class _FakePip:
         time.sleep(0.5)
         self.stdout = iter(["Collecting fakepkg==1\n", "Successfully installed fakepkg-1\n"])
 
-    def wait(self) -> int:
-        return 0
+    returncode = 0
+
+    def __enter__(self) -> _FakePip:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        pass
 
 
 def _fake_venv(cmd, **_kwargs):
@@ -34,12 +155,15 @@ def test_two_concurrent_creators_build_it_once(tmp_path, monkeypatch):
     monkeypatch.setattr(toolenv.subprocess, "run", _fake_venv)
     monkeypatch.setattr(toolenv.subprocess, "Popen", _FakePip)
     _FakePip.runs = 0
+    lock = tmp_path / "fakepkg.lock.txt"
+    lock.write_text("fakepkg==1 --hash=sha256:" + "1" * 64 + "\n")
+    tool = toolenv.Tool("fakepkg", "1", platforms=(sys.platform,), lock=lock)
     found: list[Path] = []
     errors: list[BaseException] = []
 
     def create() -> None:
         try:
-            found.append(toolenv.ensure("fakepkg", "1"))
+            found.append(toolenv.ensure(tool))
         except BaseException as exc:
             errors.append(exc)
 

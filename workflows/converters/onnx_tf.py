@@ -18,7 +18,7 @@ from workflows.progress import Progress, null_progress
 def onnx_to_savedmodel(onnx_path: Path, out_dir: Path, progress: Progress | None = None) -> Path:
     """Convert `onnx_path` into a SavedModel at `out_dir` (signature serving_default)."""
     progress = progress or null_progress()
-    bin_dir = toolenv.ensure(*toolenv.ONNX2TF, progress=progress.scaled(0.0, 0.6))
+    bin_dir = toolenv.ensure(toolenv.ONNX2TF, progress=progress.scaled(0.0, 0.6))
     progress.update(0.65, "Converting ONNX to a TensorFlow SavedModel (onnx2tf)")
     env = {
         **os.environ,
