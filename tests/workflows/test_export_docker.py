@@ -378,3 +378,95 @@ def test_safe_defaults_outside_docker_and_a_stop_within_docker_stop(exported):
     assert host == "127.0.0.1" and int(grace) < 10, r.stderr
     dockerfile = (folder / "Dockerfile").read_text()
     assert "HOST=0.0.0.0" in dockerfile and "GRACEFUL_TIMEOUT=8" in dockerfile
+
+
+def _closed_after(sock, drip: bytes, every: float, limit: float) -> tuple[float, bytes]:
+    """Send `drip` a byte every `every` s until the server closes; (seconds, what it answered)."""
+    import socket
+
+    started = time.monotonic()
+    answer = b""
+    sock.settimeout(every)
+    i = 0
+    while time.monotonic() - started < limit:
+        if i < len(drip):
+            try:
+                sock.send(drip[i : i + 1])
+            except OSError:
+                break
+            i += 1
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+    del socket
+    return time.monotonic() - started, answer
+
+
+def test_slow_and_idle_connections_are_closed(exported):
+    """#12 item 5: a connection that sends nothing, or its head or body a byte at a time, is
+    closed (HEADER_TIMEOUT / BODY_TIMEOUT; 408 for a late body); a normal kept-alive client is not;
+    health answers meanwhile; shutdown does not wait on them."""
+    import http.client
+    import socket
+
+    s = Server(exported[0], HEADER_TIMEOUT="1", BODY_TIMEOUT="2", KEEPALIVE_TIMEOUT="2")
+    try:
+        head = (
+            b"POST /v2/models/digits-cnn/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 300\r\n\r\n"
+        )
+        results: dict[str, tuple[float, bytes]] = {}
+
+        def run(name: str, drip: bytes, every: float, first: bytes = b"") -> None:
+            with socket.create_connection(("127.0.0.1", s.port)) as sock:
+                sock.sendall(first)
+                results[name] = _closed_after(sock, drip, every, limit=15)
+
+        cases = {
+            "idle": (b"", 0.2, b""),
+            "head drip": (head, 0.25, b""),
+            "body drip": (b"0" * 300, 0.25, head),
+        }
+        threads = [threading.Thread(target=run, args=(n, *c)) for n, c in cases.items()]
+        for t in threads:
+            t.start()
+        worst_health = 0.0
+        while any(t.is_alive() for t in threads):
+            started = time.monotonic()
+            assert s.call("GET", "/v2/health/live", timeout=5)[0] == 200
+            worst_health = max(worst_health, time.monotonic() - started)
+            time.sleep(0.1)
+        assert worst_health < 0.5
+        assert 0.9 < results["idle"][0] < 3 and results["idle"][1] == b""
+        assert 0.9 < results["head drip"][0] < 3 and results["head drip"][1] == b""
+        took, answer = results["body drip"]
+        assert 1.9 < took < 4 and answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"BODY_TIMEOUT" in answer
+
+        # A well-behaved client keeping its connection alive between calls is not cut off.
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        for _ in range(3):
+            conn.request("GET", "/v2/health/ready")
+            assert conn.getresponse().read() and True
+            time.sleep(1.2)  # over HEADER_TIMEOUT, under KEEPALIVE_TIMEOUT
+        conn.close()
+        metrics = s.call("GET", "/metrics")[1]
+        assert 'status="499"' in metrics and 'status="500"' not in metrics
+
+        # Shutdown is not held up by connections dripping their headers.
+        socks = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(5)]
+        for sock in socks:
+            sock.sendall(head[:10])
+        started = time.monotonic()
+        s.stop()
+        assert time.monotonic() - started < 5
+        for sock in socks:
+            sock.close()
+    finally:
+        if s.proc.poll() is None:
+            s.stop()

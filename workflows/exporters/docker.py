@@ -135,6 +135,8 @@ def smoke_test(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     return {
         "server_ready_seconds": round(ready_s, 2),
         "max_abs_error": worst,

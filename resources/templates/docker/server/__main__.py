@@ -17,6 +17,8 @@ def main() -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.graceful_timeout,
+        timeout_keep_alive=settings.keepalive_timeout,
+        http="server.protocol:GuardedH11Protocol",
         proxy_headers=True,
     )
 

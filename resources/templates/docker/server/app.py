@@ -14,7 +14,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
@@ -56,12 +56,19 @@ async def read_json(request: Request, limit: int) -> Any:
             f"request body is {int(length)} bytes; the limit is {limit} (MAX_BODY_BYTES)", 413
         )
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise RequestError(
-                f"request body exceeds the limit of {limit} bytes (MAX_BODY_BYTES)", 413
-            )
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestError(
+                    f"request body exceeds the limit of {limit} bytes (MAX_BODY_BYTES)", 413
+                )
+    except ClientDisconnect:
+        # Gone before its body arrived (or closed for sending it too slowly: BODY_TIMEOUT).
+        # nginx's 499: counted in the metrics as the client's doing, not a server error.
+        raise RequestError(
+            "the client closed the connection before sending its body", 499
+        ) from None
     # Parsing a large body takes long enough to stall every other connection (a liveness probe
     # included): it runs in a worker thread, off the event loop.
     return await anyio.to_thread.run_sync(_parse, bytes(body))

@@ -27,6 +27,9 @@ class Settings:
     max_batch: int
     api_key: str | None
     graceful_timeout: int
+    header_timeout: int
+    body_timeout: int
+    keepalive_timeout: int
     log_level: str
 
     @classmethod
@@ -48,5 +51,9 @@ class Settings:
             api_key=os.environ.get("API_KEY") or None,
             # Under `docker stop`'s 10 s, after which Docker kills the server mid-request.
             graceful_timeout=_int("GRACEFUL_TIMEOUT", 8),
+            # Slow clients (server/protocol.py): the request head and body must arrive in time.
+            header_timeout=_int("HEADER_TIMEOUT", 10),
+            body_timeout=_int("BODY_TIMEOUT", 30),
+            keepalive_timeout=_int("KEEPALIVE_TIMEOUT", 5),
             log_level=os.environ.get("LOG_LEVEL", "info"),
         )
