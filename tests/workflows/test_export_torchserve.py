@@ -167,9 +167,144 @@ def test_real_torchserve_serves_all_three(archives, sample_dir, tmp_path):
             "application/json",
         )
         assert status == 400 and "expected [-1, 3, 8, 8]" in str(bad)
+
+        # #12 item 4: hostile and malformed requests get a 4xx saying what is wrong, never a 5xx,
+        # and the worker is still there after them.
+        for label, model, body, content_type, want, text in hostile_requests():
+            status, answer = _post(f"{server.base}/predictions/{model}", body, content_type)
+            assert (status, True) == (want, text in str(answer)), (label, status, answer)
+        status, answer = server.wait_ready(name, json.dumps({"inputs": x.tolist()}).encode())
+        assert status == 200
     finally:
         server.stop()
     assert server.proc.poll() is not None
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width`x`height` 1-bit pixels (a decompression bomb's header) with a few
+    bytes of data: the handler must refuse it from its header, before decoding anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def hostile_requests() -> list[tuple[str, str, bytes, str, int, str]]:
+    """(what, model, body, content type, expected status, expected words in the answer)."""
+    js = "application/json"
+    zeros = np.zeros((1, 3, 8, 8)).tolist()
+    one = json.dumps({"inputs": zeros})
+    v2 = '{"inputs": [{"name": "x", "shape": %s, "datatype": "FP32", "data": [0]}]}'
+    return [
+        (
+            "NaN in data",
+            "tiny-ts",
+            one.replace("0.0", "NaN", 1).encode(),
+            js,
+            400,
+            "NaN or Infinity",
+        ),
+        (
+            "NaN, not JSON",
+            "tiny-ts",
+            one.replace("0.0", "NaN", 1).encode(),
+            "text/plain",
+            400,
+            "NaN is not",
+        ),
+        (
+            "Infinity",
+            "tiny-onnx",
+            one.replace("0.0", "-Infinity", 1).encode(),
+            js,
+            400,
+            "NaN or Infinity",
+        ),
+        ("1e999", "tiny-onnx", one.replace("0.0", "1e999", 1).encode(), js, 400, "NaN or Infinity"),
+        (
+            "400-digit integer",
+            "tiny-ts",
+            one.replace("0.0", "9" * 400, 1).encode(),
+            js,
+            400,
+            "Error",
+        ),
+        ("deep nesting", "tiny-ts", b"[" * 100_000 + b"]" * 100_000, js, 400, "nested too deeply"),
+        (
+            "shape overflow",
+            "tiny-onnx",
+            (v2 % "[1099511627776, 1099511627776]").encode(),
+            js,
+            400,
+            "shape",
+        ),
+        ("negative shape", "tiny-onnx", (v2 % "[-1, 3, 8, 8]").encode(), js, 400, "non-negative"),
+        ("inputs: [5]", "tiny-onnx", b'{"inputs": [5]}', js, 400, "expected"),
+        ("strings", "tiny-ts", b'{"inputs": [["a", "b"]]}', js, 400, "could not convert"),
+        ("ragged", "tiny-ts", b'{"inputs": [[1, [2]]]}', js, 400, "Error"),
+        (
+            "batch over the limit",
+            "tiny-onnx",
+            json.dumps({"inputs": np.zeros((65, 3, 8, 8)).tolist()}).encode(),
+            js,
+            400,
+            "limit is 64",
+        ),
+        (
+            "not an image",
+            "digits",
+            b"\x89PNG\r\n\x1a\n not really",
+            "image/png",
+            400,
+            "neither JSON nor an image",
+        ),
+        (
+            "random bytes",
+            "digits",
+            bytes(range(256)) * 4,
+            "application/octet-stream",
+            400,
+            "neither JSON nor an image",
+        ),
+        (
+            "truncated PNG",
+            "digits",
+            _png_header(8, 8)[:40],
+            "image/png",
+            400,
+            "neither JSON nor an image",
+        ),
+        (
+            "decompression bomb",
+            "digits",
+            _png_header(100_000, 100_000),
+            "image/png",
+            400,
+            "too large to decode",
+        ),
+        (
+            "image over max_image_pixels",
+            "digits",
+            _png_header(5000, 5000),
+            "image/png",
+            400,
+            "pixels; the limit",
+        ),
+        (
+            "JSON to an image model",
+            "digits",
+            b'{"instances": [[1, 2]]}',
+            js,
+            400,
+            "expected [-1, 1, 8, 8]",
+        ),
+    ]
 
 
 def test_deep_output_folder(tmp_path, sample_dir):

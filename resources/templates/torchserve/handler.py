@@ -11,12 +11,65 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import math
 import os
 import sys
+import warnings
 
 import numpy as np
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
+
+# Client mistakes answered 4xx, never a worker error (TorchServe's 503) or a crashed worker.
+MAX_BATCH = 64  # samples per request: bounds memory per call (dockyard_config.json "max_batch")
+MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image (e.g. a decompression bomb) is refused unread
+
+
+def too_large(message):
+    """A request over a limit: 400 naming the limit. Not 413: TorchServe's frontend turns a 413
+    into 507 Insufficient Storage (a server error; pytorch/serve#687). And no exception class of
+    its own: TorchServe takes the one class defined in this file as the handler."""
+    return PredictionException(message, 400)
+
+
+# Strict JSON (RFC 8259): NaN, Infinity and numbers out of range are refused, as the Docker
+# export's server does; an integer longer than 64 bits too.
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range for a number")
+    return value
+
+
+def _int(text):
+    if len(text.lstrip("-")) > 19:
+        raise ValueError(f"the integer {text[:20]}... is too large")
+    return int(text)
+
+
+def parse_json(body):
+    """`body` (bytes) as strict JSON; ValueError for anything else."""
+    try:
+        return json.loads(body, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
+    except RecursionError:
+        raise ValueError("request body is nested too deeply") from None
+
+
+def _v2_tensor(t):
+    """One Open Inference Protocol v2 input: its data in its declared shape."""
+    if not isinstance(t, dict) or not isinstance(t.get("shape"), list):
+        raise ValueError('each input needs "name", "shape", "datatype" and "data"')
+    shape = t["shape"]
+    if not all(isinstance(d, int) and 0 <= d < 2**31 for d in shape):
+        raise ValueError(f"shape {shape!r} must be a list of non-negative integers")
+    data = np.asarray(t["data"])
+    if math.prod(shape) != data.size:  # math.prod: Python ints, so no silent wrap-around
+        raise ValueError(f"shape {shape} needs {math.prod(shape)} values; data has {data.size}")
+    return data.reshape(shape)
 
 
 class DockyardHandler(BaseHandler):
@@ -27,6 +80,8 @@ class DockyardHandler(BaseHandler):
         with open(os.path.join(model_dir, "dockyard_config.json")) as f:
             self.config = json.load(f)
         self.inputs = self.config["inputs"]
+        self.max_batch = int(self.config.get("max_batch", MAX_BATCH))
+        self.max_pixels = int(self.config.get("max_image_pixels", MAX_IMAGE_PIXELS))
         self.labels = None
         labels_path = os.path.join(model_dir, "index_to_name.json")
         if os.path.exists(labels_path):
@@ -67,6 +122,14 @@ class DockyardHandler(BaseHandler):
         arr = np.asarray(value, dtype=spec["dtype"])
         if arr.ndim == len(spec["shape"]) - 1:  # one sample without its batch axis
             arr = arr[None]
+        # TorchServe parses application/json itself, NaN and Infinity included: checked here.
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            raise ValueError(f"input {spec['name']!r} contains NaN or Infinity")
+        if arr.ndim and arr.shape[0] > self.max_batch:
+            raise too_large(
+                f"input {spec['name']!r} is a batch of {arr.shape[0]}; the limit is "
+                f"{self.max_batch} (max_batch in dockyard_config.json)"
+            )
         if arr.ndim != len(spec["shape"]) or any(
             d is not None and d != a for d, a in zip(spec["shape"][1:], arr.shape[1:], strict=True)
         ):
@@ -83,7 +146,23 @@ class DockyardHandler(BaseHandler):
         if not recipe:
             raise ValueError("this model takes JSON tensors, not images")
         mode = "L" if recipe["channels"].upper() in ("L", "GRAY") else "RGB"
-        img = Image.open(io.BytesIO(payload)).convert(mode)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(payload))  # reads the header only
+                if img.width * img.height > self.max_pixels:
+                    raise too_large(
+                        f"the image is {img.width}x{img.height} pixels; the limit is "
+                        f"{self.max_pixels} (max_image_pixels in dockyard_config.json)"
+                    )
+                img = img.convert(mode)  # decodes it
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise too_large(f"the image is too large to decode: {exc}") from None
+        except OSError as exc:  # PIL.UnidentifiedImageError, truncated or corrupt data
+            raise ValueError(
+                "the request body is neither JSON nor an image this server can read "
+                f"(PNG, JPEG, ...): {exc}"
+            ) from None
         if recipe.get("size"):
             img = img.resize((recipe["size"][1], recipe["size"][0]), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.float32)
@@ -98,11 +177,17 @@ class DockyardHandler(BaseHandler):
         return {self.inputs[0]["name"]: np.ascontiguousarray(arr[None], dtype=np.float32)}
 
     def _feeds(self, body):
+        if isinstance(body, str):  # TorchServe decodes text/* bodies
+            body = body.encode("utf-8")
         if isinstance(body, (bytes, bytearray)):
-            try:
-                body = json.loads(body)
-            except (UnicodeDecodeError, ValueError):
-                return self._image(bytes(body))
+            body = bytes(body)
+            if body.lstrip()[:1] in (b"{", b"["):
+                body = parse_json(body)  # JSON, or a 400 saying what is wrong with it
+            else:
+                try:
+                    body = parse_json(body)
+                except ValueError:
+                    return self._image(body)
         names = [s["name"] for s in self.inputs]
         if (
             isinstance(body, dict)
@@ -110,7 +195,7 @@ class DockyardHandler(BaseHandler):
             and body["inputs"]
             and isinstance(body["inputs"][0], dict)
         ):  # Open Inference Protocol v2 style
-            by_name = {t["name"]: np.asarray(t["data"]).reshape(t["shape"]) for t in body["inputs"]}
+            by_name = {t["name"]: _v2_tensor(t) for t in body["inputs"]}
         elif isinstance(body, dict) and "instances" in body:
             rows = body["instances"]
             by_name = (
@@ -132,9 +217,20 @@ class DockyardHandler(BaseHandler):
                 self._feeds(row.get("data") if row.get("data") is not None else row.get("body"))
                 for row in data
             ]
-        except (ValueError, TypeError, KeyError) as exc:
+        except PredictionException:
+            raise
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            ArithmeticError,
+            RecursionError,
+        ) as exc:
             # A client's mistake: TorchServe answers with this status instead of 503.
-            raise PredictionException(str(exc), 400) from exc
+            raise PredictionException(f"{type(exc).__name__}: {exc}"[:2000], 400) from None
+        if sum(len(next(iter(f.values()))) for f in feeds) > self.max_batch:
+            raise PredictionException(f"the batch is over the limit of {self.max_batch}", 413)
         self._counts = [len(next(iter(f.values()))) for f in feeds]
         return {s["name"]: np.concatenate([f[s["name"]] for f in feeds]) for s in self.inputs}
 
