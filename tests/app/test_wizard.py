@@ -273,17 +273,17 @@ def test_code_in_a_model_file_runs_only_when_the_user_trusts_it(
     # process: torch stays out of the GUI test process.
     make = (
         "import sys; from pathlib import Path; "
-        "from tests.workflows.test_bad_inputs import _malicious_pt2; "
-        "_malicious_pt2(Path(sys.argv[1]), Path(sys.argv[2]))"
+        "from tests.corpus.model_recipes import pt2_with; "
+        "pt2_with(Path(sys.argv[1]), 'data/sample_inputs/model.pt')"
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run(
-        [sys.executable, "-c", make, str(tmp_path), str(root / "resources" / "sample")],
+        [sys.executable, "-c", make, str(tmp_path)],
         cwd=root,
         check=True,
         timeout=300,
     )
-    path, marker = tmp_path / "evil.pt2", tmp_path / "pt2_code_ran.txt"
+    path, marker = tmp_path / "evil.pt2", tmp_path / "code_ran.txt"
     load = window.page(LoadPage)
     asked: list[tuple[str, str]] = []
     monkeypatch.setattr(load, "ask_trust", lambda p, m: asked.append((p, m)) is not None)

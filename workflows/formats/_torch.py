@@ -127,6 +127,13 @@ def torch_load_safely(path: Path, allow_unsafe: bool = False) -> Any:
         ) from exc
     except RuntimeError as exc:
         raise FormatError(f"{path}: not a readable PyTorch file: {exc}") from exc
+    except Exception as exc:
+        # Whatever else torch.load's readers raise on damaged or foreign bytes (EOFError,
+        # ValueError, KeyError, safetensors' SafetensorError, which torch.load now dispatches
+        # to): the file's fault, reported as such rather than as a crash.
+        raise FormatError(
+            f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def import_module_from_file(py_file: Path) -> Any:

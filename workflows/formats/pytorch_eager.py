@@ -48,7 +48,13 @@ def read_state_dict(path: Path, allow_unsafe: bool = False) -> dict[str, Any]:
     if _is_safetensors(path):
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # SafetensorError, or a header that is not what it claims
+            raise FormatError(
+                f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc}); "
+                "it may be truncated or damaged"
+            ) from exc
     obj = _torch.torch_load_safely(path, allow_unsafe)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]  # Lightning-style checkpoint

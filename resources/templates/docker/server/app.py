@@ -91,6 +91,19 @@ async def json_response(content: Any) -> Response:
 
 def _render(content: Any) -> bytes:
     # As Starlette's JSONResponse renders it; numpy arrays become lists here, off the loop.
+    try:
+        return _dumps(content)
+    except ValueError as exc:  # NaN or Infinity in an output: JSON cannot carry them
+        raise ModelOutputError(
+            "the model produced NaN or Infinity for this input, which JSON cannot carry"
+        ) from exc
+
+
+class ModelOutputError(Exception):
+    """The model's answer cannot be sent (a 500 that says why, not a bare one)."""
+
+
+def _dumps(content: Any) -> bytes:
     return json.dumps(
         content,
         ensure_ascii=False,
@@ -311,6 +324,9 @@ def create_app(settings: Settings | None = None) -> Any:
         assert isinstance(exc, RequestError)
         return error(str(exc), exc.status)
 
+    async def output_error(request: Request, exc: Exception) -> Response:
+        return error(str(exc), 500)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await anyio.to_thread.run_sync(model.warm_up)
@@ -329,7 +345,9 @@ def create_app(settings: Settings | None = None) -> Any:
         Route("/metrics", metrics_endpoint),
     ]
     app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={RequestError: request_error}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={RequestError: request_error, ModelOutputError: output_error},
     )
     app.state.model = model
     return Guard(app, settings, metrics, routes)

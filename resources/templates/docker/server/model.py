@@ -143,13 +143,20 @@ class ServedModel:
                 f"input {name!r} has datatype {datatype} but the model expects {expected_v2}"
             )
         try:
-            array = np.asarray(data, dtype=info.dtype)
+            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                array = np.asarray(data, dtype=info.dtype)
         except (TypeError, ValueError, OverflowError) as exc:
             raise RequestError(
                 f"input {name!r}: data is not a list of {expected_v2} numbers ({exc})"
             ) from exc
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            # 1e39 is a finite JSON number but overflows FP32 (and FP16 overflows sooner).
+            raise RequestError(f"input {name!r}: a value is out of range for {expected_v2}")
         if shape is not None:
-            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            if not isinstance(shape, list) or not all(
+                type(d) is int and d >= 0
+                for d in shape  # not bool, a subclass of int
+            ):
                 raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
             needed = math.prod(shape)  # Python ints: np.prod wraps around at 2**63
             if needed != array.size:
