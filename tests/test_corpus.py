@@ -109,6 +109,9 @@ def docker_server(tmp_path_factory):
         MAX_BODY_BYTES=str(64 * 1024),
         HEADER_TIMEOUT="1",
         BODY_TIMEOUT="2",
+        # Bodies over 1 KiB are decoded in the decoding process (the default moves only those
+        # over 256 KiB there; tests/workflows/test_export_docker.py runs the thread path).
+        DECODE_PROCESS_ABOVE="1024",
     )
     server.folder = out
     yield server

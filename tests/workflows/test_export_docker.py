@@ -394,3 +394,32 @@ def test_slow_and_idle_connections_are_closed(exported):
     finally:
         if s.proc.poll() is None:
             s.stop()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_the_decoding_process_ends_with_the_server(exported, how):
+    """Large bodies are decoded in a separate process (off the server's GIL); it must not
+    outlive the server, whether stopped or killed (no orphan holding memory and the port's
+    stdout)."""
+    import psutil
+
+    s = Server(exported[0], DECODE_PROCESS_ABOVE="1024")
+    try:
+        children = psutil.Process(s.proc.pid).children(recursive=True)
+        assert children, "no decoding process started"
+        big = {"instances": np.zeros((64, 1, 8, 8)).tolist()}  # over 1 KiB: decoded there
+        status, answer = s.call("POST", "/v1/models/digits-cnn:predict", big)
+        assert status == 200 and np.asarray(answer["predictions"]).shape == (64, 10)
+        too_big = {"instances": np.zeros((65, 1, 8, 8)).tolist()}  # its 413 crosses processes
+        assert s.call("POST", "/v1/models/digits-cnn:predict", too_big)[0] == 413
+    finally:
+        s.proc.send_signal(how)
+        s.proc.wait(timeout=30)
+    gone_by = time.monotonic() + 3
+    alive = children
+    while alive and time.monotonic() < gone_by:
+        alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.1)
+    assert not alive, f"left behind: {[c.cmdline()[:3] for c in alive]}"
+    if s.proc.stdout:
+        s.proc.stdout.close()

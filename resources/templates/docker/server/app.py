@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
-import math
+import multiprocessing
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import anyio
@@ -18,7 +21,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
-from server.model import NUMPY_TO_V2, RequestError, ServedModel
+from server import decode as decoding
+from server.decode import NUMPY_TO_V2, RequestError
+from server.model import ServedModel
 from server.settings import Settings
 
 
@@ -48,8 +53,8 @@ def error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, refusing bodies over `limit` bytes (413) before reading them."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing bodies over `limit` bytes (413) before reading them."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise RequestError(
@@ -69,18 +74,39 @@ async def read_json(request: Request, limit: int) -> Any:
         raise RequestError(
             "the client closed the connection before sending its body", 499
         ) from None
-    # Parsing a large body takes long enough to stall every other connection (a liveness probe
-    # included): it runs in a worker thread, off the event loop.
-    return await anyio.to_thread.run_sync(_parse, bytes(body))
+    return bytes(body)
 
 
-def _parse(body: bytes) -> Any:
-    try:
-        return json.loads(body, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
-    except RecursionError:
-        raise RequestError("request body is nested too deeply") from None
-    except ValueError as exc:  # json.JSONDecodeError and the refusals below
-        raise RequestError(f"request body is not valid JSON: {exc}") from exc
+class Decoder:
+    """Runs decode.* on a request body off the event loop: in a worker thread when the body is
+    small, in a separate process when it is large. json.loads and np.asarray hold the GIL for
+    their whole run, so a 16 MiB body decoded in a thread stalls every other connection for
+    ~0.5 s (a liveness probe with a 1 s timeout then fails under load); in another process it
+    stalls nothing here. Small bodies stay in threads: a process round trip costs ~1 ms."""
+
+    def __init__(self, process_above: int, processes: int) -> None:
+        self.process_above = process_above
+        self.processes = max(0, processes)
+        self.pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        if self.processes:
+            # spawn: a fresh interpreter (no copy of ONNX Runtime's threads, as fork would make)
+            context = multiprocessing.get_context("spawn")
+            self.pool = ProcessPoolExecutor(
+                self.processes, mp_context=context, initializer=decoding.watch_parent
+            )
+            self.pool.submit(decoding.parse_json, b"0").result(timeout=60)  # started now
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    async def __call__(self, function: Callable[..., Any], body: bytes, *args: Any) -> Any:
+        if self.pool is not None and len(body) > self.process_above:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, function, body, *args)
+        return await anyio.to_thread.run_sync(function, body, *args)
 
 
 async def json_response(content: Any) -> Response:
@@ -118,25 +144,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-# Strict JSON (RFC 8259): no NaN/Infinity, no number that overflows a float, no integer longer
-# than a 64-bit one; each would otherwise reach numpy or the response and end in a 500.
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:20]} is out of range for a number")
-    return value
-
-
-def _int(text: str) -> int:
-    if len(text.lstrip("-")) > 19:
-        raise ValueError(f"the integer {text[:20]}… is too large")
-    return int(text)
 
 
 class Guard:
@@ -195,6 +202,7 @@ def create_app(settings: Settings | None = None) -> Any:
     model = ServedModel(settings.model_dir, settings.threads, settings.max_batch)
     metrics = Metrics()
     limiter = anyio.CapacityLimiter(max(1, settings.concurrency))
+    decode = Decoder(settings.decode_process_above, settings.decode_processes)
     state = {"ready": False}
 
     async def run_model(feeds: dict[str, np.ndarray], wanted: list[str] | None = None):
@@ -238,19 +246,9 @@ def create_app(settings: Settings | None = None) -> Any:
 
     async def infer_v2(request: Request) -> Response:
         check_model_name(request.path_params["name"])
-        body = await read_json(request, settings.max_body_bytes)
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-            raise RequestError(
-                'expected a JSON object with an "inputs" list (Open Inference Protocol v2)'
-            )
-        feeds = await anyio.to_thread.run_sync(v2_feeds, body["inputs"])
-        requested = body.get("outputs", [])
-        if not isinstance(requested, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
-        ):
-            raise RequestError('"outputs" must be a list of {"name": ...} objects')
-        wanted = [o["name"] for o in requested]
-        results = await run_model(feeds, wanted or None)
+        body = await read_body(request, settings.max_body_bytes)
+        decoded = await decode(decoding.v2_request, body, model.signature)
+        results = await run_model(decoded.feeds, decoded.wanted or None)
         outputs = [
             {
                 "name": name,
@@ -265,19 +263,9 @@ def create_app(settings: Settings | None = None) -> Any:
             "model_version": model.version,
             "outputs": outputs,
         }
-        if "id" in body:
-            response["id"] = body["id"]
+        if decoded.has_id:
+            response["id"] = decoded.id
         return await json_response(response)
-
-    def v2_feeds(inputs: list[Any]) -> dict[str, np.ndarray]:
-        feeds = {}
-        for item in inputs:
-            if not isinstance(item, dict) or "name" not in item or "data" not in item:
-                raise RequestError('each input needs "name", "shape", "datatype" and "data"')
-            feeds[item["name"]] = model.tensor(
-                item["name"], item["data"], item.get("shape"), item.get("datatype")
-            )
-        return feeds
 
     async def predict_v1(request: Request) -> Response:
         # TF Serving's REST route is /v1/models/{name}:predict; Starlette sees "name:predict".
@@ -285,30 +273,8 @@ def create_app(settings: Settings | None = None) -> Any:
         check_model_name(name)
         if verb != "predict":
             raise RequestError(f"unsupported verb {verb!r}; use :predict", 404)
-        body = await read_json(request, settings.max_body_bytes)
-        if not isinstance(body, dict) or ("instances" not in body and "inputs" not in body):
-            raise RequestError(
-                'expected {"instances": [...]} (row format) or {"inputs": ...} (columnar)'
-            )
-        names = [t.name for t in model.inputs]
-        if "instances" in body:
-            rows = body["instances"]
-            if not isinstance(rows, list) or not rows:
-                raise RequestError('"instances" must be a non-empty list')
-            if len(names) == 1 and not isinstance(rows[0], dict):
-                columns = {names[0]: rows}
-            elif all(isinstance(r, dict) for r in rows):
-                columns = {n: [r.get(n) for r in rows] for n in names}
-            else:
-                raise RequestError(
-                    "multi-input models take instances as objects keyed by input name"
-                )
-        else:
-            inputs = body["inputs"]
-            columns = inputs if isinstance(inputs, dict) else {names[0]: inputs}
-        feeds = await anyio.to_thread.run_sync(
-            lambda: {n: model.tensor(n, v, None, None) for n, v in columns.items()}
-        )
+        body = await read_body(request, settings.max_body_bytes)
+        feeds = await decode(decoding.v1_request, body, model.signature)
         results = await run_model(feeds)
         if len(results) == 1:
             predictions: Any = next(iter(results.values()))
@@ -330,9 +296,11 @@ def create_app(settings: Settings | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await anyio.to_thread.run_sync(model.warm_up)
+        await anyio.to_thread.run_sync(decode.start)
         state["ready"] = True
         yield
         state["ready"] = False
+        decode.stop()
 
     routes = [
         Route("/v2/health/live", live),

@@ -30,6 +30,8 @@ class Settings:
     header_timeout: int
     body_timeout: int
     keepalive_timeout: int
+    decode_processes: int
+    decode_process_above: int
     log_level: str
 
     @classmethod
@@ -55,5 +57,9 @@ class Settings:
             header_timeout=_int("HEADER_TIMEOUT", 10),
             body_timeout=_int("BODY_TIMEOUT", 30),
             keepalive_timeout=_int("KEEPALIVE_TIMEOUT", 5),
+            # Bodies over DECODE_PROCESS_ABOVE bytes are decoded in DECODE_PROCESSES separate
+            # processes, off the serving process's GIL (app.Decoder); 0 processes: threads only.
+            decode_processes=_int("DECODE_PROCESSES", 1),
+            decode_process_above=_int("DECODE_PROCESS_ABOVE", 256 * 1024),
             log_level=os.environ.get("LOG_LEVEL", "info"),
         )

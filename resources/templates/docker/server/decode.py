@@ -1,0 +1,229 @@
+"""Request bodies to tensors: strict JSON parsing and checks against the model's signature.
+
+No ONNX Runtime here, so the same functions run in the server's threads (small bodies) and in a
+separate decoding process (large ones): json.loads and list-to-array conversion hold the GIL for
+their whole run (~0.5 s for a 16 MiB body), which in the serving process would stall every other
+connection, /v2/health/live included. See app.decode().
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Open Inference Protocol v2 datatypes <-> numpy.
+V2_TO_NUMPY = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+NUMPY_TO_V2 = {np.dtype(v).name: k for k, v in V2_TO_NUMPY.items()}
+
+
+class RequestError(Exception):
+    """A client's mistake: becomes a 4xx response with this message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self):  # keeps the status across the decoding process's pickling
+        return (RequestError, (str(self), self.status))
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str  # numpy name
+    shape: list[int | None]  # None for a dynamic dim
+
+    def v2(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "datatype": NUMPY_TO_V2.get(self.dtype, "BYTES"),
+            "shape": [-1 if d is None else d for d in self.shape],
+        }
+
+
+@dataclass
+class Signature:
+    """What a request must match: the model's inputs and the batch limit."""
+
+    inputs: list[TensorInfo]
+    max_batch: int = 64
+    names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = [t.name for t in self.inputs]
+
+    def info(self, name: Any) -> TensorInfo:
+        found = next((t for t in self.inputs if t.name == name), None)
+        if found is None:
+            raise RequestError(
+                f"unknown input {name!r}; the model's inputs are: {', '.join(self.names)}"
+            )
+        return found
+
+    def check(self, name: str, array: np.ndarray) -> np.ndarray:
+        """Validate one input tensor against the signature; RequestError says what is wrong."""
+        info = self.info(name)
+        if len(array.shape) != len(info.shape) or any(
+            d is not None and d != a for d, a in zip(info.shape, array.shape, strict=True)
+        ):
+            expected = [-1 if d is None else d for d in info.shape]
+            raise RequestError(
+                f"input {name!r} has shape {list(array.shape)} but the model expects "
+                f"{expected} (-1 = any size)"
+            )
+        if array.ndim and info.shape and info.shape[0] is None and array.shape[0] > self.max_batch:
+            raise RequestError(
+                f"input {name!r}: a batch of {array.shape[0]} exceeds this server's limit of "
+                f"{self.max_batch} (MAX_BATCH); split the request",
+                413,
+            )
+        return array
+
+    def tensor(
+        self, name: str, data: Any, shape: list[int] | None, datatype: str | None
+    ) -> np.ndarray:
+        """A request tensor (v2 style: flat or nested data + shape + datatype) as a numpy array."""
+        info = self.info(name)
+        expected_v2 = NUMPY_TO_V2.get(info.dtype)
+        if datatype is not None and datatype != expected_v2:
+            raise RequestError(
+                f"input {name!r} has datatype {datatype} but the model expects {expected_v2}"
+            )
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                array = np.asarray(data, dtype=info.dtype)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise RequestError(
+                f"input {name!r}: data is not a list of {expected_v2} numbers ({exc})"
+            ) from exc
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            # 1e39 is a finite JSON number but overflows FP32 (and FP16 overflows sooner).
+            raise RequestError(f"input {name!r}: a value is out of range for {expected_v2}")
+        if shape is not None:
+            if not isinstance(shape, list) or not all(
+                type(d) is int and d >= 0
+                for d in shape  # not bool, a subclass of int
+            ):
+                raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
+            needed = math.prod(shape)  # Python ints: np.prod wraps around at 2**63
+            if needed != array.size:
+                raise RequestError(
+                    f"input {name!r}: shape {shape} needs {needed} values but data has {array.size}"
+                )
+            array = array.reshape(shape)
+        return self.check(name, array)
+
+
+def watch_parent() -> None:
+    """Decoding-process initializer: exit as soon as the server process is gone (killed with
+    SIGKILL, or by the OOM killer), instead of living on as an orphan holding its memory."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+# Strict JSON (RFC 8259): no NaN/Infinity, no number that overflows a float, no integer longer
+# than a 64-bit one; each would otherwise reach numpy or the response and end in a 500.
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range for a number")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:
+        raise ValueError(f"the integer {text[:20]}… is too large")
+    return int(text)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
+    except RecursionError:
+        raise RequestError("request body is nested too deeply") from None
+    except ValueError as exc:  # json.JSONDecodeError and the refusals above
+        raise RequestError(f"request body is not valid JSON: {exc}") from exc
+
+
+@dataclass
+class V2Request:
+    feeds: dict[str, np.ndarray]
+    wanted: list[str]
+    id: Any = None
+    has_id: bool = False
+
+
+def v2_request(body: bytes, signature: Signature) -> V2Request:
+    """An Open Inference Protocol v2 infer request, decoded and checked."""
+    request = parse_json(body)
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+        raise RequestError(
+            'expected a JSON object with an "inputs" list (Open Inference Protocol v2)'
+        )
+    requested = request.get("outputs", [])
+    if not isinstance(requested, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+    ):
+        raise RequestError('"outputs" must be a list of {"name": ...} objects')
+    feeds = {}
+    for item in request["inputs"]:
+        if not isinstance(item, dict) or "name" not in item or "data" not in item:
+            raise RequestError('each input needs "name", "shape", "datatype" and "data"')
+        feeds[item["name"]] = signature.tensor(
+            item["name"], item["data"], item.get("shape"), item.get("datatype")
+        )
+    return V2Request(feeds, [o["name"] for o in requested], request.get("id"), "id" in request)
+
+
+def v1_request(body: bytes, signature: Signature) -> dict[str, np.ndarray]:
+    """A TF-Serving-style predict request (row or columnar format), decoded and checked."""
+    request = parse_json(body)
+    if not isinstance(request, dict) or ("instances" not in request and "inputs" not in request):
+        raise RequestError(
+            'expected {"instances": [...]} (row format) or {"inputs": ...} (columnar)'
+        )
+    names = signature.names
+    if "instances" in request:
+        rows = request["instances"]
+        if not isinstance(rows, list) or not rows:
+            raise RequestError('"instances" must be a non-empty list')
+        if len(names) == 1 and not isinstance(rows[0], dict):
+            columns = {names[0]: rows}
+        elif all(isinstance(r, dict) for r in rows):
+            columns = {n: [r.get(n) for r in rows] for n in names}
+        else:
+            raise RequestError("multi-input models take instances as objects keyed by input name")
+    else:
+        inputs = request["inputs"]
+        columns = inputs if isinstance(inputs, dict) else {names[0]: inputs}
+    return {n: signature.tensor(n, v, None, None) for n, v in columns.items()}
