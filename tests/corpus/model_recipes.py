@@ -97,6 +97,43 @@ def flipped(folder: Path, kind: str, every: int = 97) -> Path:
     return path
 
 
+def flip_at(folder: Path, kind: str, where: float = 0.5) -> Path:
+    """A good model of `kind` with the one byte at `where` (0..1) of it inverted."""
+    good = valid(folder, kind)
+    data = bytearray(good.read_bytes())
+    data[int(where * (len(data) - 1))] ^= 0xFF
+    path = folder / f"one_byte{good.suffix}"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def mutate(data: bytes, edits: list[tuple[str, float, bytes]]) -> bytes:
+    """`data` with each edit applied: (flip | insert | cut | zero, where 0..1, payload)."""
+    out = bytearray(data)
+    for kind, where, payload in edits:
+        at = int(where * max(len(out) - 1, 0))
+        if kind == "flip":
+            for i, b in enumerate(payload):
+                if at + i < len(out):
+                    out[at + i] ^= b or 0xFF
+        elif kind == "insert":
+            out[at:at] = payload
+        elif kind == "cut":
+            del out[at:]
+        else:
+            out[at : at + len(payload)] = bytes(len(payload))
+    return bytes(out)
+
+
+def mutated(folder: Path, kind: str, edits: list[list]) -> Path:
+    """A good model of `kind` with the fuzzer's `edits` applied (payloads written in hex)."""
+    good = valid(folder, kind)
+    data = mutate(good.read_bytes(), [(k, w, bytes.fromhex(h)) for k, w, h in edits])
+    path = folder / f"mutant{good.suffix}"
+    path.write_bytes(data)
+    return path
+
+
 # -- ONNX -----------------------------------------------------------------------------------
 def onnx_external_location(folder: Path, location: str) -> Path:
     """An ONNX model whose weights claim to live at `location` (outside its folder, absent…)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from workflows.errors import FormatError
+from workflows.errors import DockyardError, FormatError
 from workflows.model import Model
 
 # Order matters: more specific formats first (a .pt2 and a TorchScript file are both zips).
@@ -52,10 +52,25 @@ def detect(path: Path, **options: Any) -> ModuleType:
     if options.get("model_file"):
         return by_name("pytorch_eager")
     for module in format_modules():
-        if module.match(path):
+        if _matches(module, path):
             return module
-    reasons = "; ".join(f"{m.NAME}: {m.why_not(path)}" for m in format_modules())
+    reasons = "; ".join(f"{m.NAME}: {_why_not(m, path)}" for m in format_modules())
     raise FormatError(f"{path}: not a model format Dockyard reads ({reasons})")
+
+
+def _matches(module: ModuleType, path: Path) -> bool:
+    """A matcher that trips over hostile bytes has not recognised its format."""
+    try:
+        return bool(module.match(path))
+    except Exception:
+        return False
+
+
+def _why_not(module: ModuleType, path: Path) -> str:
+    try:
+        return module.why_not(path)
+    except Exception as exc:
+        return f"unreadable ({type(exc).__name__})"
 
 
 def load_model(path: Path | str, format: str | None = None, **options: Any) -> Model:
@@ -67,4 +82,16 @@ def load_model(path: Path | str, format: str | None = None, **options: Any) -> M
     """
     path = Path(path)
     module = by_name(format) if format else detect(path, **options)
-    return module.load(path, **options)
+    try:
+        return module.load(path, **options)
+    except DockyardError:
+        raise
+    except Exception as exc:
+        # A loader's own checks give the specific messages; what a framework raises beyond them
+        # on damaged bytes (a bad zip CRC inside a .keras, say: found by fuzzing) is still the
+        # file's fault, reported as such and never as a crash.
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise FormatError(
+            f"{path}: not a readable {module.NAME} model ({type(exc).__name__}: {first}); "
+            "it may be damaged or truncated. Re-export or re-download it."
+        ) from exc

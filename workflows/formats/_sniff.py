@@ -21,7 +21,9 @@ def _zip_names(path: str, mtime: float) -> tuple[str, ...] | None:
     try:
         with zipfile.ZipFile(path) as z:
             return tuple(z.namelist())
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        # ValueError includes UnicodeDecodeError: a member name that is not UTF-8 in a damaged
+        # archive (found by fuzzing)
         return None
 
 

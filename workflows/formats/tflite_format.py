@@ -23,10 +23,78 @@ def why_not(path: Path) -> str:
     return "no TFL3 flatbuffer identifier at byte 4"
 
 
+def check_structure(path: Path) -> None:
+    """FormatError unless every index in the flatbuffer points inside the model.
+
+    LiteRT's own verifier checks the flatbuffer's layout but not what its indices refer to: a
+    damaged file whose tensor names buffer 1,000,000, or whose operator names opcode 300, passes
+    it and then crashes the process (SIGSEGV) in allocate_tensors (found by fuzzing). These are
+    the checks Netron's reader makes before it draws such a file.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = path.read_bytes()
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        buffers, opcodes = model.BuffersLength(), model.OperatorCodesLength()
+        problems = []
+        for b in range(buffers):
+            buffer = model.Buffers(b)
+            if (
+                buffer is not None
+                and buffer.Offset() > 1
+                and (buffer.Offset() + buffer.Size() > len(data))
+            ):
+                problems.append(f"buffer {b} lies beyond the end of the file")
+        subgraphs = model.SubgraphsLength()
+        if subgraphs < 1:
+            problems.append("it has no subgraph")
+        for g in range(subgraphs):
+            graph = model.Subgraphs(g)
+            tensors = graph.TensorsLength()
+            for t in range(tensors):
+                tensor = graph.Tensors(t)
+                if not 0 <= tensor.Buffer() < max(buffers, 1):
+                    problems.append(f"tensor {t} refers to buffer {tensor.Buffer()} of {buffers}")
+                if any(d < -1 for d in tensor.ShapeAsNumpy() if tensor.ShapeLength()):
+                    problems.append(f"tensor {t} has a negative dimension")
+            for o in range(graph.OperatorsLength()):
+                op = graph.Operators(o)
+                if not 0 <= op.OpcodeIndex() < opcodes:
+                    problems.append(
+                        f"operator {o} refers to opcode {op.OpcodeIndex()} of {opcodes}"
+                    )
+                used = (
+                    [*op.InputsAsNumpy().tolist(), *op.OutputsAsNumpy().tolist()]
+                    if (op.InputsLength() or op.OutputsLength())
+                    else []
+                )
+                if any(not -1 <= i < tensors for i in used):
+                    problems.append(f"operator {o} refers to a tensor outside 0..{tensors - 1}")
+            ends = (
+                [*graph.InputsAsNumpy().tolist(), *graph.OutputsAsNumpy().tolist()]
+                if (graph.InputsLength() or graph.OutputsLength())
+                else []
+            )
+            if any(not 0 <= i < tensors for i in ends):
+                problems.append(f"subgraph {g}'s inputs or outputs are outside 0..{tensors - 1}")
+            if len(problems) > 3:
+                break
+    except Exception as exc:  # the accessors read past the buffer: not a TFLite model
+        raise FormatError(
+            f"{path}: not a readable TFLite flatbuffer ({type(exc).__name__})"
+        ) from exc
+    if problems:
+        raise FormatError(
+            f"{path}: a damaged TFLite model: {'; '.join(problems[:3])}. Re-export or re-download it."
+        )
+
+
 def interpreter(path: Path, threads: int | None = None) -> Any:
     """A LiteRT interpreter with tensors allocated; FormatError for an unreadable file."""
     from ai_edge_litert.interpreter import Interpreter
 
+    check_structure(path)
     try:
         interp = Interpreter(model_path=str(path), num_threads=threads)
         interp.allocate_tensors()

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from workflows.errors import DockyardError, FormatError
 from workflows.graph import Graph, Tensor, from_onnx, from_tflite
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option
@@ -113,7 +114,7 @@ def _onnx_details(model: Model, progress: Progress) -> tuple[Graph, dict[str, An
         {
             (n.domain or "ai.onnx", n.op_type)
             for n in proto.graph.node
-            if not onnx.defs.has(n.op_type, n.domain or "")
+            if not _known_op(n.op_type, n.domain or "")
         }
     )
     return graph, {
@@ -124,6 +125,17 @@ def _onnx_details(model: Model, progress: Progress) -> tuple[Graph, dict[str, An
     }
 
 
+def _known_op(op_type: str, domain: str) -> bool:
+    """ONNX's schema registry knows the op (an op name that is not valid text, as a damaged file
+    can hold, is not known: onnx.defs.has raises TypeError for it, found by fuzzing)."""
+    import onnx
+
+    try:
+        return onnx.defs.has(op_type, domain)
+    except (TypeError, ValueError):
+        return False
+
+
 def inspect_model(
     model: Model, include_graph: bool = True, progress: Progress | None = None
 ) -> dict[str, Any]:
@@ -132,16 +144,25 @@ def inspect_model(
     started = time.perf_counter()
     graph: Graph | None = None
     details: dict[str, Any] = {}
-    if model.format == "onnx":
-        graph, details = _onnx_details(model, progress)
-    elif model.format == "tflite":
-        graph = from_tflite(model.native)
-    else:
-        details["op_histogram"] = native_histogram(model)
-        details["parameters_by_dtype"] = native_parameters_by_dtype(model)
-        details["parameter_bytes"] = sum(
-            v["bytes"] for v in details["parameters_by_dtype"].values()
-        )
+    try:
+        if model.format == "onnx":
+            graph, details = _onnx_details(model, progress)
+        elif model.format == "tflite":
+            graph = from_tflite(model.native)
+        else:
+            details["op_histogram"] = native_histogram(model)
+            details["parameters_by_dtype"] = native_parameters_by_dtype(model)
+            details["parameter_bytes"] = sum(
+                v["bytes"] for v in details["parameters_by_dtype"].values()
+            )
+    except DockyardError:
+        raise
+    except Exception as exc:  # a damaged graph that loaded: its file's fault, not a crash
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise FormatError(
+            f"{model.path}: its graph cannot be read ({type(exc).__name__}: {first}); the file "
+            "may be damaged. Re-export or re-download it."
+        ) from exc
     progress.update(0.8, "Summarising")
     result: dict[str, Any] = {"model": model.summary(), **details}
     if graph is not None:

@@ -119,7 +119,8 @@ class DockyardHandler(BaseHandler):
 
     # -- requests -> one batch --------------------------------------------------------------
     def _array(self, value, spec):
-        arr = np.asarray(value, dtype=spec["dtype"])
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values refused below
+            arr = np.asarray(value, dtype=spec["dtype"])
         if arr.ndim == len(spec["shape"]) - 1:  # one sample without its batch axis
             arr = arr[None]
         # TorchServe parses application/json itself, NaN and Infinity included: checked here.
