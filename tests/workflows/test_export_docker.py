@@ -423,3 +423,26 @@ def test_the_decoding_process_ends_with_the_server(exported, how):
     assert not alive, f"left behind: {[c.cmdline()[:3] for c in alive]}"
     if s.proc.stdout:
         s.proc.stdout.close()
+
+
+def test_a_killed_decoding_process_is_replaced(exported):
+    """The OOM killer takes the decoding process: the next large request is told to retry (503)
+    and the one after is served, instead of every large request failing from then on."""
+    import psutil
+
+    s = Server(exported[0], DECODE_PROCESS_ABOVE="1024")
+    try:
+        decoder = next(
+            c
+            for c in psutil.Process(s.proc.pid).children(recursive=True)
+            if "resource_tracker" not in " ".join(c.cmdline())
+        )
+        decoder.kill()
+        decoder.wait(5)
+        big = {"instances": np.zeros((8, 1, 8, 8)).tolist()}
+        status, answer = s.call("POST", "/v1/models/digits-cnn:predict", big)
+        assert status == 503 and "retry" in answer["error"]
+        status, answer = s.call("POST", "/v1/models/digits-cnn:predict", big)
+        assert status == 200 and np.asarray(answer["predictions"]).shape == (8, 10)
+    finally:
+        s.stop()

@@ -10,6 +10,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import anyio
@@ -105,8 +106,21 @@ class Decoder:
     async def __call__(self, function: Callable[..., Any], body: bytes, *args: Any) -> Any:
         if self.pool is not None and len(body) > self.process_above:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.pool, function, body, *args)
+            try:
+                return await loop.run_in_executor(self.pool, function, body, *args)
+            except BrokenProcessPool:
+                # The decoding process died (the OOM killer, say): start a new one for the next
+                # requests instead of failing every large request from now on.
+                await anyio.to_thread.run_sync(self._restart)
+                raise RequestError(
+                    "the request decoder was restarted; retry the request", 503
+                ) from None
         return await anyio.to_thread.run_sync(function, body, *args)
+
+    def _restart(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.start()
 
 
 async def json_response(content: Any) -> Response:
