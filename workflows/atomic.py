@@ -10,7 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from workflows.errors import OutputExistsError
@@ -88,6 +88,7 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
     check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(target), dir=target.parent))
+    OPEN_PARTIALS.add(tmp)
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a handoff from its receiver
     try:
         yield tmp
@@ -95,10 +96,13 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
             "Written by Dockyard. Running the step again replaces this whole folder.\n"
         )
         check_replaceable(target)
+        _may_finish()
         _replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        OPEN_PARTIALS.discard(tmp)
 
 
 @contextlib.contextmanager
@@ -109,13 +113,17 @@ def atomic_file(target: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=_partial_prefix(target), dir=target.parent)
     os.close(fd)
     tmp = Path(name)
+    OPEN_PARTIALS.add(tmp)
     os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would create it, not mkstemp's 0600
     try:
         yield tmp
+        _may_finish()
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        OPEN_PARTIALS.discard(tmp)
 
 
 def write_json(target: Path, value: object) -> None:
@@ -144,6 +152,33 @@ def _replace(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+# Temp files and folders of this process not yet renamed into place or removed: what a step
+# whose parent died removes before it kills itself (runner._die_with_parent; found by the kill
+# drills, scripts/drills.py: a CLI killed during quantize left its half-written folder behind).
+OPEN_PARTIALS: set[Path] = set()
+
+
+# Set in a step's process by the runner: raises when the step must not put its output in place
+# (the CLI or app that started it is gone: a killed run must not replace a good output, which
+# the kill drills caught happening in the ~0.2 s before the step noticed).
+FINISH_CHECKS: list[Callable[[], None]] = []
+
+
+def _may_finish() -> None:
+    for check in FINISH_CHECKS:
+        check()
+
+
+def remove_open_partials() -> None:
+    """Remove this process's unfinished temp files and folders."""
+    for path in list(OPEN_PARTIALS):
+        for _ in range(2):  # a second pass for files another thread wrote during the first
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def remove_partials(folder: Path, pid: int) -> list[Path]:
     """Remove the temp files and folders that process `pid` left in `folder`; return them."""
     removed = []
@@ -165,7 +200,9 @@ def scratch_dir(beside: Path) -> Iterator[Path]:
     beside = Path(beside).absolute()
     beside.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(beside) + "work-", dir=beside.parent))
+    OPEN_PARTIALS.add(tmp)
     try:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        OPEN_PARTIALS.discard(tmp)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows import catalogue, errors
-from workflows.atomic import remove_partials
+from workflows.atomic import FINISH_CHECKS, remove_open_partials, remove_partials
 from workflows.progress import DataCallback, Progress, ProgressCallback
 
 
@@ -55,9 +55,17 @@ def _die_with_parent(parent: int) -> None:
     across POSIX systems (PR_SET_PDEATHSIG is Linux-only and reaches this process alone, not the
     servers and nested steps in its group)."""
 
+    def still_wanted() -> None:
+        if os.getppid() != parent:
+            raise errors.StepCancelled("the process that started this step is gone")
+
+    FINISH_CHECKS.append(still_wanted)
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.2)
+        with contextlib.suppress(Exception):  # nothing half-written stays behind
+            remove_open_partials()
         os.killpg(0, signal.SIGKILL)
 
     threading.Thread(target=watch, name="dockyard-parent-watch", daemon=True).start()
