@@ -143,13 +143,17 @@ def _replace(tmp: Path, target: Path) -> None:
         return
     old = target.with_name(f".{target.name}{PARTIAL_MARK}old-{os.getpid()}")
     shutil.rmtree(old, ignore_errors=True)
-    os.replace(target, old)
+    PENDING_SWAPS[old] = target
     try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        PENDING_SWAPS.pop(old, None)
 
 
 # Temp files and folders of this process not yet renamed into place or removed: what a step
@@ -169,8 +173,18 @@ def _may_finish() -> None:
         check()
 
 
+# The previous output, moved aside while its replacement is renamed into place (_replace).
+PENDING_SWAPS: dict[Path, Path] = {}
+
+
 def remove_open_partials() -> None:
-    """Remove this process's unfinished temp files and folders."""
+    """Remove this process's unfinished temp files and folders; a swap caught halfway puts the
+    previous output back (or, when the new one is already in place, drops the old)."""
+    for old, target in list(PENDING_SWAPS.items()):
+        if old.exists() and not target.exists():
+            os.replace(old, target)
+        elif old.exists():
+            shutil.rmtree(old, ignore_errors=True)
     for path in list(OPEN_PARTIALS):
         for _ in range(2):  # a second pass for files another thread wrote during the first
             if path.is_dir():

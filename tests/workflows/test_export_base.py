@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -122,3 +123,49 @@ def test_quantize_keeps_an_onnx_models_external_data(tmp_path):
     want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     np.testing.assert_array_equal(ort.InferenceSession(str(fp32)).run(None, {"x": x})[0], want)
     assert r["float_model"]["size_bytes"] > path.stat().st_size  # the data file counted too
+
+
+def test_a_step_stopped_mid_swap_puts_the_previous_output_back(tmp_path):
+    """What a step whose parent died cleans up before it kills itself (runner._die_with_parent):
+    its unfinished temp folders, and a swap caught between its two renames."""
+    from workflows import atomic
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "good.txt").write_text("the earlier good output")
+    old = tmp_path / f".out{atomic.PARTIAL_MARK}old-1"
+    os.replace(target, old)  # the first rename of a swap has happened, the second not yet
+    unfinished = tmp_path / f".out{atomic.PARTIAL_MARK}1-abc"
+    unfinished.mkdir()
+    (unfinished / "half.bin").write_bytes(b"x")
+    atomic.PENDING_SWAPS[old] = target
+    atomic.OPEN_PARTIALS.add(unfinished)
+    try:
+        atomic.remove_open_partials()
+    finally:
+        atomic.PENDING_SWAPS.clear()
+        atomic.OPEN_PARTIALS.clear()
+    assert (target / "good.txt").read_text() == "the earlier good output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_step_whose_parent_is_gone_does_not_swap(tmp_path):
+    from workflows import atomic
+    from workflows.errors import StepCancelled
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / atomic.OWNER_MARK).write_text("")
+    (target / "good.txt").write_text("the earlier good output")
+
+    def parent_gone() -> None:
+        raise StepCancelled("the process that started this step is gone")
+
+    atomic.FINISH_CHECKS.append(parent_gone)
+    try:
+        with pytest.raises(StepCancelled), atomic.atomic_dir(target) as tmp:
+            (tmp / "new.txt").write_text("new")
+    finally:
+        atomic.FINISH_CHECKS.remove(parent_gone)
+    assert sorted(p.name for p in target.iterdir()) == [atomic.OWNER_MARK, "good.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
