@@ -46,6 +46,15 @@ def check_structure(path: Path) -> None:
                 and (buffer.Offset() + buffer.Size() > len(data))
             ):
                 problems.append(f"buffer {b} lies beyond the end of the file")
+        for c in range(opcodes):
+            # Writers store small op codes twice (builtin_code and the deprecated int8 field,
+            # which is 127 for codes over 126; files older than builtin_code leave it 0);
+            # LiteRT runs the larger of the two, so a damaged copy turns a CONV_2D into another
+            # op fed Conv2D's options: a SIGSEGV, found by fuzzing.
+            code = model.OperatorCodes(c)
+            builtin, deprecated = code.BuiltinCode(), code.DeprecatedBuiltinCode()
+            if builtin != 0 and deprecated != min(builtin, 127):
+                problems.append(f"operator code {c} is inconsistent ({builtin} / {deprecated})")
         subgraphs = model.SubgraphsLength()
         if subgraphs < 1:
             problems.append("it has no subgraph")
