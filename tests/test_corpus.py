@@ -210,28 +210,13 @@ def _slow(port: int, mode: str) -> tuple[float, str]:
         b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: 300\r\n\r\n"
     )
     drip = {"idle": b"", "head": head, "body": b"0" * 300}[mode]
-    started = time.monotonic()
-    answer = b""
+    from tests.workflows.test_export_docker import _closed_after
+
     with socket.create_connection(("127.0.0.1", port)) as sock:
         if mode == "body":
             sock.sendall(head)
-        sock.settimeout(0.25)
-        for i in range(200):
-            if i < len(drip):
-                try:
-                    sock.send(drip[i : i + 1])
-                except OSError:
-                    break
-            try:
-                chunk = sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not chunk:
-                break
-            answer += chunk
-    return time.monotonic() - started, answer.decode("latin-1")
+        took, answer = _closed_after(sock, drip, every=0.25, limit=50)
+    return took, answer.decode("latin-1")
 
 
 def check_request(entry: dict[str, Any], request, tmp_path: Path) -> None:
