@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,16 +30,22 @@ def test_measure_stops_when_windows_agree():
     assert result["p50_ms"] == pytest.approx(np.percentile(result["latencies_ms"], 50), rel=1e-3)
 
 
-def test_measure_gives_up_on_noise():
-    rng = np.random.default_rng(0)
-    sleeps = iter(rng.choice([0.0, 0.004], size=100_000))
-    import time
+def test_measure_gives_up_on_noise(monkeypatch):
+    # A fake clock: each run takes 1 ms or 5 ms at random, so window medians keep jumping and
+    # never agree within 1%. Real sleeps made this flaky: three windows of equal sleeps can agree.
+    import workflows.latency as latency
 
-    result = measure(
-        lambda: time.sleep(next(sleeps)), warmup=0, window=4, max_seconds=0.3, agree=0.0001
-    )
+    rng = np.random.default_rng(0)
+    now = [0.0]
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def run() -> None:
+        now[0] += float(rng.choice([0.001, 0.005])) * (1 + rng.uniform(0, 0.5))
+
+    result = measure(run, warmup=0, window=4, max_seconds=0.5, agree=0.01)
     assert result["stable"] is False
-    assert result["runs"] >= 4
+    assert result["runs"] == 4 * result["windows"] and result["windows"] >= 10
+    assert result["min_ms"] >= 1.0 and result["p99_ms"] <= 7.5
 
 
 @pytest.fixture(scope="module")
