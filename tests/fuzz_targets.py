@@ -8,9 +8,10 @@
   flipped, inserted, cut): a model or a DockyardError, and no code from the file ever runs.
 
 `run(target, seconds)` runs one for a time budget, in batches of hypothesis examples with fresh
-randomness each; a failure raises hypothesis's minimal failing example. tests/test_fuzz.py runs
-each for FUZZ_SECONDS (60 in CI); scripts/fuzz.py runs them longer. A failure found becomes an
-entry in tests/corpus/.
+randomness each; a failure raises hypothesis's minimal failing example. `one_input(target)` is
+the same property for atheris (coverage-guided: libFuzzer mutates the bytes hypothesis draws
+from). tests/test_fuzz.py runs each for FUZZ_SECONDS (60 in CI) and briefly under atheris;
+scripts/fuzz.py runs them longer. A failure found becomes an entry in tests/corpus/.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def _handler():
         "dockyard_fuzz_handler", TEMPLATES / "torchserve" / "handler.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # found there by a fuzzer that instruments it
     spec.loader.exec_module(module)
     handler = module.DockyardHandler()
     handler.config = {
@@ -250,6 +252,34 @@ def run(name: str, seconds: float, batch: int = 50) -> int:
     while time.monotonic() < end:
         test()
     return count[0]
+
+
+def one_input(name: str) -> Callable[[bytes], None]:
+    """Target `name` as a function of raw bytes, for a coverage-guided fuzzer (atheris): hypothesis
+    turns the fuzzer's bytes into an example, so both engines fuzz the same properties."""
+    target, examples = strategy(name)
+    test = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))(
+        given(examples)(target)
+    )
+    return test.hypothesis.fuzz_one_input
+
+
+def warm_up(name: str) -> None:
+    """Import (and make) what target `name` reads, so that a fuzzer instrumenting the imports
+    made inside its `instrument_imports` block sees that code."""
+    if name == "decode":
+        _server_decode()
+    elif name == "torchserve":
+        _handler()
+    else:
+        import pkgutil
+
+        import workflows.formats
+        import workflows.steps.inspect
+
+        for module in pkgutil.iter_modules(workflows.formats.__path__, "workflows.formats."):
+            importlib.import_module(module.name)
+        _seeds()
 
 
 if __name__ == "__main__":  # a quick look: python -m tests.fuzz_targets decode 10
