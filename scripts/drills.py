@@ -1,16 +1,16 @@
-"""Kill drills (issue #12): SIGKILL the CLI, or the step process it started, at a seeded random
-moment of a real step, and check what a user would find afterwards:
+"""Kill drills (issue #12): SIGKILL the CLI or the desktop app, or the step process it started,
+at a seeded random moment of a real step, and check what a user would find afterwards:
 
 - no orphan: every process the run started (step child, smoke-test server, its decoding process,
-  TorchServe) is gone within 2 s;
-- nothing partial, nothing replaced: the output is byte for byte the good one an earlier run made
-  (or, when the run had already swapped its new output into place before the kill came, that
-  complete new output), and the folder around it holds nothing new (no temp folder left behind);
+  TorchServe's JVM, onnx2tf, Qt WebEngine's helpers) is gone within 2 s;
+- nothing partial, nothing replaced: each output is byte for byte the good one an earlier run
+  made (or, when the run had already swapped its new output into place before the kill came,
+  that complete new output), and the folder around it holds nothing new (no temp folder left);
 - ports released: nothing listens on a port the run had opened.
 
-    python scripts/drills.py [--kills 60] [--seed 1]     # the long run (README figures)
+    python scripts/drills.py [--kills 60] [--seed 1] [--only gui-convert,export-docker]
 
-tests/test_drills.py runs a few of the same drills in CI. Exits 1 on the first broken promise.
+tests/test_drills.py runs a few of the same drills in CI. Exits 1 on any broken promise.
 """
 
 from __future__ import annotations
@@ -33,26 +33,39 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "resources" / "sample"
+PT2 = str(SAMPLE / "digits_cnn.pt2")
 
 
 @dataclass(frozen=True)
 class Drill:
     name: str
-    args: tuple[str, ...]  # the CLI's arguments; OUT is replaced by the output path
-    output: str  # file or folder name of the output
+    args: tuple[str, ...]  # the CLI's (or gui_drill.py's) arguments; OUT: the output path
+    outputs: tuple[str, ...]  # what the run writes, relative to the drill's folder
+    gui: bool = False  # the desktop app (scripts/gui_drill.py), not the CLI
 
 
 DRILLS = (
-    Drill("convert", ("convert", str(SAMPLE / "digits_cnn.pt2"), "-o", "OUT"), "model.onnx"),
+    Drill("convert", ("convert", PT2, "-o", "OUT"), ("model.onnx",)),
+    Drill("quantize", ("quantize", "MODEL_ONNX", "--mode", "dynamic", "-o", "OUT"), ("quantized",)),
+    Drill("export-docker", ("export", "docker", PT2, "-o", "OUT", "--no-build"), ("docker",)),
+    Drill("export-torchserve", ("export", "torchserve", PT2, "-o", "OUT"), ("torchserve",)),
     Drill(
-        "quantize",
-        ("quantize", "MODEL_ONNX", "--mode", "dynamic", "-o", "OUT"),
-        "quantized",
+        "export-tflite",
+        ("export", "tflite", PT2, "-o", "OUT", "--variant", "fp32", "--variant", "dynamic"),
+        ("tflite",),
+    ),
+    # The desktop app: loading (inspect, Netron's view) and then the wizard's buttons.
+    Drill(
+        "gui-convert",
+        ("--root", "OUT", "--model", PT2, "convert"),
+        ("digits_cnn/convert", "digits_cnn/validate.json"),
+        gui=True,
     ),
     Drill(
-        "export-docker",
-        ("export", "docker", str(SAMPLE / "digits_cnn.pt2"), "-o", "OUT", "--no-build"),
-        "docker",
+        "gui-export-docker",
+        ("--root", "OUT", "--model", PT2, "export-docker"),
+        ("digits_cnn/export-docker",),
+        gui=True,
     ),
 )
 
@@ -67,10 +80,14 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
-def command(drill: Drill, out: Path, model_onnx: Path) -> list[str]:
+def command(drill: Drill, folder: Path, model_onnx: Path) -> list[str]:
+    """The drill's command line; its outputs go under `folder`."""
+    out = folder if drill.gui else folder / drill.outputs[0]
     args = [
         str(out) if a == "OUT" else str(model_onnx) if a == "MODEL_ONNX" else a for a in drill.args
     ]
+    if drill.gui:
+        return [sys.executable, str(ROOT / "scripts" / "gui_drill.py"), *args]
     return [sys.executable, "-m", "workflows.cli", *args]
 
 
@@ -102,11 +119,6 @@ def _is_step(p: psutil.Process) -> bool:
     return "spawn_main" in line and "resource_tracker" not in line
 
 
-def _inode(path: Path) -> int:
-    """The output's inode: a finished step's atomic swap gives it a new one."""
-    return path.stat().st_ino
-
-
 def alive(p: psutil.Process) -> bool:
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
@@ -126,32 +138,69 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def prepare(work: Path) -> tuple[Path, dict[str, float]]:
+def prepare(work: Path, drills: tuple[Drill, ...]) -> tuple[Path, dict[str, float]]:
     """The ONNX model quantize reads, and each drill's full duration (a first, complete run that
     also leaves the good output every later drill must not touch)."""
     model_onnx = work / "input" / "model.onnx"
     model_onnx.parent.mkdir(parents=True)
     subprocess.run(
-        command(DRILLS[0], model_onnx, model_onnx),
+        command(DRILLS[0], model_onnx.parent, model_onnx),
         cwd=ROOT,
         check=True,
         capture_output=True,
         timeout=600,
     )
     durations = {}
-    for drill in DRILLS:
+    for drill in drills:
         folder = work / drill.name
         folder.mkdir()
         started = time.monotonic()
-        subprocess.run(
-            command(drill, folder / drill.output, model_onnx),
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            timeout=900,
+        done = subprocess.run(
+            command(drill, folder, model_onnx), cwd=ROOT, capture_output=True, timeout=900
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"{drill.name}'s full run failed:\n{done.stderr.decode()[-3000:]}")
         durations[drill.name] = time.monotonic() - started
     return model_onnx, durations
+
+
+def _inodes(folder: Path, drill: Drill) -> dict[str, int | None]:
+    """Each output's inode (None while absent): a finished step's atomic swap gives a new one."""
+    return {o: (folder / o).stat().st_ino if (folder / o).exists() else None for o in drill.outputs}
+
+
+def _part(snap: dict[str, str], output: str) -> dict[str, str]:
+    return {k: v for k, v in snap.items() if k == output or k.startswith(output + "/")}
+
+
+def changes(
+    drill: Drill,
+    before: dict[str, str],
+    after: dict[str, str],
+    inodes_at_start: dict[str, int | None],
+    inodes_at_kill: dict[str, int | None],
+) -> str:
+    """What broke the promise about the folder ('' when nothing did).
+
+    An output may differ from the good one only if the run had put its new one in place before
+    the kill (a kill cannot undo a finished swap), and then it must be complete: the same files.
+    Nothing else in the folder may change."""
+    for output in drill.outputs:
+        old, new = _part(before, output), _part(after, output)
+        committed_before_kill = inodes_at_kill[output] != inodes_at_start[output]
+        if new != old and not (committed_before_kill and sorted(new) == sorted(old)):
+            return f"{output} changed: {sorted(set(old.items()) ^ set(new.items()))[:4]}"
+    rest_before = {
+        k: v for k, v in before.items() if not any(_part({k: v}, o) for o in drill.outputs)
+    }
+    rest_after = {
+        k: v for k, v in after.items() if not any(_part({k: v}, o) for o in drill.outputs)
+    }
+    if rest_after != rest_before:
+        return (
+            f"the folder changed: {sorted(set(rest_before.items()) ^ set(rest_after.items()))[:4]}"
+        )
+    return ""
 
 
 def one_drill(
@@ -161,11 +210,11 @@ def one_drill(
     when it finished before its moment came (no kill)."""
     folder = work / drill.name
     before = snapshot(folder)
-    inode_at_start = _inode(folder / drill.output)
-    victim = rng.choice(["cli", "step"])
+    inodes_at_start = _inodes(folder, drill)
+    victim = rng.choice(["parent", "step"])
     delay = rng.uniform(0.05, duration * 0.95)
-    cli = subprocess.Popen(
-        command(drill, folder / drill.output, model_onnx),
+    parent = subprocess.Popen(
+        command(drill, folder, model_onnx),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -173,73 +222,101 @@ def one_drill(
     seen: dict[int, psutil.Process] = {}
     ports: set[int] = set()
     deadline = time.monotonic() + delay
-    while time.monotonic() < deadline and cli.poll() is None:
-        kids = descendants(cli.pid)
+    while time.monotonic() < deadline and parent.poll() is None:
+        kids = descendants(parent.pid)
         seen.update({p.pid: p for p in kids})
+        with contextlib.suppress(psutil.Error):
+            kids.append(psutil.Process(parent.pid))  # the app's own Netron server
         ports |= listening_ports(kids)
         time.sleep(0.02)
-    if cli.poll() is not None:
+    if parent.poll() is not None:
         return None  # finished before its moment came
-    target = cli.pid
+    target = parent.pid
+    who = "app" if drill.gui else "cli"
     if victim == "step":
-        steps = [p for p in descendants(cli.pid) if p.ppid() == cli.pid and _is_step(p)]
+        steps = [p for p in descendants(parent.pid) if p.ppid() == parent.pid and _is_step(p)]
         if steps:
             target = steps[0].pid
-    with_pid = f"{drill.name}: SIGKILL {victim} (pid {target}) after {delay:.2f} s"
-    output = folder / drill.output
-    inode_before = _inode(output)  # as close to the kill as it can be
+            who = "step"
+    # What the victim started: it must be gone within 2 s of the kill.
+    doomed = descendants(target)
+    with contextlib.suppress(psutil.Error):
+        if target != parent.pid:
+            doomed.append(psutil.Process(target))
+    seen.update({p.pid: p for p in doomed})
+    with_pid = f"{drill.name}: SIGKILL {who} (pid {target}) after {delay:.2f} s"
+    inodes_at_kill = _inodes(folder, drill)  # as close to the kill as it can be
     with contextlib.suppress(ProcessLookupError):
         os.kill(target, signal.SIGKILL)
     killed = time.monotonic()
-    # After the step child dies, the CLI reports it and exits on its own; after the CLI dies,
-    # the step child notices its parent is gone and kills its own process group.
-    if victim == "cli":
-        cli.wait(10)
+    # After the CLI or the app dies, the step child notices its parent is gone and kills its own
+    # process group. After the step child dies, the CLI (or the app) reports it and goes on;
+    # here both then exit, and what they still ran (the app's web view) must go with them.
+    problem = _gone_within(doomed, 2.0, "the killed process's")
+    took = time.monotonic() - killed
+    if target == parent.pid:
+        parent.wait(10)
     else:
         try:
-            cli.wait(30)
+            parent.wait(30)
         except subprocess.TimeoutExpired:
-            cli.kill()
-            cli.wait()
-            return with_pid, "the CLI did not exit after its step was killed"
-    while any(alive(p) for p in seen.values()) and time.monotonic() - killed < 5:
-        time.sleep(0.05)
-    orphans = [p for p in seen.values() if alive(p)]
-    gone_after = time.monotonic() - killed
-    for p in orphans:
-        p.kill()
-    if orphans:
-        return with_pid, f"{len(orphans)} orphan(s): {[p.pid for p in orphans]}"
-    if gone_after > 2.0:
-        return with_pid, f"its processes took {gone_after:.1f} s to go"
+            parent.kill()
+            parent.wait()
+            return with_pid, f"the {who.replace('step', 'parent')} did not exit after its step died"
+    problem = problem or _gone_within(list(seen.values()), 2.0, "the exited parent's")
+    if problem:
+        return with_pid, problem
     time.sleep(0.3)  # a late writer would show now
-    after = snapshot(folder)
-    if after != before:
-        # Only a run that had already put its new output in place before the kill may leave
-        # it (a kill cannot undo a finished swap); it must then be complete: the same files.
-        committed_before_kill = inode_before != inode_at_start
-        complete = sorted(after) == sorted(before)
-        if not (committed_before_kill and complete):
-            changed = sorted(set(before.items()) ^ set(after.items()))[:4]
-            return with_pid, f"the output folder changed: {changed}"
+    problem = changes(drill, before, snapshot(folder), inodes_at_start, inodes_at_kill)
+    if problem:
+        return with_pid, problem
     busy = [p for p in ports if port_in_use(p)]
     if busy:
         return with_pid, f"port(s) {busy} still in use"
-    return with_pid, ""
+    summary = f"{len(doomed)} of {len(seen)} processes gone in {took:.1f} s, {len(ports)} ports"
+    return f"{with_pid} ({summary})", ""
 
 
-def run(kills: int, seed: int, log=print) -> list[str]:
-    """`kills` seeded drills; the list of broken promises (empty when all held)."""
+def _gone_within(processes: list[psutil.Process], seconds: float, whose: str) -> str:
+    """'' once all of `processes` are gone, waiting at most `seconds` (the rest are then
+    killed and named)."""
+    end = time.monotonic() + seconds
+    while any(alive(p) for p in processes) and time.monotonic() < end:
+        time.sleep(0.05)
+    orphans = [p for p in processes if alive(p)]
+    for p in orphans:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    if orphans:
+        return f"{len(orphans)} of {whose} processes outlived it by {seconds:g} s: " + str(
+            [(p.pid, _name(p)) for p in orphans]
+        )
+    return ""
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())[:80]
+    except psutil.Error:
+        return "?"
+
+
+def run(kills: int, seed: int, only: list[str] | None = None, log=print) -> list[str]:
+    """`kills` seeded drills (of the drills named in `only`, else all); the list of broken
+    promises (empty when all held)."""
     rng = random.Random(seed)
+    drills = tuple(d for d in DRILLS if only is None or d.name in only)
+    if only is not None and len(drills) != len(only):
+        raise ValueError(f"unknown drills in {only}; known: {[d.name for d in DRILLS]}")
     work = Path(tempfile.mkdtemp(prefix="dockyard-drills-"))
     try:
-        model_onnx, durations = prepare(work)
+        model_onnx, durations = prepare(work, drills)
         log(f"full runs: {', '.join(f'{k} {v:.1f} s' for k, v in durations.items())}")
         failures = []
         done = attempts = 0
         while done < kills and attempts < 2 * kills:
             attempts += 1
-            drill = rng.choice(DRILLS)
+            drill = rng.choice(drills)
             outcome = one_drill(drill, work, model_onnx, rng, durations[drill.name])
             if outcome is None:
                 log(f"{drill.name}: finished before its kill, not counted")
@@ -258,9 +335,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", help="comma-separated drill names (default: all)")
     args = parser.parse_args()
     started = time.monotonic()
-    failures = run(args.kills, args.seed)
+    failures = run(args.kills, args.seed, args.only.split(",") if args.only else None)
     print(
         f"{args.kills} kills (seed {args.seed}) in {time.monotonic() - started:.0f} s: "
         f"{len(failures)} broken promises"

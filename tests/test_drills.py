@@ -1,7 +1,9 @@
-"""Kill drills in CI (issue #12; `python scripts/drills.py --kills 60` is the long run): the CLI
-or its step process SIGKILLed at seeded random moments of convert, quantize and the Docker export
-(with its smoke-test server running): no orphan within 2 s, the earlier good output untouched,
-nothing left beside it, its ports free."""
+"""Kill drills in CI (issue #12; `python scripts/drills.py --kills 60` is the long run): the CLI,
+the desktop app (scripts/gui_drill.py) or the step process they started, SIGKILLed at seeded
+random moments of convert, quantize and the three exports (smoke-test server, TorchServe,
+onnx2tf running) or of the wizard's convert and Docker export: no orphan within 2 s (Qt
+WebEngine's helpers included), the earlier good output untouched, nothing left beside it, its
+ports free."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-KILLS = int(os.environ.get("DRILL_KILLS", "6"))
+KILLS = int(os.environ.get("DRILL_KILLS", "10"))
 
 
 @pytest.mark.timeout(1200)

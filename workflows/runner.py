@@ -13,6 +13,7 @@ import importlib
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -111,6 +112,16 @@ def _child_main(step: str, options: Any, conn: Any, parent: int | None = None) -
         conn.close()
         if parent is not None and os.getppid() != parent and hasattr(os, "killpg"):
             os.killpg(0, signal.SIGKILL)  # orphaned: take what this step started along
+    # The answer is sent and every output is closed and in place. Run the exit handlers
+    # (multiprocessing's semaphore cleanup, logging, _kill_live for a nested step) but skip the
+    # interpreter's teardown of its modules: with TensorFlow loaded that takes a second or more,
+    # during which the parent waits and the parent-death watch no longer runs. (atexit has no
+    # public "run the handlers now"; _run_exitfuncs is what Py_Finalize itself calls.)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def _describe_exit(code: int | None) -> str:

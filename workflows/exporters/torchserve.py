@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import string
 import subprocess
 import sys
@@ -147,7 +146,9 @@ class TorchServe:
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            # Not a session of its own: TorchServe stays in the step's process group, so the
+            # group kill that ends a cancelled or orphaned step (or one whose process died)
+            # takes its JVM and workers along. stop() ends it by its process tree instead.
         )
         self.base = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -172,13 +173,24 @@ class TorchServe:
         raise ExportError(f"TorchServe did not serve {name} within {timeout:.0f} s")
 
     def stop(self) -> None:
+        """End TorchServe: its launcher, the JVM and the JVM's model workers (SIGTERM, then
+        SIGKILL after 20 s)."""
+        import psutil
+
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            tree = [psutil.Process(self.proc.pid)]
+            tree += tree[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(tree, timeout=20)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        self.proc.wait()
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
