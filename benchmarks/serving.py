@@ -10,7 +10,6 @@ import argparse
 import http.client
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -22,8 +21,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workflows.exporters.common import free_port  # noqa: E402
-from workflows.exporters.docker import DockerExportOptions, export_docker  # noqa: E402
+from workflows.exporters.docker import (  # noqa: E402
+    DockerExportOptions,
+    export_docker,
+    exported_server,
+)
 from workflows.exporters.torchserve import (  # noqa: E402
     TorchServe,
     TorchServeExportOptions,
@@ -118,36 +120,10 @@ def main() -> None:
             )
         )
 
-        port = free_port()
-        env = {
-            **os.environ,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "PYTHONPATH": str(ctx),
-            "LOG_LEVEL": "warning",
-            "THREADS": "1",
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "server"],
-            cwd=ctx,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(200):
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                    c.request("GET", "/v2/health/ready")
-                    if c.getresponse().status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
+        with exported_server(ctx, {"THREADS": "1"}, quiet=True) as (base, _):
+            port = int(base.rsplit(":", 1)[1])
             load(port, "/v2/models/digits-cnn/infer", v2[:100], args.concurrency)  # warm-up
             ours = load(port, "/v2/models/digits-cnn/infer", v2, args.concurrency)
-        finally:
-            server.terminate()
-            server.wait()
 
         ts = TorchServe(mar / "model-store", {"digits": "digits.mar"}, tmp_path)
         try:

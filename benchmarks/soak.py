@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workflows.exporters.common import free_port  # noqa: E402
-from workflows.exporters.docker import DockerExportOptions, export_docker  # noqa: E402
+from workflows.exporters.docker import (  # noqa: E402
+    DockerExportOptions,
+    export_docker,
+    exported_server,
+)
 
 SAMPLE = ROOT / "resources" / "sample"
 OK_STATUSES = {200, 413, 429}
@@ -237,41 +239,19 @@ def main() -> int:
                 )
             )
         limit = manifest_memory_limit(folder)
-        port = free_port()
-        env = {
-            **os.environ,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "PYTHONPATH": str(folder),
-            "LOG_LEVEL": "error",
-        }
         cgroup = MemoryCgroup(limit)
-        server = subprocess.Popen([sys.executable, "-m", "server"], cwd=folder, env=env)
         try:
-            cgroup.add(server.pid)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError):
-                    import urllib.request
-
-                    with urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/v2/health/ready", timeout=1
-                    ) as r:
-                        if r.status == 200:
-                            break
-                time.sleep(0.2)
-            started = time.monotonic()
-            load, samples = asyncio.run(
-                run_load(port, args.seconds, args.clients, args.big_clients, server.pid)
-            )
-            elapsed = time.monotonic() - started
-            alive = server.poll() is None
+            with exported_server(
+                folder, {"LOG_LEVEL": "error"}, on_start=cgroup.add, quiet=True
+            ) as (base, server):
+                port = int(base.rsplit(":", 1)[1])
+                started = time.monotonic()
+                load, samples = asyncio.run(
+                    run_load(port, args.seconds, args.clients, args.big_clients, server.pid)
+                )
+                elapsed = time.monotonic() - started
+                alive = server.poll() is None
         finally:
-            server.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.wait(15)
-            if server.poll() is None:
-                server.kill()
             cgroup.remove()
 
     quarter = args.seconds / 4

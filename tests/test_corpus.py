@@ -10,11 +10,9 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -439,40 +437,10 @@ def check_other(entry: dict[str, Any], request, tmp_path: Path) -> None:
 
 
 def _parent_killed(tmp_path: Path, expect: dict[str, Any]) -> None:
-    import psutil
+    from tests.workflows.test_runner import kill_parent_mid_step
 
-    from tests.workflows.test_runner import PARENT
-    from workflows.atomic import OWNER_MARK
-
-    target = tmp_path / "export"
-    target.mkdir()
-    (target / "good.txt").write_text("a good earlier result")
-    (target / OWNER_MARK).write_text("")
-    pid_file = tmp_path / "grandchild.pid"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, str(target), str(pid_file)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    child = int(parent.stdout.readline())
-    deadline = time.monotonic() + 60
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    grandchild = int(pid_file.read_text())
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-    parent.stdout.close()
-    killed = time.monotonic()
-
-    def gone(pid: int) -> bool:
-        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
-
-    while not (gone(child) and gone(grandchild)) and time.monotonic() - killed < 5:
-        time.sleep(0.05)
-    orphans = [p for p in (child, grandchild) if not gone(p)]
-    assert len(orphans) == expect["orphans"] and time.monotonic() - killed < expect["within"]
-    time.sleep(0.3)
+    orphans, took, target = kill_parent_mid_step(tmp_path)
+    assert len(orphans) == expect["orphans"] and took < expect["within"]
     assert (target / "good.txt").read_text() == "a good earlier result"
 
 

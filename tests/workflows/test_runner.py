@@ -132,7 +132,10 @@ proc.wait()
 """
 
 
-def test_a_step_dies_with_its_killed_parent_and_writes_nothing(tmp_path):
+def kill_parent_mid_step(tmp_path: Path) -> tuple[list[int], float, Path]:
+    """SIGKILL a parent (the CLI, the app) while its step and the step's grandchild run, with a
+    good earlier output in place: (pids left after 5 s, seconds until all were gone, the
+    output folder). Also a corpus entry (tests/corpus/other.yaml, f-parent-killed)."""
     import os
     import signal
     import subprocess
@@ -143,10 +146,9 @@ def test_a_step_dies_with_its_killed_parent_and_writes_nothing(tmp_path):
     (target / "good.txt").write_text("a good earlier result")
     (target / OWNER_MARK).write_text("")
     pid_file = tmp_path / "grandchild.pid"
-    root = Path(__file__).resolve().parents[2]
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, str(target), str(pid_file)],
-        cwd=root,
+        cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -155,8 +157,9 @@ def test_a_step_dies_with_its_killed_parent_and_writes_nothing(tmp_path):
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     grandchild = int(pid_file.read_text())
-    os.kill(parent.pid, signal.SIGKILL)  # the CLI or the app killed: no cancel, no clean-up
+    os.kill(parent.pid, signal.SIGKILL)  # no cancel, no clean-up
     parent.wait()
+    parent.stdout.close()
     killed = time.monotonic()
 
     def gone(pid: int) -> bool:
@@ -164,7 +167,14 @@ def test_a_step_dies_with_its_killed_parent_and_writes_nothing(tmp_path):
 
     while not (gone(child) and gone(grandchild)) and time.monotonic() - killed < 5:
         time.sleep(0.05)
-    assert gone(child) and gone(grandchild), "orphaned step processes"
-    assert time.monotonic() - killed < 2.0
-    time.sleep(0.5)
+    took = time.monotonic() - killed
+    time.sleep(0.5)  # a late writer would show now
+    return [p for p in (child, grandchild) if not gone(p)], took, target
+
+
+def test_a_step_dies_with_its_killed_parent_and_writes_nothing(tmp_path):
+    orphans, took, target = kill_parent_mid_step(tmp_path)
+    assert orphans == [], "orphaned step processes"
+    assert took < 2.0
+    assert sorted(p.name for p in target.iterdir()) == sorted(["good.txt", OWNER_MARK])
     assert (target / "good.txt").read_text() == "a good earlier result"

@@ -4,6 +4,7 @@ then reports success; where a Docker engine answers it also builds the image and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,16 +67,21 @@ def _get(url: str, timeout: float = 5.0, data: bytes | None = None) -> tuple[int
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def smoke_test(
+@contextlib.contextmanager
+def exported_server(
     folder: Path,
-    name: str,
-    request: dict[str, Any],
-    expected: dict[str, np.ndarray],
+    env: dict[str, str] | None = None,
     timeout: float = 60.0,
-) -> dict[str, Any]:
-    """Start the exported server from `folder` on a free loopback port, query it, stop it."""
+    on_start: Callable[[int], None] | None = None,
+    quiet: bool = False,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run the server exported to `folder` (outside Docker) on a free loopback port until ready:
+    yields (its base URL, the process); stops it gracefully (SIGTERM) on exit.
+
+    `env` adds to or overrides its settings; `on_start(pid)` runs right after it starts (before
+    it is ready: a memory cgroup must hold it from the first page)."""
     port = free_port()
-    env = {
+    settings = {
         **os.environ,
         "PORT": str(port),
         "HOST": "127.0.0.1",
@@ -82,23 +89,25 @@ def smoke_test(
         "PYTHONPATH": str(folder),
         "LOG_LEVEL": "warning",
         "API_KEY": "",
+        **(env or {}),
     }
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "server"],
         cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        env=settings,
+        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+        stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
+        if on_start is not None:
+            on_start(proc.pid)
         while True:
             if proc.poll() is not None:
-                raise ExportError(
-                    f"the exported server exited at start-up: {proc.stdout.read()[-2000:]}"
-                )
+                said = proc.stdout.read()[-2000:] if proc.stdout else ""
+                raise ExportError(f"the exported server exited at start-up: {said}")
             try:
                 if _get(base + "/v2/health/ready", 1.0)[0] == 200:
                     break
@@ -107,6 +116,28 @@ def smoke_test(
             if time.perf_counter() - started > timeout:
                 raise ExportError(f"the exported server was not ready within {timeout:.0f} s")
             time.sleep(0.1)
+        yield base, proc
+    finally:
+        proc.terminate()  # SIGTERM: uvicorn's graceful shutdown
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def smoke_test(
+    folder: Path,
+    name: str,
+    request: dict[str, Any],
+    expected: dict[str, np.ndarray],
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Start the exported server from `folder` on a free loopback port, query it, stop it."""
+    started = time.perf_counter()
+    with exported_server(folder, timeout=timeout) as (base, proc):
         ready_s = time.perf_counter() - started
         status, meta = _get(f"{base}/v2/models/{name}")
         if status != 200 or meta.get("name") != name:
@@ -128,15 +159,6 @@ def smoke_test(
                 f"the server's outputs differ from ONNX Runtime's by {worst:.3g} "
                 f"(tolerance {TOLERANCE})"
             )
-    finally:
-        proc.terminate()  # SIGTERM: uvicorn's graceful shutdown
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     return {
         "server_ready_seconds": round(ready_s, 2),
         "max_abs_error": worst,
