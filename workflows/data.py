@@ -86,6 +86,17 @@ class Dataset:
         for start in range(0, len(self), batch_size):
             yield {k: v[start : start + batch_size] for k, v in self.x.items()}
 
+    def split(self, first: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """Two disjoint parts, `first` samples and the rest, drawn by a seeded shuffle (a file
+        sorted by class still gives both parts every class)."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        parts = []
+        for index in (np.sort(order[:first]), np.sort(order[first:])):
+            y = None if self.y is None else self.y[index]
+            x = {k: v[index] for k, v in self.x.items()}
+            parts.append(Dataset(x, y, self.label_names, self.source, self.synthetic))
+        return parts[0], parts[1]
+
     def take(self, n: int | None) -> Dataset:
         """The first `n` samples (all when n is None)."""
         if n is None or n >= len(self):
@@ -260,6 +271,66 @@ def load_dataset(
         feeds, None if y is None else np.asarray(y).astype(np.int64), names, str(path), False
     )
     return dataset.take(limit)
+
+
+HOLDOUT_MAX = 1000  # held-out samples at most (all are in memory at once)
+HOLDOUT_BYTES = 512 * 2**20  # and at most this much of them
+
+
+def calibration_and_evaluation(
+    calibration: str | None,
+    evaluation: str | None,
+    specs: Sequence[TensorSpec],
+    preprocess: Preprocess | None,
+    calibration_samples: int,
+    evaluation_samples: int | None,
+    holdout: float,
+    seed: int,
+    label_names: list[str] | None = None,
+) -> tuple[Dataset, Dataset, bool]:
+    """Calibration data, the data a variant is judged on, and whether that was held out.
+
+    With calibration data and no evaluation data, a disjoint part of the calibration samples is
+    held out for judging, so that a verdict rests on the user's real inputs, never on noise:
+    `holdout` of them when fewer than twice `calibration_samples` were given, otherwise all
+    beyond `calibration_samples` (up to HOLDOUT_MAX samples and HOLDOUT_BYTES). Without any data,
+    both are synthetic (and marked so)."""
+    if calibration and not evaluation:
+        pool = load_dataset(
+            calibration,
+            specs,
+            preprocess,
+            calibration_samples + HOLDOUT_MAX,
+            seed,
+            label_names=label_names,
+        )
+        n = len(pool)
+        if n >= 2:
+            if n >= 2 * calibration_samples:
+                first = calibration_samples
+            else:
+                first = min(max(round(n * (1 - holdout)), 1), n - 1)
+            calib, rest = pool.split(first, seed)
+            per_sample = max(sum(v[:1].nbytes for v in pool.x.values()), 1)
+            held = rest.take(min(HOLDOUT_BYTES // per_sample, evaluation_samples or n))
+            held.source = (
+                f"held out from {pool.source} (disjoint from the {len(calib)} samples used to "
+                "calibrate)"
+            )
+            return calib, held, True
+    calib = load_dataset(
+        calibration,
+        specs,
+        preprocess,
+        calibration_samples,
+        seed,
+        synthetic_count=calibration_samples,
+        label_names=label_names,
+    )
+    judged = load_dataset(
+        evaluation, specs, preprocess, evaluation_samples, seed + 1, label_names=label_names
+    )
+    return calib, judged, False
 
 
 def read_labels(path: Path | None) -> list[str] | None:

@@ -44,14 +44,61 @@ def num(v: Any) -> str:
 
 
 def gate(g: dict[str, Any] | None) -> str:
-    """An accuracy gate's verdict with the drop in points: "pass (+0.22 pt)"."""
+    """An accuracy gate's decision with its figure and interval: "pass (+0.22 pt, CI -0.31..+0.75)",
+    "inconclusive (…; ~900 samples to decide)", "not judged (synthetic)"."""
     g = g or {}
-    if g.get("passed") is None:
-        return DASH
-    text = "pass" if g["passed"] else "FAIL"
-    if g.get("drop_points") is not None:
-        text += f" ({g['drop_points']:+.2f} pt)"
-    return text
+    decision = g.get("decision")
+    if decision is None:  # an older report: pass/fail only
+        if g.get("passed") is None:
+            return DASH
+        text = "pass" if g["passed"] else "FAIL"
+        if g.get("drop_points") is not None:
+            text += f" ({g['drop_points']:+.2f} pt)"
+        return text
+    if decision == "not judged":
+        return "not judged (synthetic)" if g.get("synthetic") else "not judged"
+    text = "FAIL" if decision == "fail" else decision
+    if g.get("metric") == "sqnr_db":
+        lo, hi = g["ci_db"]
+        detail = f"SQNR {g['sqnr_db']:.1f} dB, CI {lo:.1f}..{hi:.1f}"
+    else:
+        lo, hi = g["ci_points"]
+        detail = f"{g['drop_points']:+.2f} pt, CI {lo:+.2f}..{hi:+.2f}"
+    if g.get("samples_needed"):
+        detail += f"; ~{g['samples_needed']:,} samples to decide"
+    return f"{text} ({detail})"
+
+
+def gate_rule(r: dict[str, Any]) -> str:
+    """What the quantize gate demanded, in one sentence."""
+    o = r["options"]
+    confidence = f"{100 * o.get('confidence', 0.95):g} %"
+    if r["evaluation"].get("synthetic"):
+        return "Accuracy gate: not applied (synthetic inputs say nothing about the task)."
+    if r["evaluation"].get("labelled"):
+        rule = f"top-1 drop against the labels ≤ {o['max_accuracy_drop']} points"
+    else:
+        rule = (
+            f"top-1 disagreement with the float model ≤ {o['max_accuracy_drop']} points "
+            f"(class scores) or mean SQNR ≥ {o.get('min_sqnr_db', 20)} dB (other outputs)"
+        )
+    return (
+        f"Accuracy gate: {rule}, on the whole {confidence} interval (pass), beyond it (fail), "
+        "else inconclusive (no fallback; more samples would decide)."
+    )
+
+
+def quantize_data_lines(r: dict[str, Any]) -> list[str]:
+    """Where calibration and evaluation data came from, and the gate's rule."""
+    lines = []
+    for kind in ("calibration", "evaluation"):
+        d = r[kind]
+        note = " (synthetic)" if d.get("synthetic") else ""
+        if kind == "evaluation" and d.get("labelled"):
+            note += ", labelled"
+        lines.append(f"{kind}: {d['source']} ({d['samples']} samples{note})")
+    lines.append(gate_rule(r))
+    return lines
 
 
 def quantize_variants(r: dict[str, Any]) -> Table:
@@ -173,6 +220,12 @@ def tflite_variants(r: dict[str, Any]) -> Table:
     for v in r["variants"]:
         f = v["validation"]
         lim = f.get("limit", {})
+        if "gate" in f:  # the quantized variants: the accuracy gate's decision and interval
+            check = gate(f["gate"])
+        else:
+            check = ("pass" if f["passed"] else "FAIL") + (
+                f" ({lim.get('metric')} limit {lim.get('value')})"
+            )
         table.rows.append(
             [
                 v["file"],
@@ -180,8 +233,7 @@ def tflite_variants(r: dict[str, Any]) -> Table:
                 num(f.get("max_abs_error")),
                 num(f.get("relative_error")),
                 num(f.get("top1_agreement", DASH)),
-                ("pass" if f["passed"] else "FAIL")
-                + f" ({lim.get('metric')} limit {lim.get('value')})",
+                check,
             ]
         )
     return table

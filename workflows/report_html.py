@@ -48,13 +48,7 @@ def _quantize_section(q: dict[str, Any]) -> str:
     parts = ["<h2>Accuracy and size</h2>"]
     if q.get("warning"):
         parts.append(f'<p class="note">{html.escape(q["warning"])}</p>')
-    parts.append(
-        f"<p>Calibration: <code>{html.escape(q['calibration']['source'])}</code> "
-        f"({q['calibration']['samples']} samples). Evaluation: "
-        f"<code>{html.escape(q['evaluation']['source'])}</code> ({q['evaluation']['samples']} samples"
-        f"{', labelled' if q['evaluation']['labelled'] else ''}).</p>"
-    )
-    parts.append(f"<p>Accuracy gate: top-1 drop ≤ {q['options']['max_accuracy_drop']} points.</p>")
+    parts += [f"<p>{html.escape(line)}</p>" for line in present.quantize_data_lines(q)]
     parts.append(_table(present.quantize_variants(q)))
     parts.append(_table(present.accuracy(q)))
     parts += [f"<p>{html.escape(line)}</p>" for line in present.fallback_lines(q)]

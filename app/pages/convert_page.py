@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -85,7 +85,9 @@ class ConvertPage(Page):
             "calibration data: .npz/.npy or an image folder (else synthetic)", filters=DATA_FILTER
         )
         self.evaluation = PathPicker(
-            "evaluation data: labelled .npz (x, y) or class folders", filters=DATA_FILTER
+            "evaluation data: labelled .npz (x, y) or class folders (else held out of the "
+            "calibration data)",
+            filters=DATA_FILTER,
         )
         self.labels = PathPicker("labels.txt (optional)", filters="Text (*.txt)")
         self.max_drop = QDoubleSpinBox()
@@ -133,6 +135,11 @@ class ConvertPage(Page):
         layout = page
         self.results = text_table([], fit_contents=True)
         layout.addWidget(self.results, 1)
+        # Where the gate's data came from (held out of the calibration data, synthetic …), its
+        # rule, and what the fallback kept in float: the figures above mean nothing without it.
+        self.results_notes = QLabel(wordWrap=True)
+        self.results_notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.results_notes)
 
     def on_enter(self) -> None:
         from workflows.resources import resource
@@ -248,3 +255,7 @@ class ConvertPage(Page):
 
     def show_results(self, r: dict) -> None:
         show_table(self.results, present.quantize_variants(r))
+        lines = present.quantize_data_lines(r) + present.fallback_lines(r)
+        if r.get("warning"):
+            lines.append(f"Note: {r['warning']}")
+        self.results_notes.setText("\n".join(lines))

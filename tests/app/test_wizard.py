@@ -68,7 +68,9 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     assert "matches the original" in convert.convert_status.text()
     run(qtbot, window, "quantize", convert.quantize)
     static = window.session.results["quantize"]["variants"][0]
-    assert static["size_ratio"] >= 3.5 and static["accuracy"]["gate"]["passed"]
+    # 450 test digits: "pass" here; a CPU whose INT8 flips a few more could make it
+    # "inconclusive" (the interval then reaches past 1 point), never "fail".
+    assert static["size_ratio"] >= 3.5 and static["accuracy"]["gate"]["decision"] != "fail"
     assert convert.results.item(0, 0).text() == "int8-static"
 
     window.go_to(1)  # the graph view now offers every file made so far
@@ -92,7 +94,7 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     qtbot.waitUntil(lambda: test.thumbnail.pixmap().width() == 72)  # the digit, as fed (9x)
     assert test.accuracy.rowCount() == 2  # float and int8-static, measured on 450 test digits
     assert test.accuracy.item(0, 2).text() == "98.44 %" and test.accuracy.item(0, 1).text() == "450"
-    assert test.accuracy.item(1, 6).text().startswith("pass")
+    assert test.accuracy.item(1, 6).text().startswith(("pass (", "inconclusive ("))
     run(qtbot, window, "benchmark", test.benchmark)
     assert test.latency.rowCount() == 2 and "INT8" in test.verdict.text()
     # The plot was fed live with every timed run of each variant.

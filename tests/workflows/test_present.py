@@ -38,8 +38,12 @@ def test_numbers_units_and_verdicts():
     assert present.size(512) == "512 B" and present.size(78_748) == "76.9 KB"
     assert present.size(3 * 2**20) == "3.0 MB"
     assert present.num(None) == "exact" and present.num(0.000123456) == "0.000123"
-    assert present.gate({"passed": False, "drop_points": 1.5}) == "FAIL (+1.50 pt)"
+    assert present.gate({"passed": False, "drop_points": 1.5}) == "FAIL (+1.50 pt)"  # old report
     assert present.gate({"passed": None}) == "-"
+    g = {"decision": "pass", "metric": "top1", "drop_points": 0.22, "ci_points": [-0.31, 0.75]}
+    assert present.gate(g) == "pass (+0.22 pt, CI -0.31..+0.75)"
+    g = {**g, "decision": "inconclusive", "ci_points": [-0.2, 1.6], "samples_needed": 1417}
+    assert present.gate(g) == "inconclusive (+0.22 pt, CI -0.20..+1.60; ~1,417 samples to decide)"
 
 
 def test_quantize_and_accuracy_tables():

@@ -73,8 +73,8 @@ def quantize(console: Any, r: dict[str, Any]) -> None:
         console,
         f"float model {fp['file']}: {size(fp['size_bytes'])}, top-1 {pct(fp['accuracy'].get('top1'))}",
     )
-    for kind in ("calibration", "evaluation"):
-        _say(console, f"{kind + ':':12} {r[kind]['source']} ({r[kind]['samples']} samples)")
+    for line in present.quantize_data_lines(r):
+        _say(console, line)
     table(console, present.quantize_variants(r))
     for line in present.fallback_lines(r):
         _say(console, line)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows.atomic import atomic_dir, check_replaceable, scratch_dir
-from workflows.data import Dataset, Preprocess, load_dataset, read_labels
+from workflows.data import Dataset, Preprocess, calibration_and_evaluation, read_labels
 from workflows.errors import DataError
 from workflows.formats import onnx_format
 from workflows.jsonable import jsonable
@@ -20,6 +20,7 @@ from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress, null_progress
 from workflows.quantization import quantizers
 from workflows.quantization.accuracy import evaluate
+from workflows.quantization.gate import MIN_SQNR_DB, judge
 from workflows.quantization.quantizers import CALIBRATION_METHODS
 
 MODES = ("static", "dynamic", "fp16")
@@ -50,29 +51,18 @@ class QuantizeOptions(Options):
     labels: str | None = option(None, "Label names file, one per line")
     preprocess: Preprocess = option(Preprocess(), "How images become input tensors")
     max_accuracy_drop: float = option(1.0, "Accuracy gate: largest allowed top-1 drop, in points")
+    confidence: float = option(0.95, "Accuracy gate: confidence of its intervals")
+    min_sqnr_db: float = option(
+        MIN_SQNR_DB, "Accuracy gate for outputs that are not class scores: lowest mean SQNR, dB"
+    )
+    holdout: float = option(
+        0.5,
+        "Without evaluation data: the share of the calibration samples held out for the gate "
+        "(when fewer than twice --calibration-samples were given; otherwise all beyond them)",
+    )
     fallback: bool = option(True, "When the gate fails, keep the worst nodes in float and retry")
     max_fallback_rounds: int = option(6, "Fallback rounds at most")
     seed: int = option(0, "Seed for synthetic data")
-
-
-def gate(baseline: dict[str, Any], figures: dict[str, Any], max_drop: float) -> dict[str, Any]:
-    """Pass/fail of a variant: top-1 drop against labels, else top-1 agreement with the original."""
-    if "top1" in figures and "top1" in baseline:
-        drop = 100 * (baseline["top1"] - figures["top1"])
-        return {"metric": "top1", "drop_points": round(drop, 3), "passed": drop <= max_drop}
-    agreement = figures.get("deviation", {}).get("top1_agreement")
-    if agreement is not None:
-        drop = 100 * (1 - agreement)
-        return {
-            "metric": "top1_agreement",
-            "drop_points": round(drop, 3),
-            "passed": drop <= max_drop,
-        }
-    return {
-        "metric": None,
-        "passed": None,
-        "note": "outputs are not class scores; judge by the deviation figures",
-    }
 
 
 def error_histogram(candidate: Any, reference: Any, bins: int = 40) -> dict[str, list[float]]:
@@ -130,7 +120,16 @@ class _Quantizer:
     def measure(self, path: Path) -> dict[str, Any]:
         variant = onnx_format.load(path)
         figures, outputs = evaluate(onnx_format.session(variant), self.evaluation, self.reference)
-        figures["gate"] = gate(self.baseline, figures, self.opts.max_accuracy_drop)
+        o = self.opts
+        figures["gate"] = judge(
+            self.reference,
+            outputs,
+            self.evaluation.y,
+            self.evaluation.synthetic,
+            o.max_accuracy_drop,
+            o.confidence,
+            o.min_sqnr_db,
+        )
         figures["error_histogram"] = error_histogram(outputs[0], self.reference[0])
         return figures
 
@@ -185,8 +184,8 @@ class _Quantizer:
                         **{k: figures[k] for k in ("top1", "gate") if k in figures},
                     }
                 )
-                if figures["gate"]["passed"]:
-                    break
+                if figures["gate"]["decision"] != "fail":
+                    break  # passed, or too few samples to tell: more float would not settle it
                 take *= 2
         int8_fraction = None
         if mode != "fp16":
@@ -243,22 +242,16 @@ def quantize_model(
         float_model = onnx_format.load(float_path)
         specs = float_model.inputs
         progress.update(0.16, "Loading calibration and evaluation data")
-        calib = load_dataset(
+        calib, evaluation, held_out = calibration_and_evaluation(
             opts.calibration,
-            specs,
-            opts.preprocess,
-            opts.calibration_samples,
-            opts.seed,
-            synthetic_count=opts.calibration_samples,
-            label_names=labels,
-        )
-        evaluation = load_dataset(
             opts.evaluation,
             specs,
             opts.preprocess,
+            opts.calibration_samples,
             opts.evaluation_samples,
-            opts.seed + 1,
-            label_names=labels,
+            opts.holdout,
+            opts.seed,
+            labels,
         )
         pre_path = work / "preprocessed.onnx"
         pre_status = quantizers.preprocess(float_path, pre_path)
@@ -294,6 +287,7 @@ def quantize_model(
                     "samples": len(evaluation),
                     "synthetic": evaluation.synthetic,
                     "labelled": evaluation.y is not None,
+                    "held_out": held_out,
                 },
                 "options": to_dict(opts),
                 "variants": variants,
@@ -301,8 +295,9 @@ def quantize_model(
         )
         if evaluation.synthetic:
             report["warning"] = (
-                "accuracy figures use synthetic inputs (no evaluation data was "
-                "given): they show agreement with the float model, not task accuracy"
+                "accuracy figures use synthetic inputs (no calibration or evaluation data was "
+                "given): they show how far each variant deviates from the float model on noise, "
+                "not task accuracy, so no variant is passed or failed and none falls back"
             )
         (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     progress.update(1.0, f"Wrote {len(variants)} variant(s) to {output}")
