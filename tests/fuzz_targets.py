@@ -182,6 +182,23 @@ def _seeds() -> dict[str, bytes]:
         return {suffix: path.read_bytes() for suffix, path in made.items()}
 
 
+# What a loader may take: a mutant asking for more is refused like one asking for more than a
+# machine has (the fuzzers run under 4 GB: atheris's -rss_limit_mb, and CI machines).
+FUZZ_MEMORY_BUDGET = 2 * 2**30
+
+
+@contextlib.contextmanager
+def _memory_budget(limit: int):
+    from workflows import machine
+
+    real = machine.available_memory
+    machine.available_memory = lambda: min(real(), limit)
+    try:
+        yield
+    finally:
+        machine.available_memory = real
+
+
 MUTATIONS = st.lists(
     st.tuples(
         st.sampled_from(["flip", "insert", "cut", "zero"]),
@@ -213,7 +230,7 @@ def loaders_target(case: tuple[str, list]) -> None:
             options["model_file"] = ROOT / "resources" / "sample" / "digits_cnn.py"
             options["input_shapes"] = {"x": [1, 1, 8, 8]}
         Path(tempfile.gettempdir(), "dockyard-fuzz-last.txt").write_text(repr(case))
-        with contextlib.suppress(DockyardError):
+        with contextlib.suppress(DockyardError), _memory_budget(FUZZ_MEMORY_BUDGET):
             inspect_model(load_model(path, **options))
         assert not (folder / MARKER).exists()
 

@@ -408,3 +408,29 @@ def tflite_identifier(folder: Path, ident: bytes = b"XXXX") -> Path:
     path = folder / "wrong_id.tflite"
     path.write_bytes(bytes(data))
     return path
+
+
+def tflite_dimension(folder: Path, value: int = 16_711_681) -> Path:
+    """A good .tflite whose first computed 4-D tensor claims a batch of `value` (the one byte
+    atheris flipped: 1 -> 0xFF0001), in place in the flatbuffer."""
+    import struct
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    good = mf.save_tflite(folder)
+    data = bytearray(good.read_bytes())
+    model = schema.Model.GetRootAs(bytes(data), 0)
+    graph = model.Subgraphs(0)
+    inputs = set(graph.InputsAsNumpy().tolist())
+    for t in range(graph.TensorsLength()):
+        tensor = graph.Tensors(t)
+        buffer = model.Buffers(tensor.Buffer())
+        if t in inputs or tensor.ShapeLength() != 4 or buffer.DataLength():
+            continue
+        tab = tensor._tab
+        start = tab.Vector(tab.Offset(4))  # the shape vector's first int32
+        struct.pack_into("<i", data, start, value)
+        break
+    path = folder / "huge_tensor.tflite"
+    path.write_bytes(bytes(data))
+    return path

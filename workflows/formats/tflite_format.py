@@ -97,6 +97,47 @@ def check_structure(path: Path) -> None:
         raise FormatError(
             f"{path}: a damaged TFLite model: {'; '.join(problems[:3])}. Re-export or re-download it."
         )
+    _check_memory(path, model, schema)
+
+
+# Bytes per element of each TFLite TensorType (schema.fbs order); 8 for types not listed.
+_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 1, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
+             15: 4, 16: 2, 17: 1, 18: 2}  # fmt: skip
+
+
+def _check_memory(path: Path, model: Any, schema: Any) -> None:
+    """FormatError when the tensors LiteRT allocates up front need more memory than is free.
+
+    allocate_tensors reserves every computed tensor at its stored shape (XNNPACK keeps it): one
+    damaged dimension (a batch of 16,711,681 in an 8x8 model, found by fuzzing) made it take
+    17 GB and 25 s, and an out-of-memory kill is all a smaller machine would say."""
+    from workflows.machine import available_memory
+
+    need = 0
+    largest = (0, "", [], 0)
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            buffer = model.Buffers(tensor.Buffer())
+            if buffer is not None and (buffer.DataLength() or buffer.Offset() > 1):
+                continue  # constant data: already in the file, mapped rather than allocated
+            shape = tensor.ShapeAsNumpy().tolist() if tensor.ShapeLength() else []
+            size = _ITEMSIZE.get(tensor.Type(), 8)
+            for d in shape:
+                size *= max(int(d), 1)
+            need += size
+            if size > largest[0]:
+                largest = (size, (tensor.Name() or b"?").decode("utf-8", "replace"), shape, t)
+    free = available_memory()
+    if need > free:
+        size, name, shape, index = largest
+        raise FormatError(
+            f"{path}: its tensors need {need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} "
+            f"GiB free here (the largest, tensor {index} {name!r}, has shape {shape}: "
+            f"{size / 2**30:.1f} GiB). A dimension this large usually means a damaged file; "
+            "otherwise run it on a machine with more memory."
+        )
 
 
 def interpreter(path: Path, threads: int | None = None) -> Any:
