@@ -410,9 +410,12 @@ def tflite_identifier(folder: Path, ident: bytes = b"XXXX") -> Path:
     return path
 
 
-def tflite_dimension(folder: Path, value: int = 16_711_681) -> Path:
-    """A good .tflite whose first computed 4-D tensor claims a batch of `value` (the one byte
-    atheris flipped: 1 -> 0xFF0001), in place in the flatbuffer."""
+def tflite_dimension(
+    folder: Path, value: int = 16_711_681, which: str = "computed", axis: int = 0
+) -> Path:
+    """A good .tflite whose first computed 4-D tensor (or its input) claims `value` on `axis`,
+    rewritten in place in the flatbuffer: the damage atheris found (one byte flipped, 1 ->
+    0xFF0001 in a batch; 8 -> 16,724,795 in an input's height)."""
     import struct
 
     from ai_edge_litert import schema_py_generated as schema
@@ -425,10 +428,10 @@ def tflite_dimension(folder: Path, value: int = 16_711_681) -> Path:
     for t in range(graph.TensorsLength()):
         tensor = graph.Tensors(t)
         buffer = model.Buffers(tensor.Buffer())
-        if t in inputs or tensor.ShapeLength() != 4 or buffer.DataLength():
+        if (t in inputs) != (which == "input") or tensor.ShapeLength() != 4 or buffer.DataLength():
             continue
         tab = tensor._tab
-        start = tab.Vector(tab.Offset(4))  # the shape vector's first int32
+        start = tab.Vector(tab.Offset(4)) + 4 * axis  # that dimension's int32
         struct.pack_into("<i", data, start, value)
         break
     path = folder / "huge_tensor.tflite"
