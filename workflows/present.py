@@ -98,6 +98,23 @@ def quantize_data_lines(r: dict[str, Any]) -> list[str]:
             note += ", labelled"
         lines.append(f"{kind}: {d['source']} ({d['samples']} samples{note})")
     lines.append(gate_rule(r))
+    lines += machine_lines(r.get("measured_on"))
+    return lines
+
+
+def machine_lines(m: dict[str, Any] | None) -> list[str]:
+    """Where INT8 figures were measured, and the u8s8 caveat on x86 CPUs without VNNI."""
+    if not m:
+        return []
+    lines = [f"Measured on: {m['label']}."]
+    if m.get("u8s8_saturation_risk"):
+        lines.append(
+            "This CPU has no VNNI-class INT8 dot product: ONNX Runtime's u8s8 kernels multiply "
+            "with VPMADDUBSW, whose 16-bit sums can saturate, so INT8 accuracy measured here can "
+            "differ slightly from a VNNI machine's. If a variant fails the gate, the fallback "
+            "tries 7-bit weights (reduce_range), which cannot saturate, before keeping any node "
+            "in float."
+        )
     return lines
 
 
@@ -268,13 +285,23 @@ def operators(r: dict[str, Any], limit: int = 25) -> Table:
 
 
 def fallback_lines(r: dict[str, Any]) -> list[str]:
-    """For each variant that kept nodes in float: which, and what that cost."""
+    """For each variant the fallback searched: the outcome, what was changed, what it cost."""
     lines = []
     for v in r["variants"]:
-        if not v["excluded_nodes"]:
+        f = v.get("fallback")
+        if not f:
             continue
-        lines.append(f"{v['name']}: kept in float after fallback: {', '.join(v['excluded_nodes'])}")
-        cost = (v.get("fallback") or {}).get("cost")
+        chosen = f["tries"][f["chosen"]] if "tries" in f else None
+        outcome = {
+            "passed": "passed the gate",
+            "inconclusive": "no longer fails the gate (inconclusive)",
+            "failed": "FAILED: INT8 cannot meet the gate on this model; kept the closest try",
+        }.get(f.get("outcome", ""), "")
+        what = f" with {chosen['what']}" if chosen else ""
+        lines.append(f"{v['name']}: fallback search {outcome}{what}")
+        if v["excluded_nodes"]:
+            lines.append(f"  kept in float: {', '.join(v['excluded_nodes'])}")
+        cost = f.get("cost")
         if cost:
             b, a = cost["before"], cost["after"]
             lines.append(
@@ -282,6 +309,28 @@ def fallback_lines(r: dict[str, Any]) -> list[str]:
                 f"p50 (batch 1) {b['p50_ms']:.3f} -> {a['p50_ms']:.3f} ms"
             )
     return lines
+
+
+def fallback_tries(v: dict[str, Any]) -> Table:
+    """Every try of a variant's fallback search: what changed, INT8 share, size, speed, gate."""
+    table = Table(
+        ["try", "what", "INT8 ops", "size", "p50 ms", "gate", "chosen"],
+        title=f"{v['name']}: fallback search",
+    )
+    f = v.get("fallback") or {}
+    for t in f.get("tries", []):
+        table.rows.append(
+            [
+                str(t["try"]),
+                t["what"],
+                DASH if t["int8_fraction"] is None else f"{t['int8_fraction']:.0%}",
+                size(t["size_bytes"]),
+                f"{t['p50_ms']:.3f}",
+                gate(t["gate"]),
+                "yes" if t["try"] == f.get("chosen") else "",
+            ]
+        )
+    return table
 
 
 def predictions(r: dict[str, Any]) -> Table:

@@ -53,6 +53,9 @@ def _quantize_section(q: dict[str, Any]) -> str:
     parts.append(_table(present.accuracy(q)))
     parts += [f"<p>{html.escape(line)}</p>" for line in present.fallback_lines(q)]
     for v in q["variants"]:
+        if (v.get("fallback") or {}).get("tries"):
+            parts.append(_table(present.fallback_tries(v)))
+    for v in q["variants"]:
         if v.get("warning"):
             parts.append(
                 f'<p class="note">{html.escape(v["name"])}: {html.escape(v["warning"])}</p>'

@@ -212,3 +212,37 @@ def save_digit_images(folder: Path, x: np.ndarray, y: np.ndarray) -> Path:
             cls / f"{i:04d}.png"
         )
     return folder
+
+
+def save_unquantizable_linear(folder: Path, outlier: float = 1e4) -> Path:
+    """A digits logistic regression (one Gemm) reading a 65th input that is always `outlier`, with
+    a weight of 1 for class 0 and the bias that cancels it. Float is exact; INT8 of the input
+    either rounds the pixels to 0 (min-max) or clips the 65th input and drowns class 0 (entropy,
+    percentile), so only a float Gemm (0 % INT8) keeps the accuracy: the data has that column."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from sklearn.linear_model import LogisticRegression
+
+    x_train, _, y_train, _ = digits_split()
+    clf = LogisticRegression(max_iter=2000).fit(x_train, y_train)
+    w = np.concatenate([clf.coef_.T, np.eye(1, 10)], axis=0)  # [65, 10]
+    b = clf.intercept_ - outlier * np.eye(1, 10)[0]
+    inits = [
+        numpy_helper.from_array(w.astype(np.float32), "w"),
+        numpy_helper.from_array(b.astype(np.float32), "b"),
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["logits"], name="linear")],
+        "unquantizable_linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 65])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    path = folder / "unquantizable_linear.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def with_outlier_column(x: np.ndarray, outlier: float = 1e4) -> np.ndarray:
+    """Digits features [N, 64] plus the constant 65th column save_unquantizable_linear reads."""
+    return np.concatenate([x, np.full((len(x), 1), outlier, x.dtype)], axis=1)

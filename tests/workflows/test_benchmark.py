@@ -124,7 +124,9 @@ def test_verdict_explains_slow_int8():
 
 
 def test_cpu_features_are_read():
-    cpu = int8_diagnostics.cpu_features()
+    from workflows.machine import cpu_features
+
+    cpu = cpu_features()
     assert cpu["brand"] and isinstance(cpu["avx2"], bool)
 
 

@@ -60,6 +60,8 @@ def test_sample_variants_meet_their_limits(sample_bundle):
     assert 0.45 < v["fp16"]["size_bytes"] / v["fp32"]["size_bytes"] < 0.55
     assert v["int8"]["size_bytes"] / v["fp32"]["size_bytes"] < 0.3
     assert result["input_layout"] == "NHWC"  # onnx2tf moved the channels last
+    where = result["manifest"]["measured_on"]  # the INT8 figures' machine, in the manifest too
+    assert where == result["measured_on"] and "ONNX Runtime" in where["label"]
 
 
 def test_int8_accuracy_on_the_test_split_in_litert(sample_bundle, sample_dir):
@@ -98,6 +100,7 @@ def test_metadata_embedded_and_bundle_files(sample_bundle):
     assert set(manifest["validation"]["variants"]) == {"fp32", "fp16", "dynamic", "int8"}
     readme = (out / "README.md").read_text()
     assert "NHWC" in readme and "pass" in readme and "infer.py" in readme
+    assert "Measured on: " in readme and "ONNX Runtime" in readme
 
 
 def test_infer_script_runs(sample_bundle):

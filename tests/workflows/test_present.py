@@ -17,10 +17,30 @@ def _quantize() -> dict:
                 "size_ratio": 3.667,
                 "excluded_nodes": ["/conv1/Conv"],
                 "fallback": {
+                    "outcome": "passed",
+                    "chosen": 1,
+                    "tries": [
+                        {
+                            "try": 0,
+                            "what": "as asked",
+                            "int8_fraction": 1.0,
+                            "size_bytes": 78_000,
+                            "p50_ms": 0.2,
+                            "gate": {"passed": False, "drop_points": 3.1},
+                        },
+                        {
+                            "try": 1,
+                            "what": "1 node(s) in float",
+                            "int8_fraction": 0.75,
+                            "size_bytes": 90_000,
+                            "p50_ms": 0.25,
+                            "gate": gate,
+                        },
+                    ],
                     "cost": {
                         "before": {"size_bytes": 78_000, "p50_ms": 0.2},
                         "after": {"size_bytes": 90_000, "p50_ms": 0.25},
-                    }
+                    },
                 },
                 "accuracy": {
                     "samples": 450,
@@ -66,9 +86,14 @@ def test_quantize_and_accuracy_tables():
     assert [r[0] for r in acc.rows] == ["float (fp32)", "int8-static"]
     assert acc.rows[0][1:4] == ["450", "98.44 %", "100.00 %"] and acc.rows[0][6] == "-"
     assert present.fallback_lines(q) == [
-        "int8-static: kept in float after fallback: /conv1/Conv",
+        "int8-static: fallback search passed the gate with 1 node(s) in float",
+        "  kept in float: /conv1/Conv",
         "  cost: size 76.2 KB -> 87.9 KB, p50 (batch 1) 0.200 -> 0.250 ms",
     ]
+    tries = present.fallback_tries(q["variants"][0])
+    assert tries.headers == ["try", "what", "INT8 ops", "size", "p50 ms", "gate", "chosen"]
+    assert tries.rows[0] == ["0", "as asked", "100%", "76.2 KB", "0.200", "FAIL (+3.10 pt)", ""]
+    assert tries.rows[1][2] == "75%" and tries.rows[1][-1] == "yes"
 
 
 def test_benchmark_table_and_summary():
@@ -93,3 +118,12 @@ def test_benchmark_table_and_summary():
     assert "- **int8-static**: 76.9 KB (3.67x smaller), top-1 98.22 %" in lines
     assert "- **Latency** (p50, batch 1): fp32 0.5 ms, int8-static 0.25 ms" in lines
     assert lines[-1] == "- **docker**: `/x/export-docker`"
+
+
+def test_machine_lines_name_the_cpu_and_the_u8s8_caveat():
+    m = {"label": "AMD EPYC 7B12 (AVX2), ONNX Runtime 1.32.0", "u8s8_saturation_risk": True}
+    lines = present.machine_lines(m)
+    assert lines[0] == "Measured on: AMD EPYC 7B12 (AVX2), ONNX Runtime 1.32.0."
+    assert "VPMADDUBSW" in lines[1] and "reduce_range" in lines[1]
+    assert len(present.machine_lines({**m, "u8s8_saturation_risk": False})) == 1
+    assert present.machine_lines(None) == []

@@ -62,6 +62,15 @@ def test_sample_static_int8_keeps_accuracy_and_shrinks(sample_dir, sample_onnx, 
     saved = json.loads((tmp_path / "q" / "report.json").read_text())
     assert saved["variants"][0]["size_bytes"] == static["size_bytes"]
     assert not saved["calibration"]["synthetic"] and saved["evaluation"]["labelled"]
+    # Where the INT8 figures were measured: INT8 results depend on the CPU's kernels.
+    import onnxruntime
+
+    where = saved["measured_on"]
+    assert where["onnxruntime"] == onnxruntime.__version__ and where["brand"] in where["label"]
+    assert where["int8_dot_product"] == any(
+        where[k] for k in ("avx512_vnni", "avx_vnni", "amx_int8", "arm_dotprod")
+    )
+    assert f"Measured on: {where['label']}." in present.quantize_data_lines(saved)
 
 
 def test_fallback_rescues_an_outlier_model(tmp_path):
@@ -93,16 +102,62 @@ def test_fallback_rescues_an_outlier_model(tmp_path):
     assert v["accuracy"]["gate"]["passed"] is True
     assert (fp32 - v["accuracy"]["top1"]) * 100 <= 1.0
     assert v["excluded_nodes"] == ["hidden2_relu", "hidden2_gemm", "output_gemm"]
-    assert len(v["fallback"]["rounds"]) == 1  # the first culprit was the right one
-    assert v["fallback"]["rounds"][-1]["gate"]["passed"] is True
-    worst = v["fallback"]["culprits"][0]
+    search = v["fallback"]
+    assert search["outcome"] == "passed"
+    # The knobs came first (every layer INT8) and none fixed an activation outlier; then one
+    # culprit: the first ranked was the right one.
+    whats = [t["what"] for t in search["tries"]]
+    assert whats[0] == "as asked" and "per-channel weights" in whats
+    assert {"entropy calibration", "percentile calibration"} <= set(whats)
+    assert all(t["gate"]["decision"] == "fail" for t in search["tries"][:-1])
+    assert search["chosen"] == len(whats) - 1 and whats[-1] == "3 node(s) in float"
+    assert len(search["culprits"]) == 1
+    worst = search["culprits"][0]
     assert worst["tensor"] == "h2r" and worst["kind"] == "activation"
     assert worst["sqnr_db"] < 5
     assert 0 < v["int8_fraction"] < 1  # the first layer still runs INT8
-    cost = v["fallback"]["cost"]
+    cost = search["cost"]
     assert cost["after"]["size_bytes"] > cost["before"]["size_bytes"]  # float weights are bigger
     assert cost["after"]["size_bytes"] == v["size_bytes"]
     assert cost["before"]["p50_ms"] > 0 and cost["after"]["p50_ms"] > 0
+    rows = present.fallback_tries(v).rows
+    assert rows[-1][-1] == "yes" and rows[-1][2] == f"{v['int8_fraction']:.0%}"
+    assert "kept in float: hidden2_relu, hidden2_gemm, output_gemm" in "\n".join(
+        present.fallback_lines(rescued)
+    )
+
+
+def test_a_model_int8_cannot_serve_fails_with_its_closest_try(tmp_path):
+    # Only a float Gemm keeps this model's accuracy: 0 % INT8 "passes" the accuracy gate but is
+    # not INT8, so the search fails and keeps the closest partial variant (issue #11).
+    model_path = mf.save_unquantizable_linear(tmp_path)
+    x_train, x_test, _, y_test = mf.digits_split()
+    np.savez(tmp_path / "calib.npz", x=mf.with_outlier_column(x_train[:128]))
+    np.savez(tmp_path / "test.npz", x=mf.with_outlier_column(x_test), y=y_test)
+    report = quantize_model(
+        load_model(model_path),
+        QuantizeOptions(
+            model={"path": str(model_path)},
+            output=str(tmp_path / "q"),
+            calibration=str(tmp_path / "calib.npz"),
+            evaluation=str(tmp_path / "test.npz"),
+        ),
+    )
+    assert report["float_model"]["accuracy"]["top1"] > 0.95
+    v = report["variants"][0]
+    search = v["fallback"]
+    assert search["outcome"] == "failed"
+    assert v["accuracy"]["gate"]["decision"] == "fail" and v["accuracy"]["gate"]["passed"] is False
+    assert "INT8 cannot meet the accuracy gate" in v["warning"]
+    # Float-only tries kept the accuracy, but none may be chosen: the file kept is INT8.
+    float_only = [t for t in search["tries"] if t["int8_fraction"] == 0]
+    assert float_only and all(t["gate"]["decision"] == "pass" for t in float_only)
+    chosen = search["tries"][search["chosen"]]
+    assert chosen["int8_fraction"] > 0 and v["int8_fraction"] > 0
+    assert chosen["gate"]["drop_points"] == min(
+        t["gate"]["drop_points"] for t in search["tries"] if t["int8_fraction"] > 0
+    )
+    assert "FAILED: INT8 cannot meet the gate" in present.fallback_lines(report)[0]
 
 
 def test_image_folder_with_preprocessing_matches_arrays(sample_dir, sample_onnx, tmp_path):

@@ -76,6 +76,9 @@ def quantize(console: Any, r: dict[str, Any]) -> None:
     for line in present.quantize_data_lines(r):
         _say(console, line)
     table(console, present.quantize_variants(r))
+    for v in r["variants"]:
+        if (v.get("fallback") or {}).get("tries"):
+            table(console, present.fallback_tries(v))
     for line in present.fallback_lines(r):
         _say(console, line)
     if r.get("warning"):
@@ -114,6 +117,8 @@ def export(console: Any, r: dict[str, Any]) -> None:
         _say(console, line)
     if r["target"] == "tflite":
         table(console, present.tflite_variants(r))
+        for line in present.machine_lines(r.get("measured_on")):
+            _say(console, line)
 
 
 def run(console: Any, r: dict[str, Any]) -> None:

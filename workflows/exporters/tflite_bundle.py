@@ -25,6 +25,7 @@ from workflows.errors import ExportError
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import sha256
 from workflows.formats import _tf
+from workflows.machine import measured_on
 from workflows.metrics import compare
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
@@ -342,6 +343,7 @@ class TFLiteExporter(Exporter):
             self.spec,
             layout,
             self.transposed,
+            measured_on(),
         )
         facts = self._data_facts()
         result = {
@@ -350,6 +352,7 @@ class TFLiteExporter(Exporter):
             # in the report and the README, and do not fail the export.
             "passed": not any(v["validation"]["passed"] is False for v in self.variants),
             "input_layout": meta["input"]["layout"],
+            "measured_on": measured_on(),
             "validation_data": {
                 "source": facts["data"],
                 "synthetic": facts["synthetic"],
@@ -357,7 +360,9 @@ class TFLiteExporter(Exporter):
                 "held_out": self.held_out,
             },
         }
-        return {"input": "sample_input.npy", "output": "sample_output.npy"}, {}, result
+        # The quantized variants' figures depend on this machine's INT8 kernels.
+        machine = {"measured_on": result["measured_on"]}
+        return {"input": "sample_input.npy", "output": "sample_output.npy"}, machine, result
 
 
 def export_tflite(opts: TFLiteExportOptions, progress: Progress | None = None) -> dict[str, Any]:
@@ -399,6 +404,7 @@ def _readme(
     spec: dict[str, Any],
     layout: str,
     transposed: bool,
+    machine: dict[str, Any],
 ) -> None:
     rows = []
     for v in variants:
@@ -423,6 +429,7 @@ def _readme(
         "source_format": model.format,
         "path_doc": path_doc,
         "variant_rows": "\n".join(rows),
+        "measured_on": " ".join(present.machine_lines(machine)),
         "input_doc": f"{spec['input_name']}: {spec['dtype']}{spec['shape']}",
         "layout": layout,
         "outputs_doc": ", ".join(f"`{o}`" for o in variants[0]["signature"]["outputs"]),

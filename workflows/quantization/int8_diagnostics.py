@@ -78,25 +78,6 @@ def float_nodes(path: Path, excluded: set[str] | None = None) -> list[dict[str, 
     return stayed
 
 
-def cpu_features() -> dict[str, Any]:
-    """The CPU's name and the instruction sets that decide INT8 speed."""
-    import cpuinfo
-
-    info = cpuinfo.get_cpu_info()
-    flags = set(info.get("flags", []))
-    return {
-        "brand": info.get("brand_raw", "unknown"),
-        "arch": info.get("arch", "unknown"),
-        "avx2": "avx2" in flags,
-        "avx512": "avx512f" in flags,
-        "avx512_vnni": bool({"avx512_vnni", "avx512vnni"} & flags),
-        "avx_vnni": bool({"avx_vnni", "avxvnni"} & flags),
-        "amx_int8": "amx_int8" in flags,
-        "arm_dotprod": bool({"asimddp", "dotprod"} & flags),
-        "arm_i8mm": "i8mm" in flags,
-    }
-
-
 def diagnose(path: Path, excluded: set[str] | None = None) -> dict[str, Any]:
     """INT8 facts of one model: ops running INT8 kernels vs float compute ops, and float nodes."""
     ops = runtime_ops(path)

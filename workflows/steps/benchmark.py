@@ -162,7 +162,9 @@ def benchmark(opts: BenchmarkOptions, progress: Progress | None = None) -> dict[
             {"variant": name, "file": str(path), "batch": batch, "threads": threads, **measured}
         )
     progress.update(0.95, "INT8 diagnostics")
-    cpu = int8_diagnostics.cpu_features()
+    from workflows.machine import cpu_features
+
+    cpu = cpu_features()
     baseline = next((p for p in paths if variant_name(p) == "fp32"), paths[0])
     macs = inspect_model(onnx_format.load(baseline), include_graph=False).get("macs_per_sample")
     variants, verdicts = [], []

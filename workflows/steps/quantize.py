@@ -15,6 +15,7 @@ from workflows.data import Dataset, Preprocess, calibration_and_evaluation, read
 from workflows.errors import DataError
 from workflows.formats import onnx_format
 from workflows.jsonable import jsonable
+from workflows.machine import measured_on
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress, null_progress
@@ -22,6 +23,7 @@ from workflows.quantization import quantizers
 from workflows.quantization.accuracy import evaluate
 from workflows.quantization.gate import MIN_SQNR_DB, judge
 from workflows.quantization.quantizers import CALIBRATION_METHODS
+from workflows.quantization.search import Settings
 
 MODES = ("static", "dynamic", "fp16")
 VARIANT_NAMES = {"static": "int8-static", "dynamic": "int8-dynamic", "fp16": "fp16"}
@@ -60,8 +62,15 @@ class QuantizeOptions(Options):
         "Without evaluation data: the share of the calibration samples held out for the gate "
         "(when fewer than twice --calibration-samples were given; otherwise all beyond them)",
     )
-    fallback: bool = option(True, "When the gate fails, keep the worst nodes in float and retry")
-    max_fallback_rounds: int = option(6, "Fallback rounds at most")
+    reduce_range: bool = option(
+        False, "7-bit weights: cannot saturate u8s8 kernels on x86 CPUs without VNNI"
+    )
+    fallback: bool = option(
+        True,
+        "When the gate fails, search for the cheapest variant that passes: knobs first, "
+        "then nodes in float",
+    )
+    max_fallback_rounds: int = option(8, "Rounds of keeping nodes in float, at most")
     seed: int = option(0, "Seed for synthetic data")
 
 
@@ -96,23 +105,38 @@ class _Quantizer:
         self.opts, self.float_path, self.pre_path = opts, float_path, pre_path
         self.model, self.calib, self.evaluation, self.work = model, calib, evaluation, work
         self.baseline, self.reference = evaluate(onnx_format.session(model), evaluation)
+        from workflows.quantization.search import first_and_last_compute_nodes
 
-    def make(self, mode: str, dst: Path, exclude: list[str]) -> None:
+        self.compute_ops = bool(first_and_last_compute_nodes(float_path))
+
+    def settings(self) -> Settings:
+        """The static INT8 settings the user asked for (the fallback search varies them)."""
         o = self.opts
+        return {
+            "method": o.method,
+            "per_channel": o.per_channel,
+            "activation_type": o.activation_type,
+            "weight_type": o.weight_type,
+            "reduce_range": o.reduce_range,
+            "exclude": [],
+        }
+
+    def make(self, mode: str, dst: Path, settings: Settings) -> None:
         if mode == "static":
             quantizers.quantize_static_qdq(
                 self.pre_path,
                 dst,
                 self.calib,
-                o.method,
-                o.per_channel,
-                o.activation_type,
-                o.weight_type,
-                exclude,
+                settings["method"],
+                settings["per_channel"],
+                settings["activation_type"],
+                settings["weight_type"],
+                settings["exclude"],
+                reduce_range=settings["reduce_range"],
             )
         elif mode == "dynamic":
             quantizers.quantize_dynamic_int8(
-                self.pre_path, dst, o.per_channel, o.weight_type, exclude
+                self.pre_path, dst, settings["per_channel"], settings["weight_type"]
             )
         else:
             quantizers.convert_fp16(self.float_path, dst)
@@ -145,53 +169,29 @@ class _Quantizer:
 
     def variant(self, mode: str, dst: Path, progress: Progress) -> dict[str, Any]:
         started = time.perf_counter()
-        self.make(mode, dst, [])
+        base = self.settings()
+        self.make(mode, dst, base)
         figures = self.measure(dst)
-        rounds: list[dict[str, Any]] = []
-        excluded: list[str] = []
-        culprits_used: list[dict[str, Any]] = []
-        if figures["gate"]["passed"] is False and self.opts.fallback and mode == "static":
-            progress.update(0.5, "Accuracy gate failed: locating the worst-quantized tensors")
-            from workflows.quantization.fallback import rank_culprits
-
-            culprits = rank_culprits(self.pre_path, dst, self.calib.take(32), self.work / mode)
-            naive_cost = self.cost(dst)
-            take = 1
-            for r in range(self.opts.max_fallback_rounds):
-                fresh = [c for c in culprits if not set(c.nodes) <= set(excluded)][:take]
-                if not fresh:
-                    break
-                for c in fresh:
-                    excluded += [n for n in c.nodes if n not in excluded]
-                    culprits_used.append(
-                        {
-                            "tensor": c.tensor,
-                            "kind": c.kind,
-                            "sqnr_db": round(c.sqnr_db, 2),
-                            "nodes": c.nodes,
-                        }
-                    )
-                progress.update(
-                    0.5 + 0.4 * (r + 1) / self.opts.max_fallback_rounds,
-                    f"Fallback round {r + 1}: {len(excluded)} node(s) kept in float",
-                )
-                self.make(mode, dst, excluded)
-                figures = self.measure(dst)
-                rounds.append(
-                    {
-                        "round": r + 1,
-                        "excluded_nodes": list(excluded),
-                        **{k: figures[k] for k in ("top1", "gate") if k in figures},
-                    }
-                )
-                if figures["gate"]["decision"] != "fail":
-                    break  # passed, or too few samples to tell: more float would not settle it
-                take *= 2
+        settings, search, outcome = base, None, None
+        if figures["gate"]["decision"] == "fail" and self.opts.fallback and mode == "static":
+            progress.update(
+                0.5, "Accuracy gate failed: searching for the cheapest INT8 that passes"
+            )
+            search, settings, figures, outcome = self._search(dst, base, figures, progress)
         int8_fraction = None
         if mode != "fp16":
             from workflows.quantization.int8_diagnostics import diagnose
 
             int8_fraction = diagnose(dst)["fraction_int8"]
+        warning = None
+        if outcome == "failed":
+            warning = (
+                "INT8 cannot meet the accuracy gate on this model: no try passed (see the "
+                "fallback search); this file is the closest partial variant, kept for inspection"
+            )
+            figures["gate"] = {**figures["gate"], "decision": "fail", "passed": False}
+        elif int8_fraction == 0 and self.compute_ops:
+            warning = "every compute op is in float: this variant is effectively FP32"
         return {
             "mode": mode,
             "name": VARIANT_NAMES[mode],
@@ -199,28 +199,58 @@ class _Quantizer:
             "size_bytes": onnx_format.onnx_size(dst),
             "seconds": round(time.perf_counter() - started, 2),
             "accuracy": figures,
-            "excluded_nodes": excluded,
+            "excluded_nodes": settings["exclude"],
             "int8_fraction": int8_fraction,
-            "warning": (
-                "every compute op is in float: this variant is effectively FP32 (the accuracy gate "
-                "could not be met with any INT8 layer)"
-                if int8_fraction == 0
-                else None
-            ),
-            "fallback": {
-                "rounds": rounds,
-                "culprits": culprits_used,
-                "cost": {"before": naive_cost, "after": self.cost(dst)},
-            }
-            if rounds
-            else None,
-            "options": {
-                k: getattr(self.opts, k)
-                for k in ("method", "per_channel", "activation_type", "weight_type")
-            }
+            "warning": warning,
+            "fallback": search,
+            "options": {k: v for k, v in settings.items() if k != "exclude"}
             if mode != "fp16"
             else {},
         }
+
+    def _search(
+        self, dst: Path, base: Settings, figures: dict[str, Any], progress: Progress
+    ) -> tuple[dict[str, Any], Settings, dict[str, Any], str]:
+        """The fallback search (workflows.quantization.search); writes the chosen try to `dst`."""
+        from workflows.quantization.fallback import rank_culprits
+        from workflows.quantization.int8_diagnostics import diagnose
+        from workflows.quantization.search import Search, first_and_last_compute_nodes, knob_tries
+
+        work = self.work / "search"
+        search = Search(
+            make=lambda settings, path: self.make("static", path, settings),
+            measure=self.measure,
+            cost=self.cost,
+            rank=lambda path: rank_culprits(
+                self.pre_path, path, self.calib.take(32), work / "rank"
+            ),
+            int8_fraction=lambda path: diagnose(path)["fraction_int8"],
+            workdir=work,
+            max_rounds=self.opts.max_fallback_rounds,
+            progress=progress,
+        )
+        knobs = knob_tries(
+            base,
+            measured_on()["u8s8_saturation_risk"],
+            first_and_last_compute_nodes(self.pre_path),
+        )
+        found = search.run((dst, figures), base, knobs)
+        onnx_format.copy_onnx(found["path"], dst.parent, dst.name)
+        chosen = found["chosen"]
+        settings = {**chosen["knobs"], "exclude": chosen["excluded_nodes"]}
+        tries = [{k: v for k, v in t.items() if k != "figures"} for t in search.tries]
+        naive = search.tries[0]
+        report = {
+            "outcome": found["outcome"],
+            "chosen": chosen["try"],
+            "tries": tries,
+            "culprits": search.culprits,
+            "cost": {
+                "before": {k: naive[k] for k in ("size_bytes", "p50_ms")},
+                "after": {k: chosen[k] for k in ("size_bytes", "p50_ms")},
+            },
+        }
+        return report, settings, chosen["figures"], found["outcome"]
 
 
 def quantize_model(
@@ -291,6 +321,9 @@ def quantize_model(
                 },
                 "options": to_dict(opts),
                 "variants": variants,
+                # INT8 results depend on the CPU's INT8 kernels: every figure says where it
+                # was measured.
+                "measured_on": measured_on(),
             }
         )
         if evaluation.synthetic:
