@@ -437,3 +437,20 @@ def tflite_dimension(
     path = folder / "huge_tensor.tflite"
     path.write_bytes(bytes(data))
     return path
+
+
+def onnx_node_without_weights(folder: Path) -> Path:
+    """An ONNX model whose MatMul lost its weight input (one flipped byte did it: atheris), between
+    a graph input and output of known shapes: inspecting it must not crash counting MACs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x"], ["y"], name="matmul")],
+        "no_weights",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+    )
+    path = folder / "no_weights.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path

@@ -49,8 +49,8 @@ def estimate_macs(graph: Graph) -> dict[str, int]:
     macs: Counter[str] = Counter()
     for node in graph.nodes:
         op = node.op_type
-        if op not in MAC_OPS or not node.outputs:
-            continue
+        if op not in MAC_OPS or not node.outputs or len(node.inputs) < 2:
+            continue  # a damaged node without its weights has no MACs to count
         shapes = [graph.tensors.get(t) for t in node.inputs[:2]] + [
             graph.tensors.get(node.outputs[0])
         ]
