@@ -246,3 +246,33 @@ def save_unquantizable_linear(folder: Path, outlier: float = 1e4) -> Path:
 def with_outlier_column(x: np.ndarray, outlier: float = 1e4) -> np.ndarray:
     """Digits features [N, 64] plus the constant 65th column save_unquantizable_linear reads."""
     return np.concatenate([x, np.full((len(x), 1), outlier, x.dtype)], axis=1)
+
+
+def save_tf1_savedmodel(folder: Path) -> Path:
+    """A TF1-style SavedModel (tf.compat.v1 graph, variables, SignatureDef; no object graph) with
+    two MetaGraphs, "serve" and "train", as Estimator-era exports have: TF2's loader refuses it
+    without tags, so it goes through the v1 loader. A dense softmax classifier: x [N, 8] -> probs."""
+    import tensorflow as tf
+
+    path = folder / "tf1_savedmodel"
+    rng = np.random.default_rng(0)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 8], name="x")
+        w = tf.compat.v1.get_variable("w", initializer=rng.normal(size=(8, 16)).astype(np.float32))
+        b = tf.compat.v1.get_variable("b", initializer=np.zeros(16, np.float32))
+        w2 = tf.compat.v1.get_variable(
+            "w2", initializer=rng.normal(size=(16, 4)).astype(np.float32)
+        )
+        hidden = tf.nn.relu(tf.matmul(x, w) + b)
+        probs = tf.nn.softmax(tf.matmul(hidden, w2), name="probs")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"probs": probs})
+            builder.add_meta_graph_and_variables(
+                sess, ["serve"], signature_def_map={"serving_default": signature}
+            )
+            builder.add_meta_graph(["train"])
+            builder.save()
+    return path

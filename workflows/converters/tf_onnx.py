@@ -40,6 +40,32 @@ def _converter_errors(model: Model, tool: str):
         ) from exc
 
 
+def _v1_to_onnx(model: Model, out: Path, opset: int) -> None:
+    """A v1-loaded SavedModel: freeze its session's graph to the signature's outputs (variables
+    become constants) and convert that graph; ONNX inputs and outputs take the signature's keys."""
+    import tensorflow as tf
+    import tf2onnx
+
+    v1: savedmodel.V1Graph = model.native
+    sig = v1.signature
+    inputs = [sig.inputs[s.name].name for s in model.inputs]
+    outputs = [sig.outputs[s.name].name for s in model.outputs]
+    rename = {sig.inputs[s.name].name: s.name for s in model.inputs}
+    rename.update({sig.outputs[s.name].name: s.name for s in model.outputs})
+    with v1.graph.as_default():
+        frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
+            v1.session, v1.graph.as_graph_def(), [name.split(":")[0] for name in outputs]
+        )
+    tf2onnx.convert.from_graph_def(
+        frozen,
+        input_names=inputs,
+        output_names=outputs,
+        opset=opset,
+        tensors_to_rename=rename,
+        output_path=str(out),
+    )
+
+
 def to_onnx(model: Model, out: Path, opset: int, progress: Progress) -> None:
     """Convert a Keras, SavedModel or TFLite model to ONNX at `out`."""
     _tf.quiet_tensorflow()
@@ -63,6 +89,8 @@ def to_onnx(model: Model, out: Path, opset: int, progress: Progress) -> None:
             tf2onnx.convert.from_function(
                 serve, input_signature=_tensor_specs(model), opset=opset, output_path=str(out)
             )
+        elif isinstance(model.native, savedmodel.V1Graph):
+            _v1_to_onnx(model, out, opset)
         else:
             fn = savedmodel.signature(model.native, model.path, model.metadata.get("signature"))
             specs = _tensor_specs(model)

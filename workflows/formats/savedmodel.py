@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,73 @@ def signature(loaded: Any, path: Path, name: str = DEFAULT_SIGNATURE) -> Any:
     return sigs[name]
 
 
+@dataclass
+class V1Graph:
+    """A SavedModel loaded with TensorFlow's v1 loader: its graph, session and signature."""
+
+    graph: Any
+    session: Any
+    signature: Any  # a SignatureDef
+    tag: str
+
+    @property
+    def variables(self) -> list[Any]:
+        import tensorflow as tf
+
+        return self.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+
+    def run(self, feeds: dict[str, Any], order: list[str]) -> list[Any]:
+        fetches = [self.signature.outputs[k].name for k in order]
+        feed = {self.signature.inputs[k].name: v for k, v in feeds.items()}
+        return list(self.session.run(fetches, feed))
+
+
+def _serving_tag(root: Path) -> str:
+    """The meta graph's tag set to load: "serve" when present, else the first one stored."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((root / "saved_model.pb").read_bytes())
+    tags = [",".join(m.meta_info_def.tags) for m in proto.meta_graphs]
+    return "serve" if any("serve" in t.split(",") for t in tags) else (tags[0] if tags else "serve")
+
+
+def _load_v1(root: Path, signature_name: str) -> tuple[V1Graph, list, list, int]:
+    """TensorFlow's v1 loader (a Graph and a Session): for TF1-style SavedModels (Estimator
+    exports, tf.compat.v1 builders, Keras-2-era files) whose object graph the v2 loader cannot
+    revive."""
+    import tensorflow as tf
+
+    tag = _serving_tag(root)
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta = tf.compat.v1.saved_model.loader.load(session, tag.split(","), str(root))
+        params = sum(
+            int(v.shape.num_elements() or 0)
+            for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+        )
+    sigs = meta.signature_def
+    if signature_name not in sigs:
+        session.close()
+        raise FormatError(
+            f"{root}: SavedModel has no signature {signature_name!r} (it has: "
+            f"{', '.join(sigs) or 'none'}); re-export with a serving signature."
+        )
+    sig = sigs[signature_name]
+
+    def specs(infos: Any) -> list:
+        return [
+            _tf.spec(k, tf.TensorShape(i.tensor_shape), tf.dtypes.as_dtype(i.dtype))
+            for k, i in sorted(infos.items())
+        ]
+
+    return V1Graph(graph, session, sig, tag), specs(sig.inputs), specs(sig.outputs), params
+
+
 def load(path: Path, signature_name: str = DEFAULT_SIGNATURE, **_: Any) -> Model:
-    """tf.saved_model.load and describe the serving signature's inputs and outputs."""
+    """tf.saved_model.load and describe the serving signature's inputs and outputs; TF1-style
+    SavedModels that the v2 loader cannot read go through the v1 loader."""
     root = _root(path)
     if not match(root):
         raise FormatError(f"{path}: not a SavedModel folder: {why_not(root)}")
@@ -53,8 +119,29 @@ def load(path: Path, signature_name: str = DEFAULT_SIGNATURE, **_: Any) -> Model
 
     try:
         loaded = tf.saved_model.load(str(root))
-    except Exception as exc:  # TF raises many types for damaged or Keras-2-era SavedModels
-        raise FormatError(f"{root}: TensorFlow cannot load this SavedModel: {exc}") from exc
+    except Exception as v2_error:  # TF raises many types for damaged or Keras-2-era SavedModels
+        try:
+            native, inputs, outputs, params = _load_v1(root, signature_name)
+        except FormatError:
+            raise
+        except Exception as v1_error:
+            raise FormatError(
+                f"{root}: TensorFlow cannot load this SavedModel: the v2 loader says "
+                f"{_first_line(v2_error)}; the v1 loader (TF1 graphs) says "
+                f"{_first_line(v1_error)}"
+            ) from v1_error
+        return Model(
+            format=NAME,
+            framework=FRAMEWORK,
+            path=root,
+            inputs=inputs,
+            outputs=outputs,
+            size_bytes=path_size(root),
+            parameters=params,
+            producer=f"tensorflow {tf.__version__} (v1 loader, tags {native.tag})",
+            metadata={"signature": signature_name, "loader": "v1", "tag": native.tag},
+            native=native,
+        )
     fn = signature(loaded, root, signature_name)
     _, kwargs = fn.structured_input_signature
     inputs = [_tf.spec(k, v.shape, v.dtype) for k, v in sorted(kwargs.items())]
@@ -76,12 +163,24 @@ def load(path: Path, signature_name: str = DEFAULT_SIGNATURE, **_: Any) -> Model
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
 def session(model: Model, threads: int | None = None):
     """Run the serving signature on numpy feeds; outputs in sorted-name order."""
     import numpy as np
 
-    fn = signature(model.native, model.path, model.metadata.get("signature", DEFAULT_SIGNATURE))
     order = [s.name for s in model.outputs]
+    if isinstance(model.native, V1Graph):
+        v1 = model.native
+
+        def run_v1(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [np.asarray(o) for o in v1.run(feeds, order)]
+
+        return run_v1
+    fn = signature(model.native, model.path, model.metadata.get("signature", DEFAULT_SIGNATURE))
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return _tf.as_list(fn(**feeds), order)

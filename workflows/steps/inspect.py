@@ -197,10 +197,13 @@ def native_histogram(model: Model) -> dict[str, int]:
     elif model.format == "pytorch_eager":
         counts.update(type(m).__name__ for m in native.modules() if not list(m.children()))
     elif model.format == "savedmodel":
-        from workflows.formats.savedmodel import signature
+        from workflows.formats.savedmodel import V1Graph, signature
 
-        fn = signature(native, model.path, model.metadata.get("signature", "serving_default"))
-        counts.update(op.type for op in fn.graph.get_operations())
+        if isinstance(native, V1Graph):  # the whole loaded graph (the v1 loader's)
+            counts.update(op.type for op in native.graph.get_operations())
+        else:
+            fn = signature(native, model.path, model.metadata.get("signature", "serving_default"))
+            counts.update(op.type for op in fn.graph.get_operations())
     return dict(counts.most_common())
 
 
@@ -225,7 +228,11 @@ def native_parameters_by_dtype(model: Model) -> dict[str, dict[str, int]]:
         ]
     elif model.format == "savedmodel":
         seen = {id(v): v for v in getattr(native, "variables", [])}.values()
-        arrays = [(v.dtype.name, int(v.shape.num_elements() or 0), v.dtype.size) for v in seen]
+        dtypes = [getattr(v.dtype, "base_dtype", v.dtype) for v in seen]  # v1: float32_ref
+        arrays = [
+            (d.name, int(v.shape.num_elements() or 0), d.size)
+            for v, d in zip(seen, dtypes, strict=True)
+        ]
     by_dtype: dict[str, dict[str, int]] = {}
     for dtype, count, itemsize in arrays:
         entry = by_dtype.setdefault(dtype, {"count": 0, "bytes": 0})
