@@ -52,7 +52,7 @@ def _v1_to_onnx(model: Model, out: Path, opset: int) -> None:
     outputs = [sig.outputs[s.name].name for s in model.outputs]
     rename = {sig.inputs[s.name].name: s.name for s in model.inputs}
     rename.update({sig.outputs[s.name].name: s.name for s in model.outputs})
-    with v1.graph.as_default():
+    with v1.graph.as_default(), _tf.v1_quiet():
         frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
             v1.session, v1.graph.as_graph_def(), [name.split(":")[0] for name in outputs]
         )

@@ -16,6 +16,21 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+@contextlib.contextmanager
+def v1_quiet():
+    """Silence TensorFlow's deprecation warnings for the tf.compat.v1 calls that TF1-style
+    SavedModels need (they are logged through the "tensorflow" logger)."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def shape_dims(shape: Any, dynamic_name: str = "batch") -> tuple[Dim, ...] | None:
     """A TF/Keras shape as dims: None (unknown) becomes `batch` on axis 0, else None."""
     if shape is None:

@@ -45,6 +45,14 @@ def signature(loaded: Any, path: Path, name: str = DEFAULT_SIGNATURE) -> Any:
 
 
 @dataclass
+class _Handle:
+    """A resource variable's shape and dtype, read from its VarHandleOp."""
+
+    shape: Any
+    dtype: Any
+
+
+@dataclass
 class V1Graph:
     """A SavedModel loaded with TensorFlow's v1 loader: its graph, session and signature."""
 
@@ -55,9 +63,19 @@ class V1Graph:
 
     @property
     def variables(self) -> list[Any]:
+        """The graph's variables: its collection (TF1 graphs), else its VarHandleOps (a TF2
+        SavedModel loaded as a graph keeps resource variables out of the collections)."""
         import tensorflow as tf
 
-        return self.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+        found = self.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+        if found:
+            return found
+        handles = {}
+        for op in self.graph.get_operations():
+            if op.type == "VarHandleOp":
+                handles.setdefault(op.get_attr("shared_name") or op.name, op)
+        return [_Handle(tf.TensorShape(op.get_attr("shape")), op.get_attr("dtype"))
+                for op in handles.values()]  # fmt: skip
 
     def run(self, feeds: dict[str, Any], order: list[str]) -> list[Any]:
         fetches = [self.signature.outputs[k].name for k in order]
@@ -84,12 +102,10 @@ def _load_v1(root: Path, signature_name: str) -> tuple[V1Graph, list, list, int]
     tag = _serving_tag(root)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph)
-    with graph.as_default():
+    with graph.as_default(), _tf.v1_quiet():
         meta = tf.compat.v1.saved_model.loader.load(session, tag.split(","), str(root))
-        params = sum(
-            int(v.shape.num_elements() or 0)
-            for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
-        )
+    native = V1Graph(graph, session, None, tag)
+    params = sum(int(v.shape.num_elements() or 0) for v in native.variables)
     sigs = meta.signature_def
     if signature_name not in sigs:
         session.close()
@@ -105,7 +121,8 @@ def _load_v1(root: Path, signature_name: str) -> tuple[V1Graph, list, list, int]
             for k, i in sorted(infos.items())
         ]
 
-    return V1Graph(graph, session, sig, tag), specs(sig.inputs), specs(sig.outputs), params
+    native.signature = sig
+    return native, specs(sig.inputs), specs(sig.outputs), params
 
 
 def load(path: Path, signature_name: str = DEFAULT_SIGNATURE, **_: Any) -> Model:
