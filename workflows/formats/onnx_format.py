@@ -80,13 +80,18 @@ def value_specs(values: Any, exclude: set[str] | None = None) -> list[TensorSpec
 
 
 def parameter_count(graph: Any) -> int:
-    """Elements in initializers plus Constant nodes (some exporters store weights as Constants)."""
+    """Elements in initializers plus Constant nodes (some exporters store weights as Constants),
+    in the graph and in its control-flow subgraphs (If/Loop/Scan bodies hold weights too: all of
+    silero-vad's are inside an If)."""
     total = sum(int(np.prod(t.dims)) for t in graph.initializer)
     for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    total += int(np.prod(attr.t.dims))
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.name == "value":
+                total += int(np.prod(attr.t.dims))
+            if attr.HasField("g"):
+                total += parameter_count(attr.g)
+            for sub in attr.graphs:
+                total += parameter_count(sub)
     return total
 
 
