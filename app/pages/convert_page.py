@@ -137,6 +137,11 @@ class ConvertPage(Page):
         layout.addWidget(self.results, 1)
         # Where the gate's data came from (held out of the calibration data, synthetic …), its
         # rule, and what the fallback kept in float: the figures above mean nothing without it.
+        # Every try of a fallback search (what changed, INT8 share, size, p50, gate), when one ran.
+        self.search = text_table([], fit_contents=True)
+        self.search.setMaximumHeight(170)
+        self.search.setVisible(False)
+        layout.addWidget(self.search)
         self.results_notes = QLabel(wordWrap=True)
         self.results_notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.results_notes)
@@ -255,6 +260,10 @@ class ConvertPage(Page):
 
     def show_results(self, r: dict) -> None:
         show_table(self.results, present.quantize_variants(r))
+        searched = [v for v in r["variants"] if (v.get("fallback") or {}).get("tries")]
+        if searched:
+            show_table(self.search, present.fallback_tries(searched[0]))
+        self.search.setVisible(bool(searched))
         lines = present.quantize_data_lines(r) + present.fallback_lines(r)
         if r.get("warning"):
             lines.append(f"Note: {r['warning']}")

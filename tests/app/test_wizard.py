@@ -301,3 +301,36 @@ def test_code_in_a_model_file_runs_only_when_the_user_trusts_it(
         load.load(str(path))
     assert marker.read_text() == "pwned" and window.session.model.allow_unsafe
     assert "allow_unsafe" not in str(window.session.workflow().to_dict())  # never saved
+
+
+def test_quantize_results_show_the_gate_data_and_the_fallback_search(window):
+    from tests.workflows.test_present import _quantize
+
+    convert = window.page(ConvertPage)
+    report = {
+        **_quantize(),
+        "calibration": {"source": "calib.npz", "samples": 64, "synthetic": False},
+        "evaluation": {
+            "source": "held out from calib.npz (disjoint from the 64 samples used to calibrate)",
+            "samples": 64,
+            "synthetic": False,
+            "labelled": False,
+            "held_out": True,
+        },
+        "options": {"max_accuracy_drop": 1.0, "confidence": 0.95, "min_sqnr_db": 20.0},
+        "measured_on": {
+            "label": "AMD EPYC (AVX2), ONNX Runtime 1.32.0",
+            "u8s8_saturation_risk": True,
+        },
+    }
+    window.go_to(2)
+    convert.show_results(report)
+    assert convert.search.isVisibleTo(window) and convert.search.rowCount() == 2
+    assert convert.search.item(1, 6).text() == "yes"  # the chosen try
+    notes = convert.results_notes.text()
+    assert "held out from calib.npz" in notes and "Measured on: AMD EPYC (AVX2)" in notes
+    assert "reduce_range" in notes and "kept in float: /conv1/Conv" in notes
+    del report["variants"][0]["fallback"]
+    report["variants"][0]["excluded_nodes"] = []
+    convert.show_results(report)
+    assert not convert.search.isVisibleTo(window)
