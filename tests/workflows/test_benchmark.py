@@ -138,3 +138,23 @@ def test_model_list_errors(tmp_path):
         expand_models([str(tmp_path / "missing.onnx")])
     assert variant_name(tmp_path / "digits.int8-static.onnx") == "int8-static"
     assert variant_name(tmp_path / "model.onnx") == "model"
+
+
+def test_per_operator_profile_names_what_stays_slow(quantized_folder):
+    # ONNX Runtime's profiler, per operator type: the INT8 run's time sits in its INT8 kernels
+    # and the quantize/dequantize steps; slow_operators lists only the latter.
+    from workflows.quantization.profile import op_times, slow_operators
+
+    fp32_path = next(quantized_folder.glob("*.fp32.onnx"))
+    int8_path = next(quantized_folder.glob("*.int8-static.onnx"))
+    feeds = {"x": np.random.default_rng(0).random((8, 64), np.float32)}
+    fp32 = op_times(fp32_path, feeds, runs=5)
+    int8 = op_times(int8_path, feeds, runs=5)
+    assert all(ms >= 0 for ms in fp32.values()) and sum(fp32.values()) > 0
+    assert "Gemm" in fp32 or "FusedGemm" in fp32
+    assert {"QGemm", "QuantizeLinear"} & set(int8), int8
+    slow = slow_operators(fp32, int8)
+    assert slow and all(r["op"] not in ("QGemm", "QLinearMatMul", "QLinearConv") for r in slow)
+    assert (
+        abs(sum(r["share"] for r in slow) - sum(r["ms"] for r in slow) / sum(int8.values())) < 0.01
+    )
