@@ -168,3 +168,51 @@ def test_text_detector_gives_a_probability_map(real_model):
     out = by_name("onnx").session(model)({"x": _photo_crops(2, 320, 2)})[0]
     assert out.shape == (2, 1, 320, 320)
     assert out.min() >= 0 and out.max() <= 1
+
+
+def _text_strips(n: int, seed: int) -> np.ndarray:
+    """n 48x320 strips of two rendered English words each (Pillow's own font, black on white),
+    normalised as PP-OCR expects ((x - 0.5) / 0.5): documented data for a text recogniser."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    words = ["quantize", "convert", "export", "docker", "model", "runtime", "tensor", "engine",
+             "server", "archive", "bundle", "latency", "accuracy", "sample", "calibration"]  # fmt: skip
+    font = ImageFont.load_default(size=30)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = Image.new("RGB", (320, 48), "white")
+        ImageDraw.Draw(img).text((6, 6), " ".join(rng.choice(words, 2)), fill="black", font=font)
+        out.append((np.asarray(img, np.float32).transpose(2, 0, 1) / 255 - 0.5) / 0.5)
+    return np.stack(out)
+
+
+def test_transformer_recogniser_dynamic_int8_leaves_convolutions_in_float(real_model, tmp_path):
+    # PP-OCRv4's recogniser: a conv backbone, two transformer-encoder blocks, a CTC head. Dynamic
+    # INT8 of everything (ConvInteger too) wrecks it (SQNR 0 dB, half the characters change);
+    # the fallback's first knob, matrix products only, passes (measured: SQNR 28.6 dB, 99 % of
+    # per-position characters unchanged, and 3x faster at batch 1 than the naive variant).
+    from workflows.steps.quantize import QuantizeOptions, quantize_model
+
+    path = real_model("rapidocr-rec-v4")
+    strips = _text_strips(32, 1)
+    np.savez(tmp_path / "eval.npz", x=strips)
+    report = quantize_model(
+        load_model(path),
+        QuantizeOptions(
+            model={"path": str(path)},
+            output=str(tmp_path / "q"),
+            modes=["dynamic"],
+            evaluation=str(tmp_path / "eval.npz"),
+        ),
+    )
+    v = report["variants"][0]
+    search = v["fallback"]
+    naive, chosen = search["tries"][0], search["tries"][search["chosen"]]
+    assert naive["gate"]["decision"] == "fail" and naive["gate"]["sqnr_db"] < 10
+    assert chosen["what"].startswith("convolutions in float") and search["outcome"] == "passed"
+    assert v["accuracy"]["gate"]["sqnr_db"] >= 23 and v["options"]["dynamic_ops"] == "matmul"
+    run = by_name("onnx").session
+    reference = run(load_model(path))({"x": strips})[0].argmax(-1)
+    quantized = run(load_model(tmp_path / "q" / v["file"]))({"x": strips})[0].argmax(-1)
+    assert (reference == quantized).mean() >= 0.97

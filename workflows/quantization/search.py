@@ -12,6 +12,9 @@ does not, the way Olive and Intel Neural Compressor tune.
    quantizable compute ops and nothing else passes, the search **fails** ("INT8 cannot meet the
    gate on this model") and keeps the best partial variant (smallest drop) for the report.
 
+Dynamic INT8 gets the knobs only (there is no QDQ graph to rank nodes by): convolutions left in
+float (matrix products only), then per-channel weights.
+
 Every try is recorded: its knobs, nodes in float, INT8 fraction, size, batch-1 p50 and gate.
 """
 
@@ -46,6 +49,18 @@ def knob_tries(
         tries.append(("int8 activations", {"activation_type": "int8"}))
     if first_last:
         tries.append(("first and last compute layers in float", {"exclude": first_last}))
+    return [(label, {**base, **change}) for label, change in tries]
+
+
+def dynamic_knob_tries(base: Settings) -> list[tuple[str, Settings]]:
+    """Knobs for dynamic INT8 (no calibration, no QDQ to rank nodes by): convolutions left in
+    float (ConvInteger is slow and lossy), then per-channel weights."""
+    tries: list[tuple[str, Settings]] = []
+    if base.get("dynamic_ops") != "matmul":
+        tries.append(("convolutions in float (matrix products only)", {"dynamic_ops": "matmul"}))
+    if not base["per_channel"]:
+        change = {"per_channel": True, "dynamic_ops": "matmul"} if tries else {"per_channel": True}
+        tries.append(("per-channel weights", change))
     return [(label, {**base, **change}) for label, change in tries]
 
 

@@ -62,6 +62,12 @@ class QuantizeOptions(Options):
         "Without evaluation data: the share of the calibration samples held out for the gate "
         "(when fewer than twice --calibration-samples were given; otherwise all beyond them)",
     )
+    dynamic_ops: str = option(
+        "all",
+        "Dynamic INT8 of: all (convolutions too, as ConvInteger) or matmul (MatMul/Gemm, "
+        "attention, RNNs: what transformers need)",
+        choices=("all", "matmul"),
+    )
     reduce_range: bool = option(
         False, "7-bit weights: cannot saturate u8s8 kernels on x86 CPUs without VNNI"
     )
@@ -118,6 +124,7 @@ class _Quantizer:
             "activation_type": o.activation_type,
             "weight_type": o.weight_type,
             "reduce_range": o.reduce_range,
+            "dynamic_ops": o.dynamic_ops,
             "exclude": [],
         }
 
@@ -136,7 +143,11 @@ class _Quantizer:
             )
         elif mode == "dynamic":
             quantizers.quantize_dynamic_int8(
-                self.pre_path, dst, settings["per_channel"], settings["weight_type"]
+                self.pre_path,
+                dst,
+                settings["per_channel"],
+                settings["weight_type"],
+                op_types=quantizers.DYNAMIC_OPS[settings["dynamic_ops"]],
             )
         else:
             quantizers.convert_fp16(self.float_path, dst)
@@ -173,11 +184,11 @@ class _Quantizer:
         self.make(mode, dst, base)
         figures = self.measure(dst)
         settings, search, outcome = base, None, None
-        if figures["gate"]["decision"] == "fail" and self.opts.fallback and mode == "static":
+        if figures["gate"]["decision"] == "fail" and self.opts.fallback and mode != "fp16":
             progress.update(
                 0.5, "Accuracy gate failed: searching for the cheapest INT8 that passes"
             )
-            search, settings, figures, outcome = self._search(dst, base, figures, progress)
+            search, settings, figures, outcome = self._search(mode, dst, base, figures, progress)
         int8_fraction = None
         if mode != "fp16":
             from workflows.quantization.int8_diagnostics import diagnose
@@ -209,16 +220,21 @@ class _Quantizer:
         }
 
     def _search(
-        self, dst: Path, base: Settings, figures: dict[str, Any], progress: Progress
+        self, mode: str, dst: Path, base: Settings, figures: dict[str, Any], progress: Progress
     ) -> tuple[dict[str, Any], Settings, dict[str, Any], str]:
         """The fallback search (workflows.quantization.search); writes the chosen try to `dst`."""
         from workflows.quantization.fallback import rank_culprits
         from workflows.quantization.int8_diagnostics import diagnose
-        from workflows.quantization.search import Search, first_and_last_compute_nodes, knob_tries
+        from workflows.quantization.search import (
+            Search,
+            dynamic_knob_tries,
+            first_and_last_compute_nodes,
+            knob_tries,
+        )
 
         work = self.work / "search"
         search = Search(
-            make=lambda settings, path: self.make("static", path, settings),
+            make=lambda settings, path: self.make(mode, path, settings),
             measure=self.measure,
             cost=self.cost,
             rank=lambda path: rank_culprits(
@@ -226,14 +242,18 @@ class _Quantizer:
             ),
             int8_fraction=lambda path: diagnose(path)["fraction_int8"],
             workdir=work,
-            max_rounds=self.opts.max_fallback_rounds,
+            # Nodes are ranked with qdq_loss_debug, which reads QDQ (static) models only.
+            max_rounds=self.opts.max_fallback_rounds if mode == "static" else 0,
             progress=progress,
         )
-        knobs = knob_tries(
-            base,
-            measured_on()["u8s8_saturation_risk"],
-            first_and_last_compute_nodes(self.pre_path),
-        )
+        if mode == "static":
+            knobs = knob_tries(
+                base,
+                measured_on()["u8s8_saturation_risk"],
+                first_and_last_compute_nodes(self.pre_path),
+            )
+        else:
+            knobs = dynamic_knob_tries(base)
         found = search.run((dst, figures), base, knobs)
         onnx_format.copy_onnx(found["path"], dst.parent, dst.name)
         chosen = found["chosen"]
