@@ -324,9 +324,9 @@ def fallback_tries(v: dict[str, Any]) -> Table:
                 str(t["try"]),
                 t["what"],
                 DASH if t["int8_fraction"] is None else f"{t['int8_fraction']:.0%}",
-                size(t["size_bytes"]),
-                f"{t['p50_ms']:.3f}",
-                gate(t["gate"]),
+                DASH if t["size_bytes"] is None else size(t["size_bytes"]),
+                DASH if t["p50_ms"] is None else f"{t['p50_ms']:.3f}",
+                f"error: {t['gate']['error']}" if t["gate"].get("error") else gate(t["gate"]),
                 "yes" if t["try"] == f.get("chosen") else "",
             ]
         )

@@ -65,7 +65,7 @@ def test_weight_quantized_tflite_converts_within_its_own_rounding(real_model, tm
 
 def test_file_type_classifier_runs_on_real_bytes(real_model):
     # magika: 2,048 byte values in, 214 file-type scores out.
-    path = real_model("magika-standard-v3-3")
+    path = real_model("magika-standard-v3-3") / "model.onnx"
     model = load_model(path)
     info = inspect_model(model)
     assert model.parameters == 784_519 and info["model"]["format"] == "onnx"
@@ -216,3 +216,77 @@ def test_transformer_recogniser_dynamic_int8_leaves_convolutions_in_float(real_m
     reference = run(load_model(path))({"x": strips})[0].argmax(-1)
     quantized = run(load_model(tmp_path / "q" / v["file"]))({"x": strips})[0].argmax(-1)
     assert (reference == quantized).mean() >= 0.97
+
+
+# Real files labelled by their extension, as magika names them: the pinned packages installed
+# here (site-packages), so the same files on every machine that ran the README's install (no
+# .pyc: which of those exist depends on what was imported before).
+MAGIKA_EXTENSIONS = {
+    ".py": "python", ".json": "json", ".png": "png", ".md": "markdown", ".csv": "csv",
+    ".xml": "xml", ".html": "html", ".so": "elf", ".gz": "gzip", ".h": "c", ".js": "javascript",
+    ".sh": "shell", ".yaml": "yaml", ".ttf": "ttf", ".pyi": "python",
+    ".css": "css", ".txt": "txt", ".npy": "npy", ".rst": "rst",
+}  # fmt: skip
+
+
+def _magika_files(folder, per_class: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Features (magika's: the first and last 1,024 bytes of the first/last 4 KiB, stripped,
+    padded with 256) and labels of up to `per_class` files of each kind, seeded."""
+    import json
+    import random
+    from pathlib import Path
+
+    cfg = json.loads((folder / "config.min.json").read_text())
+    labels = cfg["target_labels_space"]
+    site = Path(np.__file__).resolve().parents[1]
+    by_kind: dict[str, list[Path]] = {}
+    for p in sorted(site.rglob("*")):
+        kind = MAGIKA_EXTENSIONS.get(p.suffix)
+        if kind and p.is_file() and p.stat().st_size >= 64:
+            by_kind.setdefault(kind, []).append(p)
+    rng = random.Random(0)
+    picked = [
+        (p, k)
+        for k in sorted(by_kind)
+        for p in rng.sample(by_kind[k], min(per_class, len(by_kind[k])))
+    ]
+    rng.shuffle(picked)
+    block, beg, end = cfg["block_size"], cfg["beg_size"], cfg["end_size"]
+    rows = []
+    for path, _ in picked:
+        data = path.read_bytes()
+        head = data[:block].lstrip()[:beg]
+        tail = data[-block:].rstrip()[-end:]
+        rows.append(list(head) + [256] * (beg - len(head)) + [256] * (end - len(tail)) + list(tail))
+    return np.array(rows, np.int32), np.array([labels.index(k) for _, k in picked])
+
+
+def test_third_party_cnn_static_int8_from_calibration_alone(real_model, tmp_path):
+    # Issue #11's acceptance: a CNN nobody here trained, real labelled data (about 1,080 files,
+    # 128 to calibrate, the rest held out for the gate), --calibration alone. Quantizing every op loses
+    # 65 points; the fallback's knobs end at "only compute ops INT8": measured on an AMD EPYC
+    # with AVX-512 VNNI, on 955 held-out files, top-1 87.02 % -> 87.33 %, drop -0.31 points
+    # (CI -1.01..+0.36), gate pass, 3.78x smaller, 100 % of compute ops INT8.
+    from workflows.steps.quantize import QuantizeOptions, quantize_model
+
+    folder = real_model("magika-standard-v3-3")
+    x, y = _magika_files(folder)
+    assert len(x) >= 900
+    np.savez(tmp_path / "files.npz", x=x, y=y)
+    report = quantize_model(
+        load_model(folder / "model.onnx"),
+        QuantizeOptions(
+            model={"path": str(folder / "model.onnx")},
+            output=str(tmp_path / "q"),
+            calibration=str(tmp_path / "files.npz"),
+        ),
+    )
+    ev = report["evaluation"]
+    assert ev["held_out"] and ev["labelled"] and ev["samples"] >= 500
+    v = report["variants"][0]
+    gate = v["accuracy"]["gate"]
+    drop = 100 * (report["float_model"]["accuracy"]["top1"] - v["accuracy"]["top1"])
+    assert gate["metric"] == "top1" and gate["decision"] == "pass", gate
+    assert drop <= 1.0 and abs(drop - gate["drop_points"]) < 1e-3  # one count of predictions
+    assert v["size_ratio"] >= 3.5 and v["int8_fraction"] >= 0.9
+    assert report["float_model"]["accuracy"]["top1"] >= 0.8  # magika itself on these files

@@ -147,7 +147,7 @@ def _quantize(sub: Any) -> None:
     add(p, cls, "modes", "--mode")
     for name in ("calibration", "calibration_samples", "method", "per_channel", "activation_type",
                  "evaluation", "evaluation_samples", "labels", "max_accuracy_drop", "confidence",
-                 "min_sqnr_db", "holdout", "reduce_range", "dynamic_ops"):  # fmt: skip
+                 "min_sqnr_db", "holdout", "reduce_range", "dynamic_ops", "compute_ops_only"):  # fmt: skip
         add(p, cls, name)
     add(p, cls, "fallback", "--no-fallback")
     _preprocess_flags(p)

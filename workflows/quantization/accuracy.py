@@ -32,13 +32,17 @@ def topk_accuracy(
             "[batch, classes] scores"
         )
     classes = scores.shape[1]
-    n_labels = len(label_names) if label_names else int(labels.max()) + 1
-    if n_labels != classes or labels.max() >= classes:
+    # Label names must name every class; bare labels need only be classes the model has (a
+    # real evaluation set seldom holds the highest class index).
+    if (label_names and len(label_names) != classes) or labels.min() < 0 or labels.max() >= classes:
+        named = len(label_names) if label_names else int(labels.max()) + 1
         raise DataError(
-            f"{source}: the labels name {n_labels} classes but the model outputs {classes} scores; "
+            f"{source}: the labels name {named} classes but the model outputs {classes} scores; "
             "check the label file or the class folders"
         )
-    order = np.argsort(-scores, axis=1)
+    # Stable, so that among tied scores (common in INT8 outputs) the first wins, as argmax picks
+    # it: the top-1 figure and the gate (argmax) then count the same predictions.
+    order = np.argsort(-scores, axis=1, kind="stable")
     k = min(5, classes)
     return {
         "top1": float(np.mean(order[:, 0] == labels)),

@@ -64,6 +64,7 @@ def _node_index(proto: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
 
 def rank_culprits(float_path: Path, qdq_path: Path, data: Dataset, workdir: Path) -> list[Culprit]:
     """Quantized tensors, worst SQNR first, each with the nodes to exclude to keep it in float."""
+    import numpy as np
     import onnx
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
@@ -76,9 +77,14 @@ def rank_culprits(float_path: Path, qdq_path: Path, data: Dataset, workdir: Path
         qdq_acts = dbg.collect_activations(str(aug_qdq), DatasetReader(data))
         matched = dbg.create_activation_matching(qdq_acts, float_acts)
         act_err = dbg.compute_activation_error(matched, median_channel_sqnr)
-        weight_err = dbg.compute_weight_error(
-            dbg.create_weight_matching(str(float_path), str(qdq_path))
-        )
+        # ORT's compute_weight_error fails on a scalar weight (a 0-d array has no len()): the
+        # same SQNR, per weight, with scalars given as 1-element arrays.
+        weight_err = {
+            name: dbg.compute_signal_to_quantization_noice_ratio(
+                np.atleast_1d(m["float"]), np.atleast_1d(m["dequantized"])
+            )
+            for name, m in dbg.create_weight_matching(str(float_path), str(qdq_path)).items()
+        }
 
     proto = onnx.load(str(float_path), load_external_data=False)
     producer, consumers = _node_index(proto)

@@ -1,9 +1,10 @@
 """The fallback search: when static INT8 fails the accuracy gate, find the cheapest variant that
 does not, the way Olive and Intel Neural Compressor tune.
 
-1. **Knobs first** (every layer stays INT8): per-channel weights, 7-bit weights (reduce_range;
-   tried first on x86 CPUs without VNNI, where u8s8 kernels can saturate), Entropy and Percentile
-   calibration, int8 activations, and only then the first and last compute layers in float.
+1. **Knobs first** (every compute layer stays INT8): per-channel weights, 7-bit weights
+   (reduce_range; tried first on x86 CPUs without VNNI, where u8s8 kernels can saturate), Entropy
+   and Percentile calibration, int8 activations, only the compute ops (Conv/MatMul/Gemm) INT8
+   with element-wise ops in float, and only then the first and last compute layers in float.
 2. **Then nodes, one culprit at a time**: from the best knob setting, the worst-quantized tensor
    (ORT's `qdq_loss_debug`, re-measured on the current variant each round) has its nodes kept in
    float, two culprits a round after the fourth.
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from workflows.errors import DockyardError
 from workflows.progress import Progress
 
 Settings = dict[
@@ -47,6 +49,8 @@ def knob_tries(
             tries.append((f"{method} calibration", {"method": method}))
     if base["activation_type"] != "int8":
         tries.append(("int8 activations", {"activation_type": "int8"}))
+    if not base.get("compute_ops_only"):
+        tries.append(("only compute ops INT8 (element-wise in float)", {"compute_ops_only": True}))
     if first_last:
         tries.append(("first and last compute layers in float", {"exclude": first_last}))
     return [(label, {**base, **change}) for label, change in tries]
@@ -108,7 +112,18 @@ class Search:
         """Make and measure one try (or record `made`: a variant and figures already at hand)."""
         path = self.workdir / f"try-{len(self.tries)}.onnx"
         if made is None:
-            self.make(settings, path)
+            try:
+                self.make(settings, path)
+            except DockyardError as exc:  # the quantizer failed on this try: record, go on
+                t = {"try": len(self.tries), "what": label,
+                     "knobs": {k: v for k, v in settings.items() if k != "exclude"},
+                     "excluded_nodes": list(settings.get("exclude", [])), "int8_fraction": None,
+                     "size_bytes": None, "p50_ms": None,
+                     "gate": {"decision": "fail", "passed": False, "error": str(exc)},
+                     "figures": None}  # fmt: skip
+                self.tries.append(t)
+                self.paths.append(path)
+                return t
             figures = self.measure(path)
         else:
             shutil.copyfile(made[0], path)
@@ -143,7 +158,7 @@ class Search:
                 return self._choose()
         # Nodes in float, from the knob setting that came closest (all layers still INT8).
         start = min(
-            (t for t in self.tries if not t["excluded_nodes"]),
+            (t for t in self.tries if not t["excluded_nodes"] and t["figures"] is not None),
             key=lambda t: _loss(t["gate"]),
             default=first,
         )
@@ -181,7 +196,8 @@ class Search:
             best = max(passing, key=lambda t: (t["int8_fraction"], -_loss(t["gate"])))
             outcome = "passed" if best["gate"]["decision"] == "pass" else "inconclusive"
         else:
-            partial = [t for t in self.tries if (t["int8_fraction"] or 0) > 0] or self.tries
+            made = [t for t in self.tries if t["figures"] is not None]
+            partial = [t for t in made if (t["int8_fraction"] or 0) > 0] or made
             best = min(partial, key=lambda t: (_loss(t["gate"]), -t["int8_fraction"]))
             outcome = "failed"
         return {"chosen": best, "path": self.paths[best["try"]], "outcome": outcome}

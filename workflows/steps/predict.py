@@ -52,7 +52,7 @@ def describe_output(arr: np.ndarray, labels: list[str] | None, top_k: int) -> di
     if looks_like_class_scores(arr):
         row = arr[0].astype(np.float64)
         probs = row if looks_like_probabilities(row) else softmax(row)
-        order = np.argsort(-probs)[:top_k]
+        order = np.argsort(-probs, kind="stable")[:top_k]
         summary["top_k"] = [
             {
                 "index": int(i),

@@ -68,6 +68,9 @@ class QuantizeOptions(Options):
         "attention, RNNs: what transformers need)",
         choices=("all", "matmul"),
     )
+    compute_ops_only: bool = option(
+        False, "Static INT8 of Conv/MatMul/Gemm only; element-wise ops stay float between them"
+    )
     reduce_range: bool = option(
         False, "7-bit weights: cannot saturate u8s8 kernels on x86 CPUs without VNNI"
     )
@@ -125,6 +128,7 @@ class _Quantizer:
             "weight_type": o.weight_type,
             "reduce_range": o.reduce_range,
             "dynamic_ops": o.dynamic_ops,
+            "compute_ops_only": o.compute_ops_only,
             "exclude": [],
         }
 
@@ -140,6 +144,7 @@ class _Quantizer:
                 settings["weight_type"],
                 settings["exclude"],
                 reduce_range=settings["reduce_range"],
+                op_types=quantizers.COMPUTE_OP_TYPES if settings["compute_ops_only"] else None,
             )
         elif mode == "dynamic":
             quantizers.quantize_dynamic_int8(
