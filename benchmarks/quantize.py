@@ -27,10 +27,16 @@ from workflows.synthetic import mlp_model  # noqa: E402
 SAMPLE = ROOT / "resources" / "sample"
 
 
-def show(title: str, folder: Path, batch_sizes: list[int], threads: list[int]) -> dict:
+def show(
+    title: str, folder: Path, batch_sizes: list[int], threads: list[int], dims: dict | None = None
+) -> dict:
     result = benchmark(
         BenchmarkOptions(
-            models=[str(folder)], batch_sizes=batch_sizes, threads=threads, max_seconds=8
+            models=[str(folder)],
+            batch_sizes=batch_sizes,
+            threads=threads,
+            max_seconds=8,
+            dim_values=dims or {},
         )
     )
     sizes = {v["name"]: v["size_bytes"] for v in result["variants"]}
@@ -80,7 +86,9 @@ def real_cnn(tmp_path: Path) -> None:
             calibration_samples=32,
         ),
     )
-    result = show("nudenet YOLOv8n 320x320 (3.2M parameters)", out, [1, 8], [0])
+    result = show(
+        "nudenet YOLOv8n 320x320 (3.2M parameters)", out, [1, 8], [0], {"height": 320, "width": 320}
+    )
     machine = measured_on()
     target = 2.0 if machine["int8_dot_product"] else 1.6
     p50 = {(c["variant"], c["batch"]): c["p50_ms"] for c in result["configs"]}

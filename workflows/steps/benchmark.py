@@ -32,6 +32,9 @@ class BenchmarkOptions(Options):
     max_seconds: float = option(10.0, "Time limit per configuration")
     output: str | None = option(None, "Write report.json here (a file path)")
     seed: int = option(0, "Seed for the synthetic inputs")
+    dim_values: dict[str, int] = option(
+        {}, "Sizes of named dynamic dimensions in the synthetic inputs (height=320, …)"
+    )
 
 
 def variant_name(path: Path) -> str:
@@ -93,7 +96,9 @@ def measure_one(options: dict[str, Any], progress: Progress) -> dict[str, Any]:
     rss_start = psutil.Process().memory_info().rss
     path = Path(options["path"])
     model = onnx_format.load(path)
-    feeds = synthesize(model.inputs, batch=options["batch"], seed=options["seed"])
+    feeds = synthesize(
+        model.inputs, options["batch"], options["seed"], options.get("dim_values") or None
+    )
     sess = onnx_format.ort_session(path, options["threads"] or None)
     live = _LivePublisher(progress)
     result = measure(
@@ -150,6 +155,7 @@ def benchmark(opts: BenchmarkOptions, progress: Progress | None = None) -> dict[
                 "batch": batch,
                 "threads": threads,
                 "seed": opts.seed,
+                "dim_values": dict(opts.dim_values),
                 "warmup": opts.warmup,
                 "window": opts.window,
                 "max_seconds": opts.max_seconds,
