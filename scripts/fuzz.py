@@ -56,6 +56,16 @@ def _instrument_module(module) -> None:
                     atheris.instrument_func(member)
 
 
+def _rss_limit_mb() -> int:
+    """libFuzzer's memory limit for the child: 4 GB of its own. It reads getrusage's ru_maxrss,
+    which a child inherits from the process that started it (Linux keeps the high-water mark
+    across fork and exec), so this process's peak is added."""
+    import resource
+
+    inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB -> MiB
+    return 4096 + inherited
+
+
 def run_atheris(name: str, seconds: float, log=print) -> int:
     """Fuzz target `name` with atheris for `seconds`; the number of inputs run. Raises
     AssertionError (with libFuzzer's report) on a crash."""
@@ -70,7 +80,7 @@ def run_atheris(name: str, seconds: float, log=print) -> int:
                 name,
                 f"-max_total_time={int(seconds)}",
                 f"-artifact_prefix={tmp}/",
-                "-rss_limit_mb=4096",
+                f"-rss_limit_mb={_rss_limit_mb()}",
                 str(corpus),
             ],
             cwd=ROOT,

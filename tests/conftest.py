@@ -32,20 +32,27 @@ def sample_dir() -> Path:
 
 
 APP_TESTS = ROOT / "tests" / "app"
+REAL_MODEL_TESTS = ROOT / "tests" / "real_models"
 
 
-def _only_gui_tests(config: pytest.Config) -> bool:
-    return all(Path(arg.split("::")[0]).resolve().is_relative_to(APP_TESTS) for arg in config.args)
+def _only(folder: Path, config: pytest.Config) -> bool:
+    return all(Path(arg.split("::")[0]).resolve().is_relative_to(folder) for arg in config.args)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """GUI tests run in a process of their own (tests/test_gui_suite.py) unless asked for alone.
+    """The GUI tests and the real-model suite run in processes of their own
+    (tests/test_gui_suite.py, tests/test_real_models_suite.py) unless asked for alone.
 
     TensorFlow and a started Qt WebEngine (the Netron view) cannot share a process: importing TF
     after WebEngine segfaults, and with both loaded the interpreter aborts at exit ("free():
     invalid pointer"). The app never imports TensorFlow (its steps run in child processes), but
     the engine tests do, in pytest's own process.
+
+    The real models take pytest's process to 5 GB at their peak, and Linux hands a process's
+    peak RSS on to every child it starts (ru_maxrss survives fork and exec): libFuzzer then
+    counted 5 GB against its 4 GB limit in every later fuzzing child.
     """
-    if collection_path == APP_TESTS and not _only_gui_tests(config):
-        return True
+    for folder in (APP_TESTS, REAL_MODEL_TESTS):
+        if collection_path == folder and not _only(folder, config):
+            return True
     return None

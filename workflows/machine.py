@@ -5,6 +5,7 @@ INT8 speed and even INT8 results (so every INT8 figure is reported with the mach
 
 from __future__ import annotations
 
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,19 @@ def measured_on() -> dict[str, Any]:
         # intermediate sums can saturate (ORT's quantization guide); VNNI has no such step.
         "u8s8_saturation_risk": x86 and not dot_product,
     }
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory, bytes. On Linux from VmHWM, which starts afresh in
+    each program: getrusage's ru_maxrss survives fork and exec, so a child of a 5 GB process
+    reports 5 GB however little it used."""
+    import resource
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; elsewhere KiB

@@ -134,6 +134,7 @@ def load(path: Path, signature_name: str = DEFAULT_SIGNATURE, **_: Any) -> Model
     _tf.quiet_tensorflow()
     import tensorflow as tf
 
+    native: Any
     try:
         loaded = tf.saved_model.load(str(root))
     except Exception as v2_error:  # TF raises many types for damaged or Keras-2-era SavedModels
@@ -147,25 +148,21 @@ def load(path: Path, signature_name: str = DEFAULT_SIGNATURE, **_: Any) -> Model
                 f"{_first_line(v2_error)}; the v1 loader (TF1 graphs) says "
                 f"{_first_line(v1_error)}"
             ) from v1_error
-        return Model(
-            format=NAME,
-            framework=FRAMEWORK,
-            path=root,
-            inputs=inputs,
-            outputs=outputs,
-            size_bytes=path_size(root),
-            parameters=params,
-            producer=f"tensorflow {tf.__version__} (v1 loader, tags {native.tag})",
-            metadata={"signature": signature_name, "loader": "v1", "tag": native.tag},
-            native=native,
+        producer = f"tensorflow {tf.__version__} (v1 loader, tags {native.tag})"
+        metadata = {"signature": signature_name, "loader": "v1", "tag": native.tag}
+    else:
+        fn = signature(loaded, root, signature_name)
+        _, kwargs = fn.structured_input_signature
+        inputs = [_tf.spec(k, v.shape, v.dtype) for k, v in sorted(kwargs.items())]
+        outputs = [_tf.spec(k, v.shape, v.dtype) for k, v in sorted(fn.structured_outputs.items())]
+        # The loaded object's variables are unique; the checkpoint lists some under several paths.
+        variables = {id(v): v for v in getattr(loaded, "variables", [])}.values()
+        params = sum(int(v.shape.num_elements() or 0) for v in variables)
+        native, producer, metadata = (
+            loaded,
+            f"tensorflow {tf.__version__}",
+            {"signature": signature_name},
         )
-    fn = signature(loaded, root, signature_name)
-    _, kwargs = fn.structured_input_signature
-    inputs = [_tf.spec(k, v.shape, v.dtype) for k, v in sorted(kwargs.items())]
-    outputs = [_tf.spec(k, v.shape, v.dtype) for k, v in sorted(fn.structured_outputs.items())]
-    # The loaded object's variables are unique; the checkpoint lists some under several paths.
-    variables = {id(v): v for v in getattr(loaded, "variables", [])}.values()
-    params = sum(int(v.shape.num_elements() or 0) for v in variables)
     return Model(
         format=NAME,
         framework=FRAMEWORK,
@@ -174,9 +171,9 @@ def load(path: Path, signature_name: str = DEFAULT_SIGNATURE, **_: Any) -> Model
         outputs=outputs,
         size_bytes=path_size(root),
         parameters=params,
-        producer=f"tensorflow {tf.__version__}",
-        metadata={"signature": signature_name},
-        native=loaded,
+        producer=producer,
+        metadata=metadata,
+        native=native,
     )
 
 

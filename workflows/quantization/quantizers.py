@@ -46,10 +46,20 @@ def _quantizer_errors(src: Path, what: str) -> Iterator[None]:
 
 def preprocess(src: Path, dst: Path) -> str:
     """quant_pre_process (shape inference + graph optimisation); falls back to a plain copy."""
+    import tempfile
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     try:
-        with _quiet():
+        # When symbolic shape inference gives up, ORT saves a debug copy of the model (and its
+        # weights, as a uuid-named .data file) into the working directory: the user's. Run it in
+        # a scratch one (this is a step's own process; the paths are absolute).
+        with (
+            _quiet(),
+            tempfile.TemporaryDirectory(prefix="dockyard-shapes-") as scratch,
+            contextlib.chdir(scratch),
+        ):
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
         return "ok"
     except Exception as exc:  # symbolic shape inference fails on some exotic graphs: skip it

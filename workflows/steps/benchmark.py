@@ -85,13 +85,12 @@ class _LivePublisher:
 
 def measure_one(options: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Child-process entry: time one model at one batch size and thread count; peak RSS in MB."""
-    import resource
-
     import psutil
 
     from workflows.formats import onnx_format
     from workflows.inputs import synthesize
     from workflows.latency import measure
+    from workflows.machine import peak_rss
 
     rss_start = psutil.Process().memory_info().rss
     path = Path(options["path"])
@@ -110,8 +109,7 @@ def measure_one(options: dict[str, Any], progress: Progress) -> dict[str, Any]:
         on_window=live.add,
     )
     live.flush()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    result["peak_rss_mb"] = round(peak / 2**20, 1)
+    result["peak_rss_mb"] = round(peak_rss() / 2**20, 1)
     result["rss_growth_mb"] = round((psutil.Process().memory_info().rss - rss_start) / 2**20, 1)
     result["throughput_per_s"] = round(options["batch"] * 1000 / result["mean_ms"], 1)
     return result
