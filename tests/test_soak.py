@@ -1,5 +1,5 @@
 """The soak benchmark's short run (benchmarks/soak.py; the README gives the long run's figures):
-the exported server under 50 clients and two streams of maximal 16 MiB requests for 15 s, inside
+the exported server under 50 clients and two streams of maximal 16 MiB requests for 60 s, inside
 the generated Kubernetes memory limit: no 5xx, health p99 under 100 ms, RSS flat."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(600)
 def test_short_soak_run_passes():
     r = subprocess.run(
-        [sys.executable, "benchmarks/soak.py", "--clients", "50", "--seconds", "15"],
+        [sys.executable, "benchmarks/soak.py", "--clients", "50", "--seconds", "60"],
         cwd=ROOT,
         capture_output=True,
         text=True,

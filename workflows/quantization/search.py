@@ -29,9 +29,9 @@ from typing import Any
 from workflows.errors import DockyardError
 from workflows.progress import Progress
 
-Settings = dict[
-    str, Any
-]  # method, per_channel, activation_type, weight_type, reduce_range, exclude
+# A variant's quantizer settings: method, per_channel, activation_type, weight_type,
+# reduce_range, compute_ops_only, dynamic_ops, and exclude (the nodes kept in float).
+Settings = dict[str, Any]
 
 
 def knob_tries(
@@ -43,7 +43,10 @@ def knob_tries(
         tries.append(("per-channel weights", {"per_channel": True}))
     if not base.get("reduce_range"):
         reduce = ("7-bit weights (reduce_range)", {"reduce_range": True})
-        tries.insert(0, reduce) if u8s8_risk else tries.append(reduce)
+        if u8s8_risk:
+            tries.insert(0, reduce)
+        else:
+            tries.append(reduce)
     for method in ("entropy", "percentile"):
         if base["method"] != method:
             tries.append((f"{method} calibration", {"method": method}))
@@ -111,35 +114,27 @@ class Search:
     ) -> dict[str, Any]:
         """Make and measure one try (or record `made`: a variant and figures already at hand)."""
         path = self.workdir / f"try-{len(self.tries)}.onnx"
+        t: dict[str, Any] = {
+            "try": len(self.tries),
+            "what": label,
+            "knobs": {k: v for k, v in settings.items() if k != "exclude"},
+            "excluded_nodes": list(settings.get("exclude", [])),
+        }
+        self.tries.append(t)
+        self.paths.append(path)
         if made is None:
             try:
                 self.make(settings, path)
-            except DockyardError as exc:  # the quantizer failed on this try: record, go on
-                t = {"try": len(self.tries), "what": label,
-                     "knobs": {k: v for k, v in settings.items() if k != "exclude"},
-                     "excluded_nodes": list(settings.get("exclude", [])), "int8_fraction": None,
-                     "size_bytes": None, "p50_ms": None,
-                     "gate": {"decision": "fail", "passed": False, "error": str(exc)},
-                     "figures": None}  # fmt: skip
-                self.tries.append(t)
-                self.paths.append(path)
+            except DockyardError as exc:  # the quantizer failed on this try: record it, go on
+                t.update(int8_fraction=None, size_bytes=None, p50_ms=None, figures=None,
+                         gate={"decision": "fail", "passed": False, "error": str(exc)})  # fmt: skip
                 return t
             figures = self.measure(path)
         else:
             shutil.copyfile(made[0], path)
             figures = made[1]
-        t = {
-            "try": len(self.tries),
-            "what": label,
-            "knobs": {k: v for k, v in settings.items() if k != "exclude"},
-            "excluded_nodes": list(settings.get("exclude", [])),
-            "int8_fraction": self.int8_fraction(path),
-            **self.cost(path),
-            "gate": figures["gate"],
-            "figures": figures,
-        }
-        self.tries.append(t)
-        self.paths.append(path)
+        t.update(int8_fraction=self.int8_fraction(path), **self.cost(path))
+        t.update(gate=figures["gate"], figures=figures)
         return t
 
     def run(

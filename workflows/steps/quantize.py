@@ -175,11 +175,12 @@ class _Quantizer:
 
     def cost(self, path: Path) -> dict[str, Any]:
         """Size and a quick batch-1 p50 latency: what keeping nodes in float costs."""
-        from workflows.inputs import synthesize
         from workflows.latency import measure
 
         sess = onnx_format.ort_session(path)
-        feeds = synthesize(self.model.inputs, batch=1, seed=0)
+        # One sample of the evaluation data: its shapes are ones the model takes (synthesised
+        # inputs would guess a size for dynamic height and width, which a detector may refuse).
+        feeds = next(self.evaluation.batches(1))
         timing = measure(lambda: sess.run(None, feeds), warmup=3, window=10, max_seconds=1.0)
         return {"size_bytes": onnx_format.onnx_size(path), "p50_ms": round(timing["p50_ms"], 4)}
 
