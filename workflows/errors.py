@@ -54,3 +54,10 @@ class OptionsError(MissingInputError):
 
 class OutputExistsError(DockyardError):
     """The output path holds something Dockyard did not make; it is never replaced."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text, or its type's name when it has none (for messages
+    that quote a library's error without its whole traceback text)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

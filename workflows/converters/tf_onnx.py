@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from workflows.errors import ConversionError
+from workflows.errors import ConversionError, first_line
 from workflows.formats import _tf, savedmodel
 from workflows.model import Model
 from workflows.progress import Progress
@@ -33,9 +33,8 @@ def _converter_errors(model: Model, tool: str):
     except ConversionError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(
-            f"{model.path}: {tool} could not convert the model: {first}. Try another --opset; "
+            f"{model.path}: {tool} could not convert the model: {first_line(exc)}. Try another --opset; "
             "unsupported TensorFlow ops are named above."
         ) from exc
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from workflows import __version__, formats, present
 from workflows.data import Dataset, Preprocess, calibration_and_evaluation, read_labels
-from workflows.errors import ExportError
+from workflows.errors import ExportError, first_line
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import sha256
 from workflows.formats import _tf
@@ -118,8 +118,9 @@ def _converter(
     try:
         return conv.convert()
     except Exception as exc:  # the converter raises ConverterError and friends
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"TFLiteConverter failed for the {variant} variant: {first}") from exc
+        raise ExportError(
+            f"TFLiteConverter failed for the {variant} variant: {first_line(exc)}"
+        ) from exc
 
 
 def embed_metadata(flatbuffer: bytes, metadata: dict[str, Any]) -> bytes:

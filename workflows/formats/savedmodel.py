@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workflows.errors import FormatError
+from workflows.errors import FormatError, first_line
 from workflows.formats import _tf
 from workflows.model import Model, path_size
 
@@ -145,8 +145,8 @@ def load(path: Path, signature_name: str = DEFAULT_SIGNATURE, **_: Any) -> Model
         except Exception as v1_error:
             raise FormatError(
                 f"{root}: TensorFlow cannot load this SavedModel: the v2 loader says "
-                f"{_first_line(v2_error)}; the v1 loader (TF1 graphs) says "
-                f"{_first_line(v1_error)}"
+                f"{first_line(v2_error)[:300]}; the v1 loader (TF1 graphs) says "
+                f"{first_line(v1_error)[:300]}"
             ) from v1_error
         producer = f"tensorflow {tf.__version__} (v1 loader, tags {native.tag})"
         metadata = {"signature": signature_name, "loader": "v1", "tag": native.tag}
@@ -175,11 +175,6 @@ def load(path: Path, signature_name: str = DEFAULT_SIGNATURE, **_: Any) -> Model
         metadata=metadata,
         native=native,
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def session(model: Model, threads: int | None = None):

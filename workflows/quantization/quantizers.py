@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from workflows.data import Dataset
-from workflows.errors import ConversionError, DataError
+from workflows.errors import ConversionError, DataError, first_line
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANT_TYPES = ("int8", "uint8")
@@ -37,10 +37,9 @@ def _quantizer_errors(src: Path, what: str) -> Iterator[None]:
     except DataError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(
             f"{src}: ONNX Runtime's quantizer could not make {what}: {type(exc).__name__}: "
-            f"{first}. Try other options (per-tensor weights, another calibration method)."
+            f"{first_line(exc)}. Try other options (per-tensor weights, another calibration method)."
         ) from exc
 
 
