@@ -14,6 +14,7 @@ from workflows.errors import DataError
 from workflows.inputs import synthesize
 from workflows.model import TensorSpec
 from workflows.options import Options, from_dict, option
+from workflows.rows import ImageRows, NpzColumns, Rows, open_npy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -68,43 +69,91 @@ def recipe_for_input(shape: list[Any] | None) -> dict[str, Any]:
     return out
 
 
-@dataclass
 class Dataset:
-    """Feeds for every model input (N samples each), optional labels and where they came from."""
+    """Feeds for every model input, optional labels and where they came from.
 
-    x: dict[str, np.ndarray]
-    y: np.ndarray | None
-    label_names: list[str] | None
-    source: str
-    synthetic: bool
+    The samples are read a batch at a time from their row sources (`workflows.rows`: arrays,
+    memory maps, image files decoded on demand), so a large dataset costs memory per batch, not
+    per sample; `rows` selects which of the sources' samples belong to this dataset (None: all).
+    """
+
+    def __init__(
+        self,
+        x: dict[str, Rows],
+        y: np.ndarray | None,
+        label_names: list[str] | None,
+        source: str,
+        synthetic: bool,
+        rows: np.ndarray | None = None,
+        dtypes: dict[str, str] | None = None,
+    ) -> None:
+        self.columns, self._y, self.rows = x, y, rows
+        self.label_names, self.source, self.synthetic = label_names, source, synthetic
+        self.dtypes = dtypes or {}
 
     def __len__(self) -> int:
-        return len(next(iter(self.x.values())))
+        if self.rows is not None:
+            return len(self.rows)
+        return len(next(iter(self.columns.values())))
+
+    def _derive(self, rows: np.ndarray) -> Dataset:
+        return Dataset(
+            self.columns, self._y, self.label_names, self.source, self.synthetic, rows, self.dtypes
+        )
+
+    def _all_rows(self) -> np.ndarray:
+        return self.rows if self.rows is not None else np.arange(len(self))
+
+    @property
+    def y(self) -> np.ndarray | None:
+        if self._y is None or self.rows is None:
+            return self._y
+        return self._y[self.rows]
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Feeds for samples start..stop of this dataset, read from their sources now."""
+        picked: Any = slice(start, stop) if self.rows is None else self.rows[start:stop]
+        feeds = {}
+        for name, column in self.columns.items():
+            arr = column[picked]
+            if isinstance(arr, np.memmap) or not arr.flags.writeable:
+                arr = np.array(arr)  # a batch of its own, not a view of the mapped file
+            dtype = self.dtypes.get(name)
+            feeds[name] = np.ascontiguousarray(arr, dtype=dtype) if dtype else arr
+        return feeds
+
+    @property
+    def x(self) -> dict[str, np.ndarray]:
+        """Every sample in memory at once (for small datasets: previews, held-out sets)."""
+        return self.read(0, len(self))
+
+    def sample_bytes(self) -> int:
+        """Bytes one sample takes in memory, every input together."""
+        return max(sum(v.nbytes for v in self.read(0, 1).values()), 1)
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        """Feeds in batches of `batch_size` (the last may be smaller)."""
+        """Feeds in batches of `batch_size` (the last may be smaller), each read when reached."""
         for start in range(0, len(self), batch_size):
-            yield {k: v[start : start + batch_size] for k, v in self.x.items()}
+            yield self.read(start, start + batch_size)
 
     def split(self, first: int, seed: int = 0) -> tuple[Dataset, Dataset]:
         """Two disjoint parts, `first` samples and the rest, drawn by a seeded shuffle (a file
         sorted by class still gives both parts every class)."""
-        order = np.random.default_rng(seed).permutation(len(self))
-        parts = []
-        for index in (np.sort(order[:first]), np.sort(order[first:])):
-            y = None if self.y is None else self.y[index]
-            x = {k: v[index] for k, v in self.x.items()}
-            parts.append(Dataset(x, y, self.label_names, self.source, self.synthetic))
-        return parts[0], parts[1]
+        rows = self._all_rows()
+        order = np.random.default_rng(seed).permutation(len(rows))
+        return self._derive(rows[np.sort(order[:first])]), self._derive(
+            rows[np.sort(order[first:])]
+        )
 
     def take(self, n: int | None) -> Dataset:
         """The first `n` samples (all when n is None)."""
         if n is None or n >= len(self):
             return self
-        y = None if self.y is None else self.y[:n]
-        return Dataset(
-            {k: v[:n] for k, v in self.x.items()}, y, self.label_names, self.source, self.synthetic
-        )
+        return self._derive(self._all_rows()[:n])
+
+    def in_memory(self) -> Dataset:
+        """The same samples, read once and held in memory (for data that is read many times)."""
+        return Dataset(self.x, self.y, self.label_names, self.source, self.synthetic)
 
 
 def _image_files(folder: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
@@ -149,12 +198,35 @@ def decode_image(path: Path, preprocess: Preprocess, mode: str | None = None) ->
     return arr
 
 
+def _check_sizes(folder: Path, files: list[Path]) -> None:
+    """Without a resize, every image must have one size: read the headers only (cheap), so a
+    mismatch is named before any work starts rather than halfway through calibration."""
+    from PIL import Image
+
+    first: tuple[tuple[int, int], Path] | None = None
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                size = img.size
+        except OSError as exc:
+            raise DataError(f"{f}: not a readable image ({exc})") from exc
+        if first is None:
+            first = (size, f)
+        elif size != first[0]:
+            (w1, h1), f1 = first
+            raise DataError(
+                f"{folder}: images have different sizes ({f1.name} is {w1}x{h1}, {f.name} is "
+                f"{size[0]}x{size[1]}) and no resize is set; set one (e.g. --resize 224x224)"
+            )
+
+
 def load_images(
     folder: Path, preprocess: Preprocess, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """Decode and preprocess the images below `folder` (folder-per-class gives labels).
+) -> tuple[ImageRows, np.ndarray | None, list[str] | None]:
+    """The images below `folder` (folder-per-class gives labels), decoded and preprocessed when
+    their rows are read.
 
-    With `limit`, only that many are decoded, spread evenly over the sorted files so that every
+    With `limit`, only that many are used, spread evenly over the sorted files so that every
     class is represented (the first N of a folder-per-class tree would all be one class).
     """
     files, labels, names = _image_files(folder)
@@ -167,27 +239,18 @@ def load_images(
         keep = np.linspace(0, len(files) - 1, limit).round().astype(int)
         files = [files[i] for i in keep]
         labels = None if labels is None else [labels[i] for i in keep]
+    if not preprocess.size:
+        _check_sizes(folder, files)
     mode = _pil_mode(preprocess)
-    pixels, sizes = [], {}
-    for f in files:
-        arr = decode_image(f, preprocess, mode)
-        sizes.setdefault(arr.shape[:2], f)
-        if len(sizes) > 1:
-            (s1, f1), (s2, f2) = list(sizes.items())[:2]
-            raise DataError(
-                f"{folder}: images have different sizes ({f1.name} is {s1[1]}x{s1[0]}, {f2.name} is "
-                f"{s2[1]}x{s2[0]}) and no resize is set; set one (e.g. --resize 224x224)"
-            )
-        pixels.append(arr)
-    x = preprocess.apply(np.stack(pixels))
-    return x, (np.asarray(labels, np.int64) if labels is not None else None), names
+    rows = ImageRows(files, lambda f: decode_image(f, preprocess, mode), preprocess.apply, folder)
+    return rows, (np.asarray(labels, np.int64) if labels is not None else None), names
 
 
-def _check_shape(x: np.ndarray, spec: TensorSpec, source: str) -> None:
+def _check_shape(x: Rows, spec: TensorSpec, source: str) -> None:
     if spec.shape is None:
         return
     expected = spec.shape[1:]
-    if len(expected) != x.ndim - 1 or any(
+    if len(expected) != len(x.shape) - 1 or any(
         isinstance(e, int) and e != a for e, a in zip(expected, x.shape[1:], strict=False)
     ):
         dims = "x".join("?" if not isinstance(d, int) else str(d) for d in expected)
@@ -195,6 +258,25 @@ def _check_shape(x: np.ndarray, spec: TensorSpec, source: str) -> None:
             f"{source}: samples are {'x'.join(map(str, x.shape[1:]))} but input {spec.name!r} expects "
             f"{dims}; check the resize, layout and channel settings"
         )
+
+
+def _npz_feeds(
+    path: Path, specs: Sequence[TensorSpec]
+) -> tuple[dict[str, Rows], np.ndarray | None, list[str] | None]:
+    npz = NpzColumns(path)
+    wanted = [s.name for s in specs]
+    stored = set(npz.names)
+    if all(n in stored for n in wanted):
+        keys = {n: n for n in wanted}
+    elif len(specs) == 1 and "x" in stored:
+        keys = {wanted[0]: "x"}
+    else:
+        npz.close()
+        raise DataError(f"{path}: arrays {sorted(stored)} do not name the model's inputs {wanted}")
+    feeds: dict[str, Rows] = {n: npz.column(k) for n, k in keys.items()}
+    y = npz.small("y") if "y" in stored else None
+    names = [str(n) for n in npz.small("labels")] if "labels" in stored else None
+    return feeds, y, names
 
 
 def load_dataset(
@@ -206,7 +288,9 @@ def load_dataset(
     synthetic_count: int = 64,
     label_names: list[str] | None = None,
 ) -> Dataset:
-    """Load data for a model whose inputs are `specs` (None: synthesise `synthetic_count` samples)."""
+    """Data for a model whose inputs are `specs` (None: synthesise `synthetic_count` samples).
+
+    Nothing is read beyond headers here: samples are read a batch at a time when used."""
     if source is None or source == "":
         feeds = synthesize(specs, batch=synthetic_count, seed=seed)
         return Dataset(feeds, None, label_names, f"synthetic (normal(0,1), seed {seed})", True)
@@ -214,66 +298,55 @@ def load_dataset(
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     y, names = None, label_names
+    columns: dict[str, Rows]
     if path.is_dir():
         if len(specs) != 1:
             raise DataError(
                 f"{path}: image folders feed single-input models; this one has {len(specs)}"
             )
-        x, y, folder_names = load_images(path, preprocess or Preprocess(), limit)
-        feeds = {specs[0].name: x}
+        images, y, folder_names = load_images(path, preprocess or Preprocess(), limit)
+        columns = {specs[0].name: images}
         names = folder_names or names
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         if len(specs) != 1:
             raise DataError(
                 f"{path}: an image feeds single-input models; this one has {len(specs)}"
             )
-        feeds = {
-            specs[0].name: (preprocess or Preprocess()).apply(
-                decode_image(path, preprocess or Preprocess())[None]
-            )
-        }
+        recipe = preprocess or Preprocess()
+        columns = {specs[0].name: recipe.apply(decode_image(path, recipe)[None])}
     elif path.suffix == ".npy":
         if len(specs) != 1:
             raise DataError(f"{path}: a .npy holds one array; the model has {len(specs)} inputs")
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")  # reads only the rows taken
-        if specs[0].shape is not None and arr.ndim == len(specs[0].shape) - 1:
-            arr = arr[None]  # a single sample without its batch axis
-        feeds = {specs[0].name: np.array(arr[:limit])}
+        arr: Rows = open_npy(path)
+        if specs[0].shape is not None and len(arr.shape) == len(specs[0].shape) - 1:
+            arr = np.asarray(arr)[None]  # a single sample without its batch axis
+        columns = {specs[0].name: arr}
     elif path.suffix == ".npz":
-        wanted = [s.name for s in specs]
-        with np.load(path, allow_pickle=False) as data:  # reads only the arrays asked for
-            stored = set(data.files)
-            if all(n in stored for n in wanted):
-                keys = {n: n for n in wanted}
-            elif len(specs) == 1 and "x" in stored:
-                keys = {wanted[0]: "x"}
-            else:
-                raise DataError(
-                    f"{path}: arrays {sorted(stored)} do not name the model's inputs {wanted}"
-                )
-            feeds = {n: data[k][:limit] for n, k in keys.items()}
-            y = data["y"][:limit] if "y" in stored else None
-            if "labels" in stored:
-                names = [str(n) for n in data["labels"]]
+        columns, y, stored_names = _npz_feeds(path, specs)
+        names = stored_names or names
     else:
         raise DataError(f"{path}: data must be an image, an image folder, a .npy or a .npz file")
+    dtypes = {}
     for spec in specs:
-        arr = feeds[spec.name]
-        if spec.dtype not in ("unknown", arr.dtype.name):
-            feeds[spec.name] = arr.astype(spec.dtype)
-        _check_shape(feeds[spec.name], spec, str(path))
-    counts = {len(v) for v in feeds.values()} | ({len(y)} if y is not None else set())
+        if spec.dtype not in ("unknown", columns[spec.name].dtype.name):
+            dtypes[spec.name] = spec.dtype
+        _check_shape(columns[spec.name], spec, str(path))
+    counts = {len(v) for v in columns.values()} | ({len(y)} if y is not None else set())
     if len(counts) != 1:
         raise DataError(f"{path}: inputs and labels have different sample counts {sorted(counts)}")
     if not next(iter(counts)):
         raise DataError(f"{path}: holds no samples")
-    dataset = Dataset(
-        feeds, None if y is None else np.asarray(y).astype(np.int64), names, str(path), False
-    )
+    labels = None if y is None else np.asarray(y).astype(np.int64)
+    dataset = Dataset(columns, labels, names, str(path), False, dtypes=dtypes)
     return dataset.take(limit)
 
 
-HOLDOUT_MAX = 1000  # held-out samples at most (all are in memory at once)
+# Calibration reads every sample the user gave, a batch at a time (memory stays flat), up to
+# this many: ranges settle long before (MinMax/Entropy histograms over a few thousand samples),
+# while time grows with every sample. --calibration-samples sets a smaller number.
+CALIBRATION_MAX = 4096
+SYNTHETIC_CALIBRATION = 128  # synthetic samples when no data is given
+HOLDOUT_MAX = 1000  # held-out samples at most (they are held in memory, read once)
 HOLDOUT_BYTES = 512 * 2**20  # and at most this much of them
 
 
@@ -282,54 +355,53 @@ def calibration_and_evaluation(
     evaluation: str | None,
     specs: Sequence[TensorSpec],
     preprocess: Preprocess | None,
-    calibration_samples: int,
+    calibration_samples: int | None,
     evaluation_samples: int | None,
     holdout: float,
     seed: int,
     label_names: list[str] | None = None,
 ) -> tuple[Dataset, Dataset, bool]:
-    """Calibration data, the data a variant is judged on, and whether that was held out.
+    """Calibration data (read in batches when used), the data a variant is judged on (in
+    memory), and whether that was held out.
 
-    With calibration data and no evaluation data, a disjoint part of the calibration samples is
-    held out for judging, so that a verdict rests on the user's real inputs, never on noise:
-    `holdout` of them when fewer than twice `calibration_samples` were given, otherwise all
-    beyond `calibration_samples` (up to HOLDOUT_MAX samples and HOLDOUT_BYTES). Without any data,
-    both are synthetic (and marked so)."""
+    `calibration_samples` None means every sample given, up to CALIBRATION_MAX. With calibration
+    data and no evaluation data, a disjoint part of it is held out for judging, so that a verdict
+    rests on the user's real inputs, never on noise: `holdout` of them (when a number of
+    calibration samples is set: all beyond it if at least twice as many were given), at most
+    HOLDOUT_MAX samples and HOLDOUT_BYTES. Without any data, both are synthetic (marked so)."""
+    cap = min(calibration_samples or CALIBRATION_MAX, CALIBRATION_MAX)
     if calibration and not evaluation:
         pool = load_dataset(
-            calibration,
-            specs,
-            preprocess,
-            calibration_samples + HOLDOUT_MAX,
-            seed,
-            label_names=label_names,
+            calibration, specs, preprocess, cap + HOLDOUT_MAX, seed, label_names=label_names
         )
         n = len(pool)
         if n >= 2:
-            if n >= 2 * calibration_samples:
+            per_sample = pool.sample_bytes()
+            if calibration_samples and n >= 2 * calibration_samples:
                 first = calibration_samples
             else:
-                first = min(max(round(n * (1 - holdout)), 1), n - 1)
+                held = min(round(n * holdout), HOLDOUT_MAX, HOLDOUT_BYTES // per_sample)
+                first = min(max(n - held, 1), n - 1)
             calib, rest = pool.split(first, seed)
-            per_sample = max(sum(v[:1].nbytes for v in pool.x.values()), 1)
-            held = rest.take(min(HOLDOUT_BYTES // per_sample, evaluation_samples or n))
-            held.source = (
+            held_count = min(HOLDOUT_BYTES // per_sample, evaluation_samples or n)
+            held_out = rest.take(held_count).in_memory()
+            held_out.source = (
                 f"held out from {pool.source} (disjoint from the {len(calib)} samples used to "
                 "calibrate)"
             )
-            return calib, held, True
+            return calib.take(cap), held_out, True
     calib = load_dataset(
         calibration,
         specs,
         preprocess,
-        calibration_samples,
+        cap,
         seed,
-        synthetic_count=calibration_samples,
+        synthetic_count=calibration_samples or SYNTHETIC_CALIBRATION,
         label_names=label_names,
     )
     judged = load_dataset(
         evaluation, specs, preprocess, evaluation_samples, seed + 1, label_names=label_names
-    )
+    ).in_memory()
     return calib, judged, False
 
 

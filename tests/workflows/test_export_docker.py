@@ -446,3 +446,75 @@ def test_a_killed_decoding_process_is_replaced(exported):
         assert status == 200 and np.asarray(answer["predictions"]).shape == (8, 10)
     finally:
         s.stop()
+
+
+def _conv_with_dynamic_size(path: Path) -> Path:
+    """A 9x9 convolution over an image of dynamic height and width: the synthetic sample
+    request's guess (8x8) is smaller than its kernel, as a detector's multiple-of-32 rule is."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 1, 9, 9), np.float32) / 81, "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+        "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, "height", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_dynamic_sizes_the_model_refuses_are_named_with_the_fix(tmp_path):
+    model = _conv_with_dynamic_size(tmp_path / "dyn.onnx")
+    opts = {"model": {"path": str(model)}, "build": False}
+    with pytest.raises(ExportError) as info:
+        export_docker(DockerExportOptions(output=str(tmp_path / "a"), **opts))
+    message = str(info.value)
+    assert "refused the synthetic sample request" in message
+    assert "height, width were guessed as 8" in message
+    assert "--dim-values height=N,width=N" in message and "--sample-inputs" in message
+    assert not (tmp_path / "a").exists()
+    # Either fix works: sizes for the named dimensions, or a real sample.
+    result = export_docker(
+        DockerExportOptions(
+            output=str(tmp_path / "b"), dim_values={"height": 32, "width": 20}, **opts
+        )
+    )
+    assert result["smoke_test"]["passed"]
+    request = json.loads((tmp_path / "b" / "sample_request.json").read_text())
+    assert request["inputs"][0]["shape"] == [1, 1, 32, 20]
+    # The server warms up on that sample; without it (an older context), zeros with unknown
+    # sizes as 1 are refused: it still starts, says why, and serves.
+    assert (tmp_path / "b" / "model" / "warmup.npz").exists()
+    (tmp_path / "b" / "model" / "warmup.npz").unlink()
+    server = Server(tmp_path / "b")
+    try:
+        status, answer = server.call("POST", "/v2/models/dyn/infer", request)
+        assert status == 200 and answer["outputs"][0]["shape"] == [1, 2, 24, 12]
+    finally:
+        server.stop()
+    assert "warm-up skipped" in server.proc.stdout.read()
+    np.save(tmp_path / "one.npy", np.full((1, 1, 12, 12), 2.0, np.float32))
+    result = export_docker(
+        DockerExportOptions(
+            output=str(tmp_path / "c"), sample_inputs=str(tmp_path / "one.npy"), **opts
+        )
+    )
+    response = json.loads((tmp_path / "c" / "sample_response.json").read_text())
+    assert response["outputs"][0]["shape"] == [1, 2, 4, 4]
+    assert np.allclose(response["outputs"][0]["data"], 2.0, atol=1e-5)  # the mean of 2s
+
+
+def test_cli_takes_dim_values(tmp_path):
+    from workflows.cli.flags import int_dict
+
+    assert int_dict("height=320, width=160") == {"height": 320, "width": 160}
+    import argparse
+
+    for bad in ("height", "height=x", "=3", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            int_dict(bad)

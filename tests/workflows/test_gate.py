@@ -114,3 +114,18 @@ def test_outputs_that_are_not_class_scores_use_sqnr():
     assert present.gate(g).startswith("FAIL (SQNR 6.0 dB")
     exact = per_sample_sqnr(boxes, boxes)
     assert np.all(exact == 100)  # capped, so that means stay finite
+
+
+def test_a_multi_output_model_whose_first_output_is_boxes_is_not_a_classifier():
+    # MTCNN's ONet answers [N, 4] boxes, [N, 10] landmarks and [N, 2] face scores: the boxes
+    # look like 4-class scores, but arg-max agreement of coordinates means nothing.
+    rng = np.random.default_rng(1)
+    outs = [rng.normal(size=(200, k)).astype(np.float32) for k in (4, 10, 2)]
+    noisy = [o + rng.normal(scale=0.03, size=o.shape).astype(np.float32) for o in outs]
+    g = judge(outs, noisy, None, False, 1.0)
+    assert g["metric"] == "sqnr_db" and len(g["outputs"]) == 3
+    assert g["sqnr_db"] == pytest.approx(30.5, abs=1.0) and g["decision"] == "pass"
+    # A single [N, C] output is class scores; so is the first output when labels are given.
+    assert judge(outs[:1], noisy[:1], None, False, 1.0)["metric"] == "top1_agreement"
+    labels = outs[0].argmax(1)
+    assert judge(outs, noisy, labels, False, 1.0)["metric"] == "top1"

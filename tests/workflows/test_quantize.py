@@ -209,15 +209,16 @@ def test_calibration_only_holds_out_real_data_for_the_gate(sample_dir, sample_on
     )
     ev = report["evaluation"]
     assert ev["held_out"] and not ev["synthetic"] and not ev["labelled"]
-    assert report["calibration"]["samples"] == 128 and ev["samples"] == 450 - 128
-    assert "held out from" in ev["source"] and "disjoint from the 128 samples" in ev["source"]
+    # Every sample is used: --holdout (half) judges, the other half calibrates.
+    assert report["calibration"]["samples"] == 225 and ev["samples"] == 225
+    assert "held out from" in ev["source"] and "disjoint from the 225 samples" in ev["source"]
     v = report["variants"][0]
     gate = v["accuracy"]["gate"]
-    assert gate["metric"] == "top1_agreement" and gate["samples"] == 322
-    assert gate["decision"] in ("pass", "inconclusive")  # 322 samples: a 1-point CI is tight
+    assert gate["metric"] == "top1_agreement" and gate["samples"] == 225
+    assert gate["decision"] in ("pass", "inconclusive")  # 225 samples: a 1-point CI is tight
     assert gate["drop_points"] <= 1.0
     if gate["decision"] == "inconclusive":
-        assert gate["samples_needed"] > 322
+        assert gate["samples_needed"] > 225
     assert v["excluded_nodes"] == [] and v["size_ratio"] >= 3.5 and v["int8_fraction"] == 1.0
     assert any("held out from" in line for line in present.quantize_data_lines(report))
 
@@ -229,7 +230,7 @@ def test_holdout_split_is_disjoint_and_seeded(sample_dir, sample_onnx, tmp_path)
     x = x + np.arange(100, dtype=np.float32)[:, None, None, None]  # every sample unique
     np.savez(tmp_path / "c.npz", x=x)
     opts = QuantizeOptions(model={"path": str(sample_onnx)}, calibration=str(tmp_path / "c.npz"))
-    assert opts.holdout == 0.5 and opts.calibration_samples == 128
+    assert opts.holdout == 0.5 and opts.calibration_samples is None  # all, up to the cap
     specs = load_model(sample_onnx).inputs
     args = (opts.calibration, None, specs, None, opts.calibration_samples, None, 0.5, 0)
     calib, evaluation, held_out = calibration_and_evaluation(*args)

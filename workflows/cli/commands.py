@@ -177,7 +177,7 @@ def _benchmark(sub: Any) -> None:
     p = _command(sub, "benchmark", "latency and throughput of ONNX variants, INT8 verdict", build,
                  render.benchmark)  # fmt: skip
     p.add_argument("models", nargs="+", help="ONNX files or a quantize output folder")
-    for name in ("batch_sizes", "threads", "max_seconds"):
+    for name in ("batch_sizes", "threads", "max_seconds", "dim_values"):
         add(p, cls, name)
     _output(p, cls, required=False)
     _json(p)

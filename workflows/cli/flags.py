@@ -34,6 +34,20 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from exc
 
 
+def int_dict(text: str) -> dict[str, int]:
+    """ "height=320,width=320" -> {"height": 320, "width": 320} (for dict[str, int] options)."""
+    out = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, sep, value = part.partition("=")
+        if not part or not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list like height=320,width=320")
+        try:
+            out[name.strip()] = int(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{part!r}: {value!r} is not a whole number") from exc
+    return out
+
+
 def _plain(tp: Any) -> Any:
     """`int | None` -> int; other types as they are."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -58,6 +72,8 @@ def add(
     kw: dict[str, Any] = {"dest": name, "default": default}
     if tp is bool:
         kw["action"] = "store_false" if default else "store_true"
+    elif typing.get_origin(tp) is dict:
+        kw.update(type=int_dict, metavar="NAME=N,...")
     elif typing.get_origin(tp) is list:
         (item,) = typing.get_args(tp)
         if meta.get("choices"):  # a repeatable choice: --mode static --mode fp16
@@ -70,6 +86,8 @@ def add(
             kw["choices"] = list(meta["choices"])
     kw.update(overrides)
     shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    if isinstance(default, dict):
+        shown = ",".join(f"{k}={v}" for k, v in default.items())
     if isinstance(shown, float):
         shown = format(shown, "g")
     if kw.get("action") == "store_false" and not custom_help:

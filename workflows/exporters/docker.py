@@ -23,12 +23,17 @@ from typing import Any
 import numpy as np
 
 from workflows import __version__
-from workflows.errors import ExportError
+from workflows.errors import ExportError, first_line
 from workflows.exporters.base import Exporter
-from workflows.exporters.common import free_port, v2_datatype, v2_tensor
+from workflows.exporters.common import (
+    free_port,
+    sample_feeds,
+    sample_run_error,
+    v2_datatype,
+    v2_tensor,
+)
 from workflows.formats import onnx_format
 from workflows.formats.onnx_format import copy_onnx
-from workflows.inputs import synthesize
 from workflows.options import LoadOptions, Options, from_dict, option
 from workflows.progress import Progress
 from workflows.resources import resource
@@ -46,6 +51,14 @@ class DockerExportOptions(Options):
     image: str | None = option(None, "Image tag (default: dockyard/<name>:<version>)")
     port: int = option(8080, "Port the server listens on in the container")
     opset: int = option(18, "ONNX opset when the model must be converted")
+    sample_inputs: str | None = option(
+        None,
+        "One real sample (.npy, or .npz with one array per input) for the sample request and "
+        "the smoke test (default: synthetic)",
+    )
+    dim_values: dict[str, int] = option(
+        {}, "Sizes of named dynamic dimensions in the synthetic sample request (height=320, …)"
+    )
     build: bool = option(True, "Build the image when a Docker engine is reachable")
 
 
@@ -263,10 +276,24 @@ class DockerExporter(Exporter):
         """The sample request and ONNX Runtime's answer to it, the smoke test's reference."""
         model_file = self.out / "model" / "model.onnx"
         self.served = onnx_format.load(model_file)
-        self.feeds = synthesize(self.served.inputs, batch=1, seed=0)
+        opts = self.opts
+        self.feeds = sample_feeds(self.served.inputs, opts.sample_inputs, opts.dim_values)
         session = onnx_format.ort_session(model_file)
         names = [o.name for o in session.get_outputs()]
-        self.expected = dict(zip(names, session.run(None, self.feeds), strict=True))
+        try:
+            answer = session.run(None, self.feeds)
+        except Exception as exc:
+            if opts.sample_inputs:
+                raise ExportError(
+                    f"{opts.sample_inputs}: the model refused this sample ({first_line(exc)})"
+                ) from exc
+            raise sample_run_error(
+                self.served.inputs, opts.dim_values, self.model.path, exc
+            ) from exc
+        self.expected = dict(zip(names, answer, strict=True))
+        # The server warms up on this sample (it fits the model's dynamic sizes; zeros with
+        # unknown dimensions as 1 may not).
+        np.savez(self.out / "model" / "warmup.npz", **self.feeds)
         self.request = {"inputs": [v2_tensor(k, v) for k, v in self.feeds.items()]}
         response = {
             "model_name": self.name,

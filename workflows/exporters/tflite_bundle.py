@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from workflows import __version__, formats, present
-from workflows.data import Dataset, Preprocess, calibration_and_evaluation, read_labels
+from workflows.data import (
+    CALIBRATION_MAX,
+    Dataset,
+    Preprocess,
+    calibration_and_evaluation,
+    read_labels,
+)
 from workflows.errors import ExportError, first_line
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import sha256
@@ -59,7 +65,9 @@ class TFLiteExportOptions(Options):
     calibration: str | None = option(
         None, "Representative data for INT8 (image folder, .npy, .npz)"
     )
-    calibration_samples: int = option(128, "Representative samples")
+    calibration_samples: int | None = option(
+        None, f"Representative samples (empty: all given, up to {CALIBRATION_MAX:,})"
+    )
     evaluation: str | None = option(
         None,
         "Validation data (default: held out from the calibration data; synthetic without it)",
@@ -90,12 +98,18 @@ def layout_adapter(
     raise ExportError(f"cannot map input shape {list(source)} onto the TFLite input {target}")
 
 
-def _representative(data: Dataset, adapt: Callable, name: str) -> Callable[[], Iterator]:
-    """TFLiteConverter's representative dataset: one sample at a time, in the TFLite layout."""
+def _representative(
+    data: Dataset, adapt: Callable, name: str, progress: Progress
+) -> Callable[[], Iterator]:
+    """TFLiteConverter's representative dataset: one sample at a time, in the TFLite layout,
+    read when the converter asks for it (memory stays flat), each reported to `progress`."""
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
-        for feeds in data.batches(1):
+        total = len(data)
+        for i, feeds in enumerate(data.batches(1)):
             yield {name: adapt(next(iter(feeds.values())).astype(np.float32))}
+            if (i + 1) % 16 == 0 or i + 1 == total:
+                progress.update((i + 1) / total, f"Calibrating: {i + 1:,} of {total:,} samples")
 
     return generate
 
@@ -214,7 +228,10 @@ class TFLiteExporter(Exporter):
         order = sorted(set(opts.variants) | {"fp32"}, key=VARIANTS.index)
         for i, variant in enumerate(order):
             self.progress.update(0.4 + 0.4 * i / len(order), f"Converting the {variant} variant")
-            flat = self._convert(saved_model, variant)
+            span = self.progress.scaled(
+                0.4 + 0.4 * i / len(order), 0.4 + 0.4 * (i + 1) / len(order)
+            )
+            flat = self._convert(saved_model, variant, span)
             if variant not in opts.variants:
                 continue
             metadata = _metadata(opts, model, self.name, variant, self.spec, self.labels)
@@ -248,12 +265,14 @@ class TFLiteExporter(Exporter):
         self.steps.append({"step": "onnx2tf", "version": "1.29.24", "format": "savedmodel"})
         return out
 
-    def _convert(self, saved_model: Path, variant: str) -> bytes:
+    def _convert(self, saved_model: Path, variant: str, progress: Progress) -> bytes:
         """One variant's flatbuffer; the first (fp32) also fixes the input spec and layout."""
         representative = None
         if variant == "int8":
             assert self.adapt is not None
-            representative = _representative(self.calib, self.adapt, self.spec["signature_input"])
+            representative = _representative(
+                self.calib, self.adapt, self.spec["signature_input"], progress
+            )
         flat = _converter(saved_model, variant, representative)
         if self.adapt is None:
             from workflows.formats import tflite_format

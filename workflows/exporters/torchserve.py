@@ -24,11 +24,15 @@ import numpy as np
 
 from workflows import __version__, formats
 from workflows.data import Preprocess, read_labels
-from workflows.errors import ExportError
+from workflows.errors import ExportError, first_line
 from workflows.exporters.base import Exporter
-from workflows.exporters.common import free_port, tool_versions
+from workflows.exporters.common import (
+    free_port,
+    sample_feeds,
+    sample_run_error,
+    tool_versions,
+)
 from workflows.formats.onnx_format import copy_onnx
-from workflows.inputs import synthesize
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress
@@ -57,6 +61,14 @@ class TorchServeExportOptions(Options):
     )
     top_k: int = option(5, "Classes in each answer when labels are given")
     opset: int = option(18, "ONNX opset when the model must be converted")
+    sample_inputs: str | None = option(
+        None,
+        "One real sample (.npy, or .npz with one array per input) for the sample request and "
+        "the smoke test (default: synthetic)",
+    )
+    dim_values: dict[str, int] = option(
+        {}, "Sizes of named dynamic dimensions in the synthetic sample request (height=320, …)"
+    )
     smoke_test: bool = option(True, "Serve the archive with TorchServe and check its answer")
 
 
@@ -195,8 +207,13 @@ class TorchServe:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _reference(model: Model, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    return formats.by_name(model.format).session(model)(feeds)[0]
+def _reference(model: Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return list(formats.by_name(model.format).session(model)(feeds))
+
+
+def _as_answer(outputs: list[np.ndarray]) -> Any:
+    """The handler's "outputs": the one output's rows, or a list with one entry per output."""
+    return outputs[0].tolist() if len(outputs) == 1 else [o.tolist() for o in outputs]
 
 
 class TorchServeExporter(Exporter):
@@ -227,8 +244,18 @@ class TorchServeExporter(Exporter):
         )
         templates = resource("templates", "torchserve")
         shutil.copyfile(templates / "handler.py", out / "handler.py")
-        self.feeds = synthesize(self.model.inputs, batch=1, seed=0)
-        self.expected = _reference(self.model, self.feeds)
+        opts = self.opts
+        self.feeds = sample_feeds(self.model.inputs, opts.sample_inputs, opts.dim_values)
+        try:
+            self.expected = _reference(self.model, self.feeds)
+        except Exception as exc:
+            if opts.sample_inputs:
+                raise ExportError(
+                    f"{opts.sample_inputs}: the model refused this sample ({first_line(exc)})"
+                ) from exc
+            raise sample_run_error(
+                self.model.inputs, opts.dim_values, self.model.path, exc
+            ) from exc
         feeds = self.feeds
         self.request = (
             {"inputs": next(iter(feeds.values())).tolist()}
@@ -236,7 +263,9 @@ class TorchServeExporter(Exporter):
             else {"inputs": {k: v.tolist() for k, v in feeds.items()}}
         )
         (out / "sample_request.json").write_text(json.dumps(self.request))
-        (out / "sample_response.json").write_text(json.dumps({"outputs": self.expected.tolist()}))
+        (out / "sample_response.json").write_text(
+            json.dumps({"outputs": _as_answer(self.expected)})
+        )
         values = self._template_values()
         for fname in ("README.md", "config.properties"):
             (out / fname).write_text(
@@ -315,13 +344,20 @@ class TorchServeExporter(Exporter):
             server.stop()
         if status != 200:
             raise ExportError(f"TorchServe answered {status}: {str(answer)[:1000]}")
-        got = np.asarray(answer["outputs"], dtype=np.float64)
         expected = self.expected
-        if got.shape != expected.shape:
+        answered = answer["outputs"] if len(expected) > 1 else [answer["outputs"]]
+        if len(answered) != len(expected):
             raise ExportError(
-                f"TorchServe's output has shape {got.shape}, expected {expected.shape}"
+                f"TorchServe answered {len(answered)} outputs, expected {len(expected)}"
             )
-        worst = float(np.abs(got - expected).max())
+        worst = 0.0
+        for i, (rows, want) in enumerate(zip(answered, expected, strict=True)):
+            got = np.asarray(rows, dtype=np.float64)
+            if got.shape != want.shape:
+                raise ExportError(
+                    f"TorchServe's output {i} has shape {got.shape}, expected {want.shape}"
+                )
+            worst = max(worst, float(np.abs(got - want).max()) if got.size else 0.0)
         if worst > TOLERANCE:
             raise ExportError(f"TorchServe's output differs from the original by {worst:.3g}")
         smoke = {

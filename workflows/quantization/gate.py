@@ -240,7 +240,11 @@ def judge(
             "about the task; give calibration or evaluation data for a verdict",
         }
     ref, cand = reference[0], candidate[0]
-    if looks_like_class_scores(ref) and ref.shape == cand.shape:
+    # Class scores: the only output, or the first when labels say the task is classification.
+    # A first output of a multi-output model may be [batch, 4] boxes (MTCNN's ONet): arg-max
+    # agreement of coordinates means nothing, so such models get the SQNR gate over every output.
+    classifier = labels is not None or len(reference) == 1
+    if classifier and looks_like_class_scores(ref) and ref.shape == cand.shape:
         if labels is not None:
             counts = _table(ref.argmax(1) == labels, cand.argmax(1) == labels)
             n = len(labels)

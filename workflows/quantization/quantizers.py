@@ -8,14 +8,15 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from workflows.data import Dataset
-from workflows.errors import ConversionError, DataError, first_line
+from workflows.errors import ConversionError, DataError, StepCancelled, first_line
+from workflows.progress import Progress
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANT_TYPES = ("int8", "uint8")
@@ -34,7 +35,7 @@ def _quantizer_errors(src: Path, what: str) -> Iterator[None]:
     with some bias layouts raise a numpy ValueError in ORT 1.32) as a ConversionError."""
     try:
         yield
-    except DataError:
+    except (DataError, StepCancelled):
         raise
     except Exception as exc:
         raise ConversionError(
@@ -72,19 +73,45 @@ def preprocess(src: Path, dst: Path) -> str:
 
 
 class DatasetReader:
-    """ORT CalibrationDataReader over a Dataset (re-iterable via rewind)."""
+    """ORT CalibrationDataReader over a Dataset, a batch at a time (re-iterable via rewind).
 
-    def __init__(self, data: Dataset, batch_size: int = 16) -> None:
-        self.data = data
-        self.batch_size = batch_size
+    It also implements ORT's strided-calibration protocol (`len()` in batches, `set_range`), so
+    that `quantize_static` collects one batch per call and merges its ranges before the next:
+    without it, ORT's MinMax calibrator keeps every intermediate tensor of every sample in memory
+    until the end. `on_batch(samples_done, total)` is called after each batch is handed out."""
+
+    def __init__(
+        self,
+        data: Dataset,
+        batch_size: int = 16,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.data, self.batch_size, self.on_batch = data, batch_size, on_batch
+        self._range = (0, len(self))
         self._it: Iterator[dict[str, np.ndarray]] = iter(())
         self.rewind()
+
+    def __len__(self) -> int:
+        return -(-len(self.data) // self.batch_size)
+
+    def _batches(self, start: int, stop: int) -> Iterator[dict[str, np.ndarray]]:
+        total = len(self.data)
+        for i in range(start, stop):
+            feeds = self.data.read(i * self.batch_size, (i + 1) * self.batch_size)
+            yield feeds
+            if self.on_batch is not None:
+                self.on_batch(min((i + 1) * self.batch_size, total), total)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._range = (start_index, min(end_index, len(self)))
+        self._it = self._batches(*self._range)
+
     def rewind(self) -> None:
-        self._it = iter(self.data.batches(self.batch_size))
+        self._range = (0, len(self))
+        self._it = self._batches(*self._range)
 
     def __iter__(self):
         self.rewind()
@@ -117,9 +144,16 @@ def quantize_static_qdq(
     percentile: float = 99.999,
     reduce_range: bool = False,
     op_types: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    ranges_cache: Path | None = None,
 ) -> None:
     """Static INT8 in QDQ format with calibration on `calibration` (QOperator is 10-40x slower
-    here). `reduce_range`: 7-bit weights, which cannot saturate u8s8 kernels without VNNI."""
+    here). `reduce_range`: 7-bit weights, which cannot saturate u8s8 kernels without VNNI.
+
+    Calibration reads the data a batch at a time (memory stays flat however many samples) and
+    reports each batch to `progress`. `ranges_cache`: a folder where the tensor ranges are kept
+    per calibration setting, so that tries differing only in weights, activation type or nodes
+    kept in float calibrate once (ORT's calibration cache)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     if method not in CALIBRATION_METHODS:
@@ -131,12 +165,25 @@ def quantize_static_qdq(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[method]
-    extra = {"CalibPercentile": percentile} if method == "percentile" else {}
+    extra: dict[str, Any] = {"CalibStridedMinMax": 1}  # a batch per collect (any method)
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    cache = None
+    if ranges_cache is not None:
+        ops = "all" if not op_types else "-".join(sorted(op_types))
+        detail = f"-{percentile}" if method == "percentile" else ""
+        cache = Path(ranges_cache) / f"ranges-{method}{detail}-{ops}.json"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_batch(done: int, total: int) -> None:
+        if progress is not None:
+            progress.update(done / total, f"Calibrating: {done:,} of {total:,} samples")
+
     with _quiet(), _quantizer_errors(src, "static INT8"):
         quantize_static(
             str(src),
             str(dst),
-            DatasetReader(calibration),
+            DatasetReader(calibration, on_batch=on_batch),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=_qtype(activation_type),
@@ -146,6 +193,7 @@ def quantize_static_qdq(
             op_types_to_quantize=list(op_types) if op_types else None,
             calibrate_method=calib_method,
             extra_options=extra,
+            calibration_cache_path=cache,
         )
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from workflows.atomic import atomic_dir, check_replaceable, scratch_dir
-from workflows.data import Dataset, Preprocess, calibration_and_evaluation, read_labels
+from workflows.data import (
+    CALIBRATION_MAX,
+    Dataset,
+    Preprocess,
+    calibration_and_evaluation,
+    read_labels,
+)
 from workflows.errors import DataError
 from workflows.formats import onnx_format
 from workflows.jsonable import jsonable
@@ -39,7 +45,9 @@ class QuantizeOptions(Options):
         ["static"], "Variants: static (INT8 QDQ), dynamic (INT8), fp16", choices=MODES
     )
     calibration: str | None = option(None, "Calibration data: image folder, .npy or .npz")
-    calibration_samples: int = option(128, "Calibration samples to use")
+    calibration_samples: int | None = option(
+        None, f"Calibration samples to use (empty: all given, up to {CALIBRATION_MAX:,})"
+    )
     method: str = option(
         "minmax", "Calibration: minmax, entropy or percentile", choices=CALIBRATION_METHODS
     )
@@ -132,7 +140,9 @@ class _Quantizer:
             "exclude": [],
         }
 
-    def make(self, mode: str, dst: Path, settings: Settings) -> None:
+    def make(
+        self, mode: str, dst: Path, settings: Settings, progress: Progress | None = None
+    ) -> None:
         if mode == "static":
             quantizers.quantize_static_qdq(
                 self.pre_path,
@@ -145,6 +155,8 @@ class _Quantizer:
                 settings["exclude"],
                 reduce_range=settings["reduce_range"],
                 op_types=quantizers.COMPUTE_OP_TYPES if settings["compute_ops_only"] else None,
+                progress=progress,
+                ranges_cache=self.work / "ranges",
             )
         elif mode == "dynamic":
             quantizers.quantize_dynamic_int8(
@@ -187,7 +199,7 @@ class _Quantizer:
     def variant(self, mode: str, dst: Path, progress: Progress) -> dict[str, Any]:
         started = time.perf_counter()
         base = self.settings()
-        self.make(mode, dst, base)
+        self.make(mode, dst, base, progress.scaled(0.0, 0.4))
         figures = self.measure(dst)
         settings, search, outcome = base, None, None
         if figures["gate"]["decision"] == "fail" and self.opts.fallback and mode != "fp16":
@@ -240,7 +252,10 @@ class _Quantizer:
 
         work = self.work / "search"
         search = Search(
-            make=lambda settings, path: self.make(mode, path, settings),
+            # Calibration reports its batches without moving the bar (the search moves it).
+            make=lambda settings, path: self.make(
+                mode, path, settings, progress.scaled(progress.fraction, progress.fraction)
+            ),
             measure=self.measure,
             cost=self.cost,
             rank=lambda path: rank_culprits(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class ServedModel:
 
     def __init__(self, model_dir: Path, threads: int = 0, max_batch: int = 64) -> None:
         self.max_batch = max_batch
+        self.model_dir = model_dir
         config_path = model_dir / "config.json"
         self.config = json.loads(config_path.read_text()) if config_path.exists() else {}
         self.name: str = self.config.get("name", "model")
@@ -66,11 +68,26 @@ class ServedModel:
         }
 
     def warm_up(self) -> None:
+        """One inference before the server says it is ready: on warmup.npz (the sample request
+        the export was checked with, which fits the model's dynamic sizes), else on zeros with
+        unknown dimensions as 1 — which a model may refuse (a detector whose sizes must be
+        multiples of 32): then the first request pays for the warm-up instead of start-up failing."""
+        sample = self.model_dir / "warmup.npz"
+        if sample.exists():
+            with np.load(sample, allow_pickle=False) as data:
+                self.session.run(None, {k: data[k] for k in data.files})
+            return
         feeds = {}
         for t in self.inputs:
             shape = [1 if d is None else d for d in t.shape]
             feeds[t.name] = np.zeros(shape, dtype=t.dtype)
-        self.session.run(None, feeds)
+        try:
+            self.session.run(None, feeds)
+        except Exception as exc:  # any refusal: serve anyway, say why
+            logging.getLogger("server").warning(
+                "warm-up skipped: the model refused zeros with unknown dimensions as 1 (%s)",
+                str(exc).splitlines()[0][:300],
+            )
 
     def infer(
         self, feeds: dict[str, np.ndarray], wanted: list[str] | None = None
