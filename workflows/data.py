@@ -90,6 +90,9 @@ class Dataset:
         self.columns, self._y, self.rows = x, y, rows
         self.label_names, self.source, self.synthetic = label_names, source, synthetic
         self.dtypes = dtypes or {}
+        # A model whose batch dimension is fixed (a TFLite file's 1, say) takes batches of
+        # exactly that size: `batches` then pads the last one with copies of its last sample.
+        self.fixed_batch: int | None = None
 
     def __len__(self) -> int:
         if self.rows is not None:
@@ -97,9 +100,11 @@ class Dataset:
         return len(next(iter(self.columns.values())))
 
     def _derive(self, rows: np.ndarray) -> Dataset:
-        return Dataset(
+        derived = Dataset(
             self.columns, self._y, self.label_names, self.source, self.synthetic, rows, self.dtypes
         )
+        derived.fixed_batch = self.fixed_batch
+        return derived
 
     def _all_rows(self) -> np.ndarray:
         return self.rows if self.rows is not None else np.arange(len(self))
@@ -131,10 +136,27 @@ class Dataset:
         """Bytes one sample takes in memory, every input together."""
         return max(sum(v.nbytes for v in self.read(0, 1).values()), 1)
 
+    def batch_size(self, wanted: int) -> int:
+        """The batch size to use: the model's fixed one, else `wanted`."""
+        return self.fixed_batch or wanted
+
+    def batch(self, index: int, size: int) -> dict[str, np.ndarray]:
+        """Batch `index` of `size` samples, read now; padded to `size` for a fixed-batch model
+        (outputs beyond len(self) are then padding)."""
+        feeds = self.read(index * size, (index + 1) * size)
+        n = len(next(iter(feeds.values())))
+        if self.fixed_batch and 0 < n < size:
+            feeds = {
+                k: np.concatenate([v, np.repeat(v[-1:], size - n, 0)]) for k, v in feeds.items()
+            }
+        return feeds
+
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        """Feeds in batches of `batch_size` (the last may be smaller), each read when reached."""
-        for start in range(0, len(self), batch_size):
-            yield self.read(start, start + batch_size)
+        """Feeds in batches of `batch_size` (the model's fixed size if it has one; the last may be
+        smaller, or padded for a fixed size), each read when reached."""
+        size = self.batch_size(batch_size)
+        for index in range(-(-len(self) // size)):
+            yield self.batch(index, size)
 
     def split(self, first: int, seed: int = 0) -> tuple[Dataset, Dataset]:
         """Two disjoint parts, `first` samples and the rest, drawn by a seeded shuffle (a file
@@ -153,7 +175,9 @@ class Dataset:
 
     def in_memory(self) -> Dataset:
         """The same samples, read once and held in memory (for data that is read many times)."""
-        return Dataset(self.x, self.y, self.label_names, self.source, self.synthetic)
+        held = Dataset(self.x, self.y, self.label_names, self.source, self.synthetic)
+        held.fixed_batch = self.fixed_batch
+        return held
 
 
 def _image_files(folder: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
@@ -291,9 +315,19 @@ def load_dataset(
     """Data for a model whose inputs are `specs` (None: synthesise `synthetic_count` samples).
 
     Nothing is read beyond headers here: samples are read a batch at a time when used."""
+    fixed = _fixed_batch(specs)
     if source is None or source == "":
-        feeds = synthesize(specs, batch=synthetic_count, seed=seed)
-        return Dataset(feeds, None, label_names, f"synthetic (normal(0,1), seed {seed})", True)
+        if fixed:  # synthesise batch by batch: the model's own batch size
+            parts = [
+                synthesize(specs, batch=fixed, seed=seed + i)
+                for i in range(-(-synthetic_count // fixed))
+            ]
+            feeds = {s.name: np.concatenate([p[s.name] for p in parts]) for s in specs}
+        else:
+            feeds = synthesize(specs, batch=synthetic_count, seed=seed)
+        made = Dataset(feeds, None, label_names, f"synthetic (normal(0,1), seed {seed})", True)
+        made.fixed_batch = fixed
+        return made
     path = Path(source)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
@@ -338,7 +372,16 @@ def load_dataset(
         raise DataError(f"{path}: holds no samples")
     labels = None if y is None else np.asarray(y).astype(np.int64)
     dataset = Dataset(columns, labels, names, str(path), False, dtypes=dtypes)
+    dataset.fixed_batch = fixed
     return dataset.take(limit)
+
+
+def _fixed_batch(specs: Sequence[TensorSpec]) -> int | None:
+    """The batch size every input fixes (TFLite files often say 1), or None when it is free."""
+    firsts = {s.shape[0] for s in specs if s.shape}
+    if len(firsts) == 1 and isinstance(next(iter(firsts)), int) and next(iter(firsts)) > 0:
+        return int(next(iter(firsts)))
+    return None
 
 
 # Calibration reads every sample the user gave, a batch at a time (memory stays flat), up to
@@ -346,7 +389,11 @@ def load_dataset(
 # while time grows with every sample. --calibration-samples sets a smaller number.
 CALIBRATION_MAX = 4096
 SYNTHETIC_CALIBRATION = 128  # synthetic samples when no data is given
-HOLDOUT_MAX = 1000  # held-out samples at most (they are held in memory, read once)
+# Holding out for the gate: activation ranges settle after a few hundred samples, while the gate's
+# interval narrows with every sample it judges (a 1-point gate at 2 % disagreement needs ~1,500),
+# so the held-out part takes all but CALIBRATION_FLOOR when that is more than --holdout's share.
+CALIBRATION_FLOOR = 256
+HOLDOUT_MAX = 2000  # held-out samples at most (they are held in memory, read once)
 HOLDOUT_BYTES = 512 * 2**20  # and at most this much of them
 
 
@@ -366,9 +413,10 @@ def calibration_and_evaluation(
 
     `calibration_samples` None means every sample given, up to CALIBRATION_MAX. With calibration
     data and no evaluation data, a disjoint part of it is held out for judging, so that a verdict
-    rests on the user's real inputs, never on noise: `holdout` of them (when a number of
-    calibration samples is set: all beyond it if at least twice as many were given), at most
-    HOLDOUT_MAX samples and HOLDOUT_BYTES. Without any data, both are synthetic (marked so)."""
+    rests on the user's real inputs, never on noise: `holdout` of them, or all but
+    CALIBRATION_FLOOR when that is more (when a number of calibration samples is set: all beyond
+    it if at least twice as many were given), at most HOLDOUT_MAX samples and HOLDOUT_BYTES; the
+    rest calibrates. Without any data, both are synthetic (marked so)."""
     cap = min(calibration_samples or CALIBRATION_MAX, CALIBRATION_MAX)
     if calibration and not evaluation:
         pool = load_dataset(
@@ -380,7 +428,8 @@ def calibration_and_evaluation(
             if calibration_samples and n >= 2 * calibration_samples:
                 first = calibration_samples
             else:
-                held = min(round(n * holdout), HOLDOUT_MAX, HOLDOUT_BYTES // per_sample)
+                held = max(round(n * holdout), n - CALIBRATION_FLOOR)
+                held = min(held, HOLDOUT_MAX, HOLDOUT_BYTES // per_sample)
                 first = min(max(n - held, 1), n - 1)
             calib, rest = pool.split(first, seed)
             held_count = min(HOLDOUT_BYTES // per_sample, evaluation_samples or n)

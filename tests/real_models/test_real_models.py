@@ -49,6 +49,17 @@ def test_keras_h5_classifier_converts_exactly(real_model, tmp_path):
     assert [(s.name, s.shape) for s in model.inputs] == [("input_1", ("batch", 64, 64, 1))]
     result = _convert_and_validate(path, tmp_path)
     assert result["passed"] and result["worst"]["max_abs_error"] <= 1e-5  # measured 5.2e-7
+    # The same weights in Keras 3's native format (saved by Keras from the .h5): loaded in
+    # safe mode, same parameters, same answers.
+    import keras
+
+    keras.models.load_model(path, compile=False).save(tmp_path / "fer.keras")
+    native = load_model(tmp_path / "fer.keras")
+    assert native.format == "keras" and native.parameters == 58_423
+    feeds = {"input_1": _grey_nhwc(4, 5)}
+    a = by_name("keras").session(model)(feeds)[0]
+    b = by_name("keras").session(native)(feeds)[0]
+    assert np.abs(a - b).max() <= 1e-6
 
 
 def test_keras_classifier_becomes_a_tflite_bundle_with_int8_on_documented_data(
@@ -300,17 +311,18 @@ def _magika_files(folder, per_class: int = 100) -> tuple[np.ndarray, np.ndarray]
 
 
 def test_third_party_cnn_static_int8_from_calibration_alone(real_model, tmp_path):
-    # Issue #11's acceptance: a CNN nobody here trained, real labelled data (about 1,600 files, up
-    # to 200 of each kind), --calibration alone: half calibrates, half is held out for the gate.
-    # Quantizing every op loses 65 points; the fallback's knobs end at "only compute ops INT8":
-    # measured on an AMD EPYC with AVX-512 VNNI, on 813 held-out files (813 calibrate), top-1
-    # 87.70 % -> 87.82 %, drop -0.12 points (CI -0.93..+0.68), gate pass, 3.78x smaller, 100 % of
-    # compute ops INT8.
+    # Issue #11's acceptance: a CNN nobody here trained, real labelled data (3,888 files, up to
+    # 800 of each kind), --calibration alone: 2,000 are held out for the gate (all but 256 when
+    # that is more than half, at most 2,000: the gate's interval narrows with every sample),
+    # 1,888 calibrate. Quantizing every op loses 65 points; the fallback's knobs end at "only
+    # compute ops INT8": measured on an AMD EPYC with AVX-512 VNNI, top-1 90.0 % -> 89.9 %, drop
+    # 0.10 points (CI -0.38..+0.59), gate pass, 3.78x smaller, 100 % of compute ops INT8, 166 s.
+    # (On 542 held-out files, the same variant was inconclusive in one environment: CI up to 1.17.)
     from workflows.steps.quantize import QuantizeOptions, quantize_model
 
     folder = real_model("magika-standard-v3-3")
-    x, y = _magika_files(folder, per_class=200)
-    assert len(x) >= 1500
+    x, y = _magika_files(folder, per_class=800)
+    assert len(x) >= 3500
     np.savez(tmp_path / "files.npz", x=x, y=y)
     report = quantize_model(
         load_model(folder / "model.onnx"),
@@ -453,3 +465,118 @@ def test_docker_export_serves_the_model(model_id, real_model, tmp_path):
     assert smoke["passed"] and smoke["max_abs_error"] <= 1e-5
     assert (tmp_path / "ctx" / "Dockerfile").exists()
     assert (tmp_path / "ctx" / "model" / "warmup.npz").exists()
+
+
+def _tones(n: int, seed: int) -> np.ndarray:
+    """n windows of 2 s at 22,050 Hz (basic-pitch's input) of one to three piano-range notes
+    (MIDI 40..84) with a decaying envelope and a little noise: documented, real-shaped audio."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(43844, dtype=np.float64) / 22050
+    out = np.empty((n, 43844, 1), np.float32)
+    for i in range(n):
+        wave = np.zeros_like(t)
+        for note in rng.integers(40, 85, size=rng.integers(1, 4)):
+            f = 440 * 2 ** ((note - 69) / 12)
+            onset = rng.uniform(0, 1.0)
+            env = np.where(t >= onset, np.exp(-(t - onset) * rng.uniform(1, 4)), 0)
+            wave += env * (np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t))
+        wave += rng.normal(scale=0.01, size=t.shape)
+        out[i, :, 0] = 0.5 * wave / max(np.abs(wave).max(), 1e-6)
+    return out
+
+
+def _text_pages(n: int, seed: int) -> np.ndarray:
+    """320x320 photo crops with three to five lines of rendered words on white labels (a text
+    detector's task: find them), normalised as PP-OCR does ((x - 0.5) / 0.5)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    words = ["quantize", "convert", "export", "docker", "model", "runtime", "tensor", "engine"]
+    rng = np.random.default_rng(seed)
+    out = []
+    for crop in _photo_crops(n, 320, seed):
+        img = Image.fromarray((crop.transpose(1, 2, 0) * 255).astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        for line in range(int(rng.integers(3, 6))):
+            font = ImageFont.load_default(size=int(rng.integers(16, 32)))
+            text = " ".join(rng.choice(words, 2))
+            x0, y0 = int(rng.integers(0, 120)), 10 + line * 60 + int(rng.integers(0, 20))
+            box = draw.textbbox((x0, y0), text, font=font)
+            draw.rectangle((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4), fill="white")
+            draw.text((x0, y0), text, fill="black", font=font)
+        out.append((np.asarray(img, np.float32).transpose(2, 0, 1) / 255 - 0.5) / 0.5)
+    return np.stack(out)
+
+
+def _grey_nhwc(n: int, seed: int) -> np.ndarray:
+    """Grey 64x64 photo crops, NHWC in -1..1 (fer's input)."""
+    grey = _photo_crops(n, 64, seed).mean(axis=1, keepdims=True).transpose(0, 2, 3, 1)
+    return (grey * 2 - 1).astype(np.float32)
+
+
+# Static INT8 on documented data for the models the other tests do not quantize. Each: the data
+# maker, samples (half calibrate, half are held out for the gate), and the lowest figures asserted
+# (measured on an AMD EPYC with AVX-512 VNNI, in the comment, less a margin for other CPUs).
+STATIC_INT8 = {
+    "basic-pitch-nmp": (_tones, 32, True),
+    "rapidocr-det-v4": (_text_pages, 64, False),  # its search takes minutes: CI runs the first try
+    "fer-emotion-tflite": (_grey_nhwc, 256, True),
+}
+
+
+@pytest.mark.parametrize("model_id", sorted(STATIC_INT8))
+def test_static_int8_on_documented_data(model_id, real_model, tmp_path):
+    from workflows.steps.quantize import QuantizeOptions, quantize_model
+
+    make, n, fallback = STATIC_INT8[model_id]
+    path = real_model(model_id)
+    np.savez(tmp_path / "data.npz", x=make(n, 0))
+    report = quantize_model(
+        load_model(path),
+        QuantizeOptions(
+            model={"path": str(path)},
+            output=str(tmp_path / "q"),
+            calibration=str(tmp_path / "data.npz"),
+            fallback=fallback,
+        ),
+    )
+    v = report["variants"][0]
+    gate = v["accuracy"]["gate"]
+    assert report["evaluation"]["held_out"] and gate["samples"] == n // 2
+    CHECKS[model_id](v, gate)
+
+
+def _check_basic_pitch(v, gate) -> None:
+    # Measured (AMD EPYC, AVX-512 VNNI): naive INT8 12 dB on the note outputs; no knob and no
+    # node-in-float round reaches 20 dB (the search ends failed after 16 tries, 54 s), the
+    # closest partial variant is kept and says it is not an INT8 that meets the gate.
+    assert v["fallback"]["outcome"] == "failed" and "cannot meet" in v["warning"]
+    assert gate["decision"] == "fail" and 6 <= gate["sqnr_db"] < 20  # measured 12.3 dB
+    assert all(t["gate"]["decision"] == "fail" for t in v["fallback"]["tries"])
+
+
+def _check_text_detector(v, gate) -> None:
+    # Measured: naive static INT8 of PP-OCRv4's detector 3.28x smaller, 97 % INT8, but its text
+    # probability map drops to SQNR 7.2 dB (CI 6.4..8.1; cosine 0.87): the gate fails it.
+    assert gate["decision"] == "fail" and 3 <= gate["sqnr_db"] <= 15
+    assert v["size_ratio"] >= 3.0 and v["int8_fraction"] >= 0.9
+
+
+def _check_tflite_emotions(v, gate) -> None:
+    # Measured: naive static INT8 of the converted weight-quantized TFLite file fails (emotion
+    # decisions on non-face crops are close calls); the search ends with 9 nodes in float,
+    # inconclusive at 2.3 points (CI 0.8..6.7). Its source already held int8 weights, so the
+    # QDQ file is larger than the "fp32" ONNX (size ratio 0.72).
+    tries = v["fallback"]["tries"]
+    assert tries[0]["gate"]["decision"] == "fail"
+    low, high = gate["ci_points"]
+    assert gate["decision"] == ("fail" if low > 1 else "pass" if high <= 1 else "inconclusive")
+    assert v["fallback"]["outcome"] in ("passed", "inconclusive", "failed")
+    if v["fallback"]["outcome"] != "failed":
+        assert gate["decision"] != "fail" and v["int8_fraction"] > 0
+
+
+CHECKS = {
+    "basic-pitch-nmp": _check_basic_pitch,
+    "rapidocr-det-v4": _check_text_detector,
+    "fer-emotion-tflite": _check_tflite_emotions,
+}

@@ -129,3 +129,18 @@ def test_a_multi_output_model_whose_first_output_is_boxes_is_not_a_classifier():
     assert judge(outs[:1], noisy[:1], None, False, 1.0)["metric"] == "top1_agreement"
     labels = outs[0].argmax(1)
     assert judge(outs, noisy, labels, False, 1.0)["metric"] == "top1"
+
+
+def test_culprit_ranking_leaves_out_infinite_float_activations():
+    from workflows.quantization.fallback import median_channel_sqnr
+
+    x = np.ones((4, 3, 5))
+    x[0, 0, 0] = -np.inf  # the log of a zero spectrum bin
+    y = x + 0.01
+    y[0, 0, 0] = -np.inf
+    with np.errstate(all="raise"):
+        assert median_channel_sqnr([x], [y]) == pytest.approx(40.0, abs=0.01)
+        y[1, 1, 1] = np.nan  # a NaN where the float model had a number is the worst error
+        assert median_channel_sqnr([x], [y]) == pytest.approx(40.0, abs=0.01)  # median
+        y[1, :, 1] = np.nan
+        assert median_channel_sqnr([x], [y]) < -200

@@ -19,7 +19,8 @@ def predict(run: RunFn, data: Dataset, batch_size: int = 64) -> list[np.ndarray]
     chunks: list[list[np.ndarray]] = []
     for feeds in data.batches(batch_size):
         chunks.append(run(feeds))
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    # [:len(data)]: a fixed-batch model's last batch is padded
+    return [np.concatenate([c[i] for c in chunks])[: len(data)] for i in range(len(chunks[0]))]
 
 
 def topk_accuracy(

@@ -42,6 +42,12 @@ def median_channel_sqnr(reference: Any, candidate: Any) -> float:
 
     x = np.concatenate([np.asarray(a, np.float64) for a in reference])
     y = np.concatenate([np.asarray(a, np.float64) for a in candidate])
+    # Float activations can hold -inf (basic-pitch takes the log of a zero spectrum bin): those
+    # elements are left out; a non-finite quantized value where the float one is finite counts
+    # as a huge error.
+    finite = np.isfinite(x)
+    x = np.where(finite, x, 0.0)
+    y = np.nan_to_num(np.where(finite, y, 0.0), nan=1e30, posinf=1e30, neginf=-1e30)
     axis = 1 if x.ndim >= 3 else x.ndim - 1
     x = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
     y = np.moveaxis(y, axis, 0).reshape(y.shape[axis], -1)

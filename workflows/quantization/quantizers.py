@@ -86,7 +86,7 @@ class DatasetReader:
         batch_size: int = 16,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.data, self.batch_size, self.on_batch = data, batch_size, on_batch
+        self.data, self.batch_size, self.on_batch = data, data.batch_size(batch_size), on_batch
         self._range = (0, len(self))
         self._it: Iterator[dict[str, np.ndarray]] = iter(())
         self.rewind()
@@ -97,8 +97,7 @@ class DatasetReader:
     def _batches(self, start: int, stop: int) -> Iterator[dict[str, np.ndarray]]:
         total = len(self.data)
         for i in range(start, stop):
-            feeds = self.data.read(i * self.batch_size, (i + 1) * self.batch_size)
-            yield feeds
+            yield self.data.batch(i, self.batch_size)
             if self.on_batch is not None:
                 self.on_batch(min((i + 1) * self.batch_size, total), total)
 

@@ -68,7 +68,8 @@ class QuantizeOptions(Options):
     holdout: float = option(
         0.5,
         "Without evaluation data: the share of the calibration samples held out for the gate "
-        "(when fewer than twice --calibration-samples were given; otherwise all beyond them)",
+        "(or all but 256 when that is more, up to 2,000; with --calibration-samples N and at "
+        "least twice N given: all beyond N)",
     )
     dynamic_ops: str = option(
         "all",
