@@ -151,39 +151,47 @@ def write_manifest(
     return manifest
 
 
-def sample_feeds(
-    specs: list[Any], sample_inputs: str | None, dim_values: dict[str, int]
-) -> dict[str, np.ndarray]:
-    """The sample request's inputs: the user's file (.npy/.npz, one sample), else synthetic
-    ones, with named dynamic dimensions at `dim_values` (others at a small guess)."""
+def run_sample(
+    specs: list[Any],
+    sample_inputs: str | None,
+    dim_values: dict[str, int],
+    model_path: Any,
+    run: Any,
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """The sample request's inputs and `run`'s answer to them. The inputs are the user's file
+    (.npy/.npz, one sample), else synthetic, with named dynamic dimensions at `dim_values`
+    (others at a small guess); a model that refuses them gets an ExportError naming the guessed
+    dimensions and the two ways to give real sizes or data."""
     from workflows import inputs
+    from workflows.errors import ExportError, first_line
 
     if sample_inputs:
-        return inputs.load_feeds(Path(sample_inputs), specs)
-    return inputs.synthesize(specs, batch=1, seed=0, dim_values=dim_values or None)
-
-
-def sample_run_error(specs: list[Any], dim_values: dict[str, int], model: Any, exc: Exception):
-    """An ExportError for a model that refused the synthetic sample request: which dynamic
-    dimensions were guessed, and the two ways to give real sizes or data."""
-    from workflows.errors import ExportError, first_line
-    from workflows.inputs import DEFAULT_DIM
-
-    guessed = sorted(
-        {
-            str(d)
-            for s in specs
-            for axis, d in enumerate(s.shape or ())
-            if axis and not isinstance(d, int) and str(d) not in dim_values
-        }
-    )
-    hint = (
-        f"its dynamic dimensions {', '.join(guessed)} were guessed as {DEFAULT_DIM}; give their "
-        f"sizes (--dim-values {','.join(f'{g}=N' for g in guessed)}) or a real sample "
-        "(--sample-inputs sample.npz, one array per input)"
-        if guessed
-        else "give a real sample (--sample-inputs sample.npz, one array per input)"
-    )
-    return ExportError(
-        f"{model}: the model refused the synthetic sample request ({first_line(exc)}); {hint}"
-    )
+        feeds = inputs.load_feeds(Path(sample_inputs), specs)
+    else:
+        feeds = inputs.synthesize(specs, batch=1, seed=0, dim_values=dim_values or None)
+    try:
+        return feeds, list(run(feeds))
+    except Exception as exc:
+        if sample_inputs:
+            raise ExportError(
+                f"{sample_inputs}: the model refused this sample ({first_line(exc)})"
+            ) from exc
+        guessed = sorted(
+            {
+                str(d)
+                for s in specs
+                for axis, d in enumerate(s.shape or ())
+                if axis and not isinstance(d, int) and str(d) not in dim_values
+            }
+        )
+        hint = (
+            f"its dynamic dimensions {', '.join(guessed)} were guessed as {inputs.DEFAULT_DIM}; "
+            f"give their sizes (--dim-values {','.join(f'{g}=N' for g in guessed)}) or a real "
+            "sample (--sample-inputs sample.npz, one array per input)"
+            if guessed
+            else "give a real sample (--sample-inputs sample.npz, one array per input)"
+        )
+        raise ExportError(
+            f"{model_path}: the model refused the synthetic sample request ({first_line(exc)}); "
+            f"{hint}"
+        ) from exc

@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 
 from workflows import __version__
-from workflows.errors import ExportError, first_line
+from workflows.errors import ExportError
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import (
     free_port,
-    sample_feeds,
-    sample_run_error,
+    run_sample,
     v2_datatype,
     v2_tensor,
 )
@@ -277,19 +276,15 @@ class DockerExporter(Exporter):
         model_file = self.out / "model" / "model.onnx"
         self.served = onnx_format.load(model_file)
         opts = self.opts
-        self.feeds = sample_feeds(self.served.inputs, opts.sample_inputs, opts.dim_values)
         session = onnx_format.ort_session(model_file)
         names = [o.name for o in session.get_outputs()]
-        try:
-            answer = session.run(None, self.feeds)
-        except Exception as exc:
-            if opts.sample_inputs:
-                raise ExportError(
-                    f"{opts.sample_inputs}: the model refused this sample ({first_line(exc)})"
-                ) from exc
-            raise sample_run_error(
-                self.served.inputs, opts.dim_values, self.model.path, exc
-            ) from exc
+        self.feeds, answer = run_sample(
+            self.served.inputs,
+            opts.sample_inputs,
+            opts.dim_values,
+            self.model.path,
+            lambda feeds: session.run(None, feeds),
+        )
         self.expected = dict(zip(names, answer, strict=True))
         # The server warms up on this sample (it fits the model's dynamic sizes; zeros with
         # unknown dimensions as 1 may not).

@@ -24,12 +24,11 @@ import numpy as np
 
 from workflows import __version__, formats
 from workflows.data import Preprocess, read_labels
-from workflows.errors import ExportError, first_line
+from workflows.errors import ExportError
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import (
     free_port,
-    sample_feeds,
-    sample_run_error,
+    run_sample,
     tool_versions,
 )
 from workflows.formats.onnx_format import copy_onnx
@@ -207,10 +206,6 @@ class TorchServe:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _reference(model: Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return list(formats.by_name(model.format).session(model)(feeds))
-
-
 def _as_answer(outputs: list[np.ndarray]) -> Any:
     """The handler's "outputs": the one output's rows, or a list with one entry per output."""
     return outputs[0].tolist() if len(outputs) == 1 else [o.tolist() for o in outputs]
@@ -245,17 +240,13 @@ class TorchServeExporter(Exporter):
         templates = resource("templates", "torchserve")
         shutil.copyfile(templates / "handler.py", out / "handler.py")
         opts = self.opts
-        self.feeds = sample_feeds(self.model.inputs, opts.sample_inputs, opts.dim_values)
-        try:
-            self.expected = _reference(self.model, self.feeds)
-        except Exception as exc:
-            if opts.sample_inputs:
-                raise ExportError(
-                    f"{opts.sample_inputs}: the model refused this sample ({first_line(exc)})"
-                ) from exc
-            raise sample_run_error(
-                self.model.inputs, opts.dim_values, self.model.path, exc
-            ) from exc
+        self.feeds, self.expected = run_sample(
+            self.model.inputs,
+            opts.sample_inputs,
+            opts.dim_values,
+            self.model.path,
+            formats.by_name(self.model.format).session(self.model),
+        )
         feeds = self.feeds
         self.request = (
             {"inputs": next(iter(feeds.values())).tolist()}

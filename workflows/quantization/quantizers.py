@@ -76,9 +76,10 @@ class DatasetReader:
     """ORT CalibrationDataReader over a Dataset, a batch at a time (re-iterable via rewind).
 
     It also implements ORT's strided-calibration protocol (`len()` in batches, `set_range`), so
-    that `quantize_static` collects one batch per call and merges its ranges before the next:
-    without it, ORT's MinMax calibrator keeps every intermediate tensor of every sample in memory
-    until the end. `on_batch(samples_done, total)` is called after each batch is handed out."""
+    that `quantize_static` collects one batch per call and merges it before the next: without
+    it, ORT's histogram calibrators (Entropy, Percentile) keep every intermediate tensor of every
+    sample in memory until the end (8.1 GB for 128 YOLOv8n samples; MinMax keeps only reduced
+    ranges). `on_batch(samples_done, total)` is called after each batch is handed out."""
 
     def __init__(
         self,
