@@ -12,7 +12,9 @@ from typing import Any
 
 from workflows.atomic import atomic_dir, check_replaceable, scratch_dir
 from workflows.data import (
+    CALIBRATION_FLOOR,
     CALIBRATION_MAX,
+    HOLDOUT_MAX,
     Dataset,
     Preprocess,
     calibration_and_evaluation,
@@ -68,8 +70,8 @@ class QuantizeOptions(Options):
     holdout: float = option(
         0.5,
         "Without evaluation data: the share of the calibration samples held out for the gate "
-        "(or all but 256 when that is more, up to 2,000; with --calibration-samples N and at "
-        "least twice N given: all beyond N)",
+        f"(or all but {CALIBRATION_FLOOR} when that is more, up to {HOLDOUT_MAX:,}; with "
+        "--calibration-samples N and at least twice N given: all beyond N)",
     )
     dynamic_ops: str = option(
         "all",
