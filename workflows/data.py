@@ -86,13 +86,14 @@ class Dataset:
         synthetic: bool,
         rows: np.ndarray | None = None,
         dtypes: dict[str, str] | None = None,
+        fixed_batch: int | None = None,
     ) -> None:
         self.columns, self._y, self.rows = x, y, rows
         self.label_names, self.source, self.synthetic = label_names, source, synthetic
         self.dtypes = dtypes or {}
         # A model whose batch dimension is fixed (a TFLite file's 1, say) takes batches of
         # exactly that size: `batches` then pads the last one with copies of its last sample.
-        self.fixed_batch: int | None = None
+        self.fixed_batch = fixed_batch
 
     def __len__(self) -> int:
         if self.rows is not None:
@@ -100,11 +101,16 @@ class Dataset:
         return len(next(iter(self.columns.values())))
 
     def _derive(self, rows: np.ndarray) -> Dataset:
-        derived = Dataset(
-            self.columns, self._y, self.label_names, self.source, self.synthetic, rows, self.dtypes
+        return Dataset(
+            self.columns,
+            self._y,
+            self.label_names,
+            self.source,
+            self.synthetic,
+            rows,
+            self.dtypes,
+            self.fixed_batch,
         )
-        derived.fixed_batch = self.fixed_batch
-        return derived
 
     def _all_rows(self) -> np.ndarray:
         return self.rows if self.rows is not None else np.arange(len(self))
@@ -131,6 +137,10 @@ class Dataset:
     def x(self) -> dict[str, np.ndarray]:
         """Every sample in memory at once (for small datasets: previews, held-out sets)."""
         return self.read(0, len(self))
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each input's shape over this dataset's samples, without reading them."""
+        return {k: (len(self), *v.shape[1:]) for k, v in self.columns.items()}
 
     def sample_bytes(self) -> int:
         """Bytes one sample takes in memory, every input together."""
@@ -175,9 +185,10 @@ class Dataset:
 
     def in_memory(self) -> Dataset:
         """The same samples, read once and held in memory (for data that is read many times)."""
-        held = Dataset(self.x, self.y, self.label_names, self.source, self.synthetic)
-        held.fixed_batch = self.fixed_batch
-        return held
+        return Dataset(
+            self.x, self.y, self.label_names, self.source, self.synthetic,
+            fixed_batch=self.fixed_batch,
+        )  # fmt: skip
 
 
 def _image_files(folder: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
@@ -325,9 +336,8 @@ def load_dataset(
             feeds = {s.name: np.concatenate([p[s.name] for p in parts]) for s in specs}
         else:
             feeds = synthesize(specs, batch=synthetic_count, seed=seed)
-        made = Dataset(feeds, None, label_names, f"synthetic (normal(0,1), seed {seed})", True)
-        made.fixed_batch = fixed
-        return made
+        source_name = f"synthetic (normal(0,1), seed {seed})"
+        return Dataset(feeds, None, label_names, source_name, True, fixed_batch=fixed)
     path = Path(source)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
@@ -371,16 +381,16 @@ def load_dataset(
     if not next(iter(counts)):
         raise DataError(f"{path}: holds no samples")
     labels = None if y is None else np.asarray(y).astype(np.int64)
-    dataset = Dataset(columns, labels, names, str(path), False, dtypes=dtypes)
-    dataset.fixed_batch = fixed
+    dataset = Dataset(columns, labels, names, str(path), False, dtypes=dtypes, fixed_batch=fixed)
     return dataset.take(limit)
 
 
 def _fixed_batch(specs: Sequence[TensorSpec]) -> int | None:
     """The batch size every input fixes (TFLite files often say 1), or None when it is free."""
     firsts = {s.shape[0] for s in specs if s.shape}
-    if len(firsts) == 1 and isinstance(next(iter(firsts)), int) and next(iter(firsts)) > 0:
-        return int(next(iter(firsts)))
+    first = next(iter(firsts)) if len(firsts) == 1 else None
+    if isinstance(first, int) and first > 0:
+        return first
     return None
 
 

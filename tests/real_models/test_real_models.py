@@ -13,7 +13,22 @@ import pytest
 from workflows.formats import by_name, load_model
 from workflows.steps.convert import convert_model
 from workflows.steps.inspect import inspect_model
+from workflows.steps.quantize import QuantizeOptions, quantize_model
 from workflows.steps.validate import validate_models
+
+
+def _quantize(path, tmp_path, calibration=None, evaluation=None, **options) -> dict:
+    """quantize_model on the model at `path` with data given as arrays ({"x": ..., "y": ...}),
+    saved as the .npz files a user would hand over; its report."""
+    files = {}
+    for role, arrays in (("calibration", calibration), ("evaluation", evaluation)):
+        if arrays is not None:
+            np.savez(tmp_path / f"{role}.npz", **arrays)
+            files[role] = str(tmp_path / f"{role}.npz")
+    return quantize_model(
+        load_model(path),
+        QuantizeOptions(model={"path": str(path)}, output=str(tmp_path / "q"), **files, **options),
+    )
 
 
 def _convert_and_validate(path, tmp_path) -> dict:
@@ -183,23 +198,17 @@ def test_detector_static_int8_on_real_photos(real_model, tmp_path, monkeypatch):
     # nudenet's YOLOv8n at 320x320, calibrated on 32 photo crops and judged on 32 others by the
     # SQNR gate (its output is boxes and scores, not class scores). Measured on an AMD EPYC with
     # AVX-512 VNNI: 3.62x smaller, 100 % INT8, SQNR 30.9 dB (CI 30.5..31.2), pass, in 7 s.
-    from workflows.steps.quantize import QuantizeOptions, quantize_model
 
     path = real_model("nudenet-320n")
     workdir = tmp_path / "cwd"  # ORT's shape inference gives up on this model: a debug copy of
     workdir.mkdir()  # it used to land in the working directory (model + uuid .data, 12 MB)
     monkeypatch.chdir(workdir)
-    np.savez(tmp_path / "calib.npz", x=_photo_crops(32, 320, 0))
-    np.savez(tmp_path / "eval.npz", x=_photo_crops(32, 320, 1))
-    report = quantize_model(
-        load_model(path),
-        QuantizeOptions(
-            model={"path": str(path)},
-            output=str(tmp_path / "q"),
-            calibration=str(tmp_path / "calib.npz"),
-            evaluation=str(tmp_path / "eval.npz"),
-            fallback=False,
-        ),
+    report = _quantize(
+        path,
+        tmp_path,
+        calibration={"x": _photo_crops(32, 320, 0)},
+        evaluation={"x": _photo_crops(32, 320, 1)},
+        fallback=False,
     )
     v = report["variants"][0]
     gate = v["accuracy"]["gate"]
@@ -242,20 +251,10 @@ def test_transformer_recogniser_dynamic_int8_leaves_convolutions_in_float(real_m
     # INT8 of everything (ConvInteger too) wrecks it (SQNR 0 dB, half the characters change);
     # the fallback's first knob, matrix products only, passes (measured: SQNR 28.6 dB, 99 % of
     # per-position characters unchanged, and 3x faster at batch 1 than the naive variant).
-    from workflows.steps.quantize import QuantizeOptions, quantize_model
 
     path = real_model("rapidocr-rec-v4")
     strips = _text_strips(32, 1)
-    np.savez(tmp_path / "eval.npz", x=strips)
-    report = quantize_model(
-        load_model(path),
-        QuantizeOptions(
-            model={"path": str(path)},
-            output=str(tmp_path / "q"),
-            modes=["dynamic"],
-            evaluation=str(tmp_path / "eval.npz"),
-        ),
-    )
+    report = _quantize(path, tmp_path, evaluation={"x": strips}, modes=["dynamic"])
     v = report["variants"][0]
     search = v["fallback"]
     naive, chosen = search["tries"][0], search["tries"][search["chosen"]]
@@ -318,20 +317,11 @@ def test_third_party_cnn_static_int8_from_calibration_alone(real_model, tmp_path
     # compute ops INT8": measured on an AMD EPYC with AVX-512 VNNI, top-1 90.0 % -> 89.9 %, drop
     # 0.10 points (CI -0.38..+0.59), gate pass, 3.78x smaller, 100 % of compute ops INT8, 166 s.
     # (On 542 held-out files, the same variant was inconclusive in one environment: CI up to 1.17.)
-    from workflows.steps.quantize import QuantizeOptions, quantize_model
 
     folder = real_model("magika-standard-v3-3")
     x, y = _magika_files(folder, per_class=800)
     assert len(x) >= 3500
-    np.savez(tmp_path / "files.npz", x=x, y=y)
-    report = quantize_model(
-        load_model(folder / "model.onnx"),
-        QuantizeOptions(
-            model={"path": str(folder / "model.onnx")},
-            output=str(tmp_path / "q"),
-            calibration=str(tmp_path / "files.npz"),
-        ),
-    )
+    report = _quantize(folder / "model.onnx", tmp_path, calibration={"x": x, "y": y})
     ev = report["evaluation"]
     assert ev["held_out"] and ev["labelled"] and ev["samples"] >= 500
     v = report["variants"][0]
@@ -355,7 +345,6 @@ def test_pt2_exported_from_a_third_party_state_dict(real_model, tmp_path):
     from tests.real_models.mtcnn import export_pt2
     from workflows.exporters.docker import DockerExportOptions, export_docker
     from workflows.exporters.torchserve import TorchServeExportOptions, export_torchserve
-    from workflows.steps.quantize import QuantizeOptions, quantize_model
 
     pt2 = tmp_path / "onet.pt2"
     eager = export_pt2(str(real_model("facenet-mtcnn-onet")), str(pt2))
@@ -382,16 +371,7 @@ def test_pt2_exported_from_a_third_party_state_dict(real_model, tmp_path):
     crops = (_photo_crops(256, 48, 0) * 255 - 127.5) / 128
     with torch.no_grad():
         ref = [t.numpy() for t in eager(torch.from_numpy(crops[:4]))]
-    np.savez(tmp_path / "crops.npz", x=crops.astype(np.float32))
-    report = quantize_model(
-        model,
-        QuantizeOptions(
-            model={"path": str(pt2)},
-            output=str(tmp_path / "q"),
-            calibration=str(tmp_path / "crops.npz"),
-            fallback=False,
-        ),
-    )
+    report = _quantize(pt2, tmp_path, calibration={"x": crops.astype(np.float32)}, fallback=False)
     v = report["variants"][0]
     gate = v["accuracy"]["gate"]
     # Three outputs, none of them the only class scores: judged by SQNR, each output on its own.
@@ -525,20 +505,10 @@ STATIC_INT8 = {
 
 @pytest.mark.parametrize("model_id", sorted(STATIC_INT8))
 def test_static_int8_on_documented_data(model_id, real_model, tmp_path):
-    from workflows.steps.quantize import QuantizeOptions, quantize_model
 
     make, n, fallback = STATIC_INT8[model_id]
     path = real_model(model_id)
-    np.savez(tmp_path / "data.npz", x=make(n, 0))
-    report = quantize_model(
-        load_model(path),
-        QuantizeOptions(
-            model={"path": str(path)},
-            output=str(tmp_path / "q"),
-            calibration=str(tmp_path / "data.npz"),
-            fallback=fallback,
-        ),
-    )
+    report = _quantize(path, tmp_path, calibration={"x": make(n, 0)}, fallback=fallback)
     v = report["variants"][0]
     gate = v["accuracy"]["gate"]
     assert report["evaluation"]["held_out"] and gate["samples"] == n // 2
@@ -604,7 +574,6 @@ def test_mediapipe_tflite_goes_the_whole_way(model_id, real_model, tmp_path):
     # Inspect, convert + validate, static INT8 on photo crops (a fixed batch of 1: calibration
     # and the gate feed it one sample at a time) and the Docker export.
     from workflows.exporters.docker import DockerExportOptions, export_docker
-    from workflows.steps.quantize import QuantizeOptions, quantize_model
 
     size, (low, high), parameters, outputs, lowest = MEDIAPIPE[model_id]
     path = real_model(model_id)
@@ -616,16 +585,7 @@ def test_mediapipe_tflite_goes_the_whole_way(model_id, real_model, tmp_path):
     assert result["passed"] and result["worst"]["sqnr_db"] >= 100
 
     crops = _photo_crops(64, size, 0).transpose(0, 2, 3, 1) * (high - low) + low
-    np.savez(tmp_path / "crops.npz", x=crops.astype(np.float32))
-    report = quantize_model(
-        model,
-        QuantizeOptions(
-            model={"path": str(path)},
-            output=str(tmp_path / "q"),
-            calibration=str(tmp_path / "crops.npz"),
-            fallback=False,
-        ),
-    )
+    report = _quantize(path, tmp_path, calibration={"x": crops.astype(np.float32)}, fallback=False)
     v = report["variants"][0]
     gate = v["accuracy"]["gate"]
     assert gate["metric"] == "sqnr_db" and gate["samples"] == 32

@@ -151,6 +151,16 @@ def write_manifest(
     return manifest
 
 
+# The options of the targets that send a sample request, described once for both.
+SAMPLE_INPUTS_HELP = (
+    "One real sample (.npy, or .npz with one array per input) for the sample request and the "
+    "smoke test (default: synthetic)"
+)
+DIM_VALUES_HELP = (
+    "Sizes of named dynamic dimensions in the synthetic sample request (height=320, …)"
+)
+
+
 def run_sample(
     specs: list[Any],
     sample_inputs: str | None,

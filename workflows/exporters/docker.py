@@ -26,6 +26,8 @@ from workflows import __version__
 from workflows.errors import ExportError
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import (
+    DIM_VALUES_HELP,
+    SAMPLE_INPUTS_HELP,
     free_port,
     run_sample,
     v2_datatype,
@@ -50,14 +52,8 @@ class DockerExportOptions(Options):
     image: str | None = option(None, "Image tag (default: dockyard/<name>:<version>)")
     port: int = option(8080, "Port the server listens on in the container")
     opset: int = option(18, "ONNX opset when the model must be converted")
-    sample_inputs: str | None = option(
-        None,
-        "One real sample (.npy, or .npz with one array per input) for the sample request and "
-        "the smoke test (default: synthetic)",
-    )
-    dim_values: dict[str, int] = option(
-        {}, "Sizes of named dynamic dimensions in the synthetic sample request (height=320, …)"
-    )
+    sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
+    dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
     build: bool = option(True, "Build the image when a Docker engine is reachable")
 
 

@@ -291,7 +291,7 @@ class TFLiteExporter(Exporter):
                 "dtype": np.dtype(detail["dtype"]).name,
             }
             self.adapt, self.transposed = layout_adapter(
-                next(iter(self.evaluation.x.values())).shape, self.spec["shape"]
+                next(iter(self.evaluation.shapes().values())), self.spec["shape"]
             )
         return flat
 

@@ -27,6 +27,8 @@ from workflows.data import Preprocess, read_labels
 from workflows.errors import ExportError
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import (
+    DIM_VALUES_HELP,
+    SAMPLE_INPUTS_HELP,
     free_port,
     run_sample,
     tool_versions,
@@ -60,14 +62,8 @@ class TorchServeExportOptions(Options):
     )
     top_k: int = option(5, "Classes in each answer when labels are given")
     opset: int = option(18, "ONNX opset when the model must be converted")
-    sample_inputs: str | None = option(
-        None,
-        "One real sample (.npy, or .npz with one array per input) for the sample request and "
-        "the smoke test (default: synthetic)",
-    )
-    dim_values: dict[str, int] = option(
-        {}, "Sizes of named dynamic dimensions in the synthetic sample request (height=320, …)"
-    )
+    sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
+    dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
     smoke_test: bool = option(True, "Serve the archive with TorchServe and check its answer")
 
 

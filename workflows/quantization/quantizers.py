@@ -88,7 +88,6 @@ class DatasetReader:
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
         self.data, self.batch_size, self.on_batch = data, data.batch_size(batch_size), on_batch
-        self._range = (0, len(self))
         self._it: Iterator[dict[str, np.ndarray]] = iter(())
         self.rewind()
 
@@ -106,12 +105,10 @@ class DatasetReader:
         return next(self._it, None)
 
     def set_range(self, start_index: int, end_index: int) -> None:
-        self._range = (start_index, min(end_index, len(self)))
-        self._it = self._batches(*self._range)
+        self._it = self._batches(start_index, min(end_index, len(self)))
 
     def rewind(self) -> None:
-        self._range = (0, len(self))
-        self._it = self._batches(*self._range)
+        self._it = self._batches(0, len(self))
 
     def __iter__(self):
         self.rewind()

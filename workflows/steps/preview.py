@@ -87,15 +87,16 @@ def preview(opts: PreviewOptions, progress: Progress | None = None) -> dict[str,
         raise DataError("preview: the model's inputs are needed (inspect the model first)")
     progress.update(0.1, "Reading data")
     data = load_dataset(opts.data, specs, opts.preprocess, opts.count, synthetic_count=opts.count)
+    feeds, labels = data.x, data.y  # read once (images are decoded when read)
     progress.update(0.6, "Making thumbnails")
     first = specs[0].name
-    x = data.x[first]
+    x = feeds[first]
     samples = []
     for i in range(len(data)):
         image = as_image(x[i], opts.preprocess.layout, opts.preprocess.channels)
         label = None
-        if data.y is not None:
-            label = int(data.y[i])
+        if labels is not None:
+            label = int(labels[i])
             if data.label_names and 0 <= label < len(data.label_names):
                 label = data.label_names[label]
         samples.append(
@@ -113,7 +114,7 @@ def preview(opts: PreviewOptions, progress: Progress | None = None) -> dict[str,
         "input": first,
         "inputs": {
             name: {"shape": list(arr.shape), "dtype": arr.dtype.name, **_stats(arr)}
-            for name, arr in data.x.items()
+            for name, arr in feeds.items()
         },
         "samples": samples,
     }
