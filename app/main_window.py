@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -39,6 +39,7 @@ class MainWindow(QMainWindow):
     """Load → Inspect → Convert & Quantize → Test → Export → Summary."""
 
     step_finished = Signal(str, bool)  # step name, succeeded (for tests and the status bar)
+    _warmed = False  # a class default: Qt sends events before __init__ has run its course
 
     def __init__(self, session: Session | None = None) -> None:
         super().__init__()
@@ -52,6 +53,8 @@ class MainWindow(QMainWindow):
         self.session = session
         self.worker: StepWorker | None = None
         self.last_error: str | None = None
+        self.last_log: Path | None = None  # the newest step's log file (the Log dialog shows it)
+        self.last_step = ""
 
         self.pages = [
             LoadPage(self),
@@ -112,6 +115,12 @@ class MainWindow(QMainWindow):
         settings_button = QPushButton("Settings…")
         settings_button.clicked.connect(self.open_settings)
         bar.insertWidget(0, settings_button)
+        self.log_button = QPushButton("Log")
+        self.log_button.setToolTip(
+            "What the last step's libraries printed (TensorFlow, torch, converters)"
+        )
+        self.log_button.clicked.connect(self.show_log)
+        bar.insertWidget(1, self.log_button)
         QShortcut(QKeySequence("Ctrl+O"), self, activated=self.pages[0]._open_file)
         QShortcut(QKeySequence("Ctrl+,"), self, activated=self.open_settings)
         QShortcut(QKeySequence("Escape"), self, activated=self.cancel)
@@ -135,6 +144,36 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(icon("dockyard"))
         self.go_to(0)
 
+    # -- warm step workers ---------------------------------------------------------------
+    def event(self, event: QEvent) -> bool:
+        if not self._warmed and event.type() == QEvent.Type.Paint:
+            self._warmed = True  # after the first paint: nothing delays the window
+            QTimer.singleShot(0, self._warm_up)
+        return super().event(event)
+
+    def _warm_up(self) -> None:
+        if self.busy:  # a model given on the command line is loading: do not slow it down
+            self.step_finished.connect(self._warm_up_once)
+        else:
+            self.want_workers("onnx", "torch")
+
+    def _warm_up_once(self) -> None:
+        self.step_finished.disconnect(self._warm_up_once)
+        self.want_workers("onnx", "torch")
+
+    def want_workers(self, *families: str) -> None:
+        """Keep step workers of `families` warm (see workflows.warm); started off this thread."""
+        import threading
+
+        from workflows import warm
+
+        pool = warm.pool()
+        missing = [f for f in families if f not in pool.wanted()]
+        if missing and pool.enabled():
+            threading.Thread(
+                target=pool.want, args=missing, name="dockyard-warm-start", daemon=True
+            ).start()
+
     # -- navigation ----------------------------------------------------------------------
     def go_to(self, index: int) -> None:
         index = max(0, min(index, len(self.pages) - 1))
@@ -146,6 +185,11 @@ class MainWindow(QMainWindow):
         self.pages[index].on_enter()
         self.back.setEnabled(index > 0)
         self.next.setEnabled(index < len(self.pages) - 1)
+
+    def show_log(self) -> None:
+        from app.widgets.log_view import LogDialog
+
+        LogDialog(self.last_log, self.last_step, self).open()
 
     def open_settings(self) -> None:
         from app.settings import SettingsDialog, output_root
@@ -183,10 +227,16 @@ class MainWindow(QMainWindow):
         if self.busy:
             self.show_error("Another step is running; wait for it or cancel it first.")
             return
+        from workflows import warm
+        from workflows.logs import new_log
+
+        if warm.Pool.enabled() and warm.family_of(step, options) == "tensorflow":
+            self.want_workers("tensorflow")  # a TF model: its next steps start warm
         self.status.setText(label + " …")
         self.progress.setValue(0)
         self.cancel_button.setEnabled(True)
-        worker = StepWorker(step, options, [Path(p) for p in outputs], self)
+        self.last_log, self.last_step = new_log(step), label
+        worker = StepWorker(step, options, [Path(p) for p in outputs], self, log=self.last_log)
         worker.progressed.connect(
             lambda f, m: (
                 self.progress.setValue(int(f * 1000)),
@@ -267,4 +317,7 @@ class MainWindow(QMainWindow):
             self.worker.wait(5000)
         for page in self.pages:
             page.shutdown()
+        from workflows import warm
+
+        warm.pool().release()
         event.accept()

@@ -39,12 +39,15 @@ class StepWorker(QThread):
         outputs: list[Path] | None = None,
         parent: QObject | None = None,
         inline: bool = False,
+        log: Path | None = None,
     ) -> None:
         super().__init__(parent)
         self.step = step
         self.options = options
         self.outputs = outputs or []
         self.inline = inline
+        self.log = log  # what the step's libraries print (None: the app's stderr)
+        self.ran_warm = False  # the step went to a warm worker (workflows.warm)
         self._process: StepProcess | None = None
         self._progress: Progress | None = None
         self._cancel_requested = False
@@ -60,8 +63,14 @@ class StepWorker(QThread):
                 result = run_inline(self.step, self.options, progress)
             else:
                 self._process = StepProcess(
-                    self.step, self.options, self.progressed.emit, self.outputs, self.data.emit
+                    self.step,
+                    self.options,
+                    self.progressed.emit,
+                    self.outputs,
+                    self.data.emit,
+                    self.log,
                 )
+                self.ran_warm = self._process.warm
                 if self._cancel_requested:  # asked while the process was starting
                     self._process.cancel()
                 result = self._process.wait()

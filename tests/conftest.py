@@ -1,6 +1,7 @@
 """Shared test settings: quiet TensorFlow, offscreen Qt, and the sample's location."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")  # offscreen plugin chatter
+# Step logs of the CLI commands the tests run go to a throwaway folder, not the user's.
+os.environ.setdefault("DOCKYARD_LOG_DIR", tempfile.mkdtemp(prefix="dockyard-test-logs-"))
 
 
 def pytest_configure(config) -> None:

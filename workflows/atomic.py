@@ -157,7 +157,7 @@ def _replace(tmp: Path, target: Path) -> None:
 
 
 # Temp files and folders of this process not yet renamed into place or removed: what a step
-# whose parent died removes before it kills itself (runner._die_with_parent; found by the kill
+# whose parent died removes before it kills itself (child._die_with_parent; found by the kill
 # drills, scripts/drills.py: a CLI killed during quantize left its half-written folder behind).
 OPEN_PARTIALS: set[Path] = set()
 

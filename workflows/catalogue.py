@@ -23,6 +23,7 @@ from workflows.errors import MissingInputError
 class StepSpec:
     """One step: its name, the module holding `run()` and its options class, its planner rule.
 
+    `timed` steps measure latency, so nothing is started beside them.
     `plan` names the rule in `workflows.planner.RULES` that derives the step's inputs and output
     paths inside a workflow; a step without one (inspect, predict, preview) is not replayable
     from a workflow file.
@@ -33,6 +34,8 @@ class StepSpec:
     options: str
     plan: str | None
     summary: str
+    # Measures latency: nothing else (a warm worker importing a framework) should run meanwhile.
+    timed: bool = False
 
     def run_function(self) -> Callable[..., dict[str, Any]]:
         """The step's `run(options, progress) -> dict`."""
@@ -55,8 +58,10 @@ STEPS: dict[str, StepSpec] = {
         _S("inspect", "workflows.steps.inspect", "InspectOptions", None, "describe a model"),
         _S("convert", "workflows.steps.convert", "ConvertOptions", "onnx", "convert to ONNX"),
         _S("validate", "workflows.steps.validate", "ValidateOptions", "compare", "compare"),
-        _S("quantize", "workflows.steps.quantize", "QuantizeOptions", "variants", "INT8, FP16"),
-        _S("benchmark", "workflows.steps.benchmark", "BenchmarkOptions", "timing", "latency"),
+        _S("quantize", "workflows.steps.quantize", "QuantizeOptions", "variants", "INT8, FP16",
+           timed=True),
+        _S("benchmark", "workflows.steps.benchmark", "BenchmarkOptions", "timing", "latency",
+           timed=True),
         _S("report", "workflows.steps.report", "ReportOptions", "report", "HTML report"),
         _S("predict", "workflows.steps.predict", "PredictOptions", None, "test inference"),
         _S("preview", "workflows.steps.preview", "PreviewOptions", None, "data preview"),

@@ -89,8 +89,12 @@ def _report(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
 
 
 def _export(L: Layout, step: str) -> tuple[dict[str, Any], Path]:
+    """Exports share the convert step's ONNX when the workflow converts before them."""
     out = L.root / step
-    return {"model": L.model, "output": str(out)}, out
+    options = {"model": L.model, "output": str(out), "converted": None}
+    if "convert" in L.steps and step in L.steps and L.steps.index("convert") < L.steps.index(step):
+        options["converted"] = str(L.converted)
+    return options, out
 
 
 RULES: dict[str, Rule] = {
@@ -99,7 +103,7 @@ RULES: dict[str, Rule] = {
     "variants": Rule(frozenset({"model", "output"}), _variants),
     "timing": Rule(frozenset({"models", "output"}), _timing),
     "report": Rule(frozenset({"inputs", "output"}), _report),
-    "export": Rule(frozenset({"model", "output"}), _export),
+    "export": Rule(frozenset({"model", "output", "converted"}), _export),
 }
 
 

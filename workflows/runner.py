@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib
 import multiprocessing as mp
 import os
 import signal
-import sys
 import threading
 import time
-import traceback
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workflows import catalogue, errors
-from workflows.atomic import FINISH_CHECKS, remove_open_partials, remove_partials
+from workflows import errors
+from workflows.atomic import remove_partials
+from workflows.child import NESTED_ENV, child_main, resolve
 from workflows.progress import DataCallback, Progress, ProgressCallback
+
+__all__ = ["NESTED_ENV", "StepFailed", "StepProcess", "resolve", "run_inline", "run_step"]
 
 
 class StepFailed(errors.DockyardError):
@@ -34,94 +33,6 @@ class StepFailed(errors.DockyardError):
         super().__init__(message)
         self.details = details
         self.error_type = error_type
-
-
-def resolve(step: str) -> Callable[[Any, Progress], dict[str, Any]]:
-    """The function behind a step name ("convert", see `workflows.catalogue`) or a
-    "package.module:function" path (tests run their own steps that way)."""
-    module_name, _, func = step.partition(":")
-    if not func:
-        return catalogue.spec(step).run_function()
-    return getattr(importlib.import_module(module_name), func)
-
-
-NESTED_ENV = "DOCKYARD_RUNNER_CHILD"
-
-
-def _die_with_parent(parent: int) -> None:
-    """Kill this step's process group as soon as the process that started it is gone.
-
-    A parent killed with SIGKILL (the CLI, the app) cannot cancel its step; without this the
-    step would run on and could replace its output seconds later. Polling getppid is portable
-    across POSIX systems (PR_SET_PDEATHSIG is Linux-only and reaches this process alone, not the
-    servers and nested steps in its group)."""
-
-    def still_wanted() -> None:
-        if os.getppid() != parent:
-            raise errors.StepCancelled("the process that started this step is gone")
-
-    FINISH_CHECKS.append(still_wanted)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        with contextlib.suppress(Exception):  # nothing half-written stays behind
-            remove_open_partials()
-        os.killpg(0, signal.SIGKILL)
-
-    threading.Thread(target=watch, name="dockyard-parent-watch", daemon=True).start()
-
-
-def _child_main(step: str, options: Any, conn: Any, parent: int | None = None) -> None:
-    if hasattr(os, "setsid") and not os.environ.get(NESTED_ENV):
-        # Own process group: a cancel kills whatever the step spawned, including nested steps
-        # (which stay in this group so that one kill reaches them all).
-        os.setsid()
-        if parent is not None:
-            _die_with_parent(parent)
-    os.environ[NESTED_ENV] = "1"
-    os.dup2(2, 1)  # libraries that print must not pollute the parent's stdout (it may carry JSON)
-    last = [0.0]
-
-    def send_progress(fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.05 or fraction >= 1.0:
-            last[0] = now
-            conn.send({"type": "progress", "fraction": fraction, "message": message})
-
-    def send_data(data: dict[str, Any]) -> None:
-        conn.send({"type": "data", "data": data})
-
-    try:
-        from workflows.jsonable import jsonable
-
-        result = resolve(step)(options, Progress(send_progress, send_data))
-        conn.send({"type": "result", "value": jsonable(result)})
-    except BaseException as exc:  # everything goes back to the parent as an error event
-        with contextlib.suppress(OSError):  # BrokenPipeError: the parent is gone
-            conn.send(
-                {
-                    "type": "error",
-                    "error_type": type(exc).__name__,
-                    "message": str(exc) or type(exc).__name__,
-                    "expected": isinstance(exc, errors.DockyardError),
-                    "details": traceback.format_exc(),
-                }
-            )
-    finally:
-        conn.close()
-        if parent is not None and os.getppid() != parent and hasattr(os, "killpg"):
-            os.killpg(0, signal.SIGKILL)  # orphaned: take what this step started along
-    # The answer is sent and every output is closed and in place. Run the exit handlers
-    # (multiprocessing's semaphore cleanup, logging, _kill_live for a nested step) but skip the
-    # interpreter's teardown of its modules: with TensorFlow loaded that takes a second or more,
-    # during which the parent waits and the parent-death watch no longer runs. (atexit has no
-    # public "run the handlers now"; _run_exitfuncs is what Py_Finalize itself calls.)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(0)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -157,7 +68,12 @@ def _kill_live() -> None:
 
 
 class StepProcess:
-    """One step running in a child process. Use `wait()` for the result; `cancel()` from any thread."""
+    """One step running in a child process. Use `wait()` for the result; `cancel()` from any thread.
+
+    The child is a warm worker when the pool (`workflows.warm`) has one parked for the step's
+    framework family, a freshly spawned process otherwise; either way it runs this step alone.
+    `log`: the file that receives what the step's libraries print (None: the inherited stderr).
+    """
 
     def __init__(
         self,
@@ -166,22 +82,48 @@ class StepProcess:
         on_progress: ProgressCallback | None = None,
         outputs: list[Path] | None = None,
         on_data: DataCallback | None = None,
+        log: Path | None = None,
     ) -> None:
+        from workflows import warm
+
         self.step = step
         self.options = options
         self.on_progress = on_progress
         self.on_data = on_data
         self.outputs = [Path(p) for p in outputs or []]
+        self.log = log
         self._cancelled = threading.Event()
-        ctx = mp.get_context("spawn")  # fork is unsafe with threads (Qt, ORT) and absent on Windows
-        self._recv, send = ctx.Pipe(duplex=False)
-        # Not a daemon: a step may start nested steps (the benchmark times each variant in its own
-        # process), which daemons may not. Stragglers are killed at exit by _kill_live instead.
-        self.process = ctx.Process(
-            target=_child_main, args=(step, options, send, os.getpid()), daemon=False
-        )
-        self.process.start()
-        send.close()
+        self.family = warm.family_of(step, options) if warm.Pool.enabled() else "onnx"
+        worker = warm.pool().take(self.family)
+        # Held for the step's life: the worker may still be unpickling its start-up arguments
+        # (its ready-Event's semaphore is unlinked once the parent drops it).
+        self._worker = worker
+        self.warm = worker is not None
+        if worker is not None:
+            self.process = worker.process
+            self._recv = worker.events
+            try:
+                worker.jobs.send((step, options, str(log) if log else None))
+            except (OSError, ValueError):  # died while parked: start a fresh one instead
+                worker.kill()
+                worker = None
+                self.warm = False
+            else:
+                worker.jobs.close()
+        if worker is None:
+            ctx = mp.get_context(
+                "spawn"
+            )  # fork is unsafe with threads (Qt, ORT), absent on Windows
+            self._recv, send = ctx.Pipe(duplex=False)
+            # Not a daemon: a step may start nested steps (the benchmark times each variant in its
+            # own process), which daemons may not. Stragglers are killed at exit by _kill_live.
+            self.process = ctx.Process(
+                target=child_main,
+                args=(step, options, send, os.getpid(), str(log) if log else None),
+                daemon=False,
+            )
+            self.process.start()
+            send.close()
         _LIVE.add(self)
 
     @property
@@ -251,6 +193,15 @@ class StepProcess:
             self._kill()
             self._cleanup()
             raise
+        finally:
+            self._replace_worker()
+
+    def _replace_worker(self) -> None:
+        if self.warm:
+            from workflows import warm
+
+            self.warm = False  # once
+            warm.pool().replace(self.family)
 
 
 def run_step(
@@ -260,9 +211,10 @@ def run_step(
     outputs: list[Path] | None = None,
     timeout: float | None = None,
     on_data: DataCallback | None = None,
+    log: Path | None = None,
 ) -> dict[str, Any]:
     """Run `step` with `options` in a child process and return its JSON-serialisable result."""
-    return StepProcess(step, options, on_progress, outputs, on_data).wait(timeout)
+    return StepProcess(step, options, on_progress, outputs, on_data, log).wait(timeout)
 
 
 def run_inline(step: str, options: Any, progress: Progress | None = None) -> dict[str, Any]:

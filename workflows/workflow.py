@@ -9,6 +9,7 @@ there. Options are checked against each step's own declaration before anything r
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,20 +120,52 @@ def plan(workflow: Workflow) -> list[tuple[str, dict[str, Any], Path]]:
 
 
 def run_workflow(
-    workflow: Workflow, on_event: Callable[[int, str, float, str], None] | None = None
+    workflow: Workflow,
+    on_event: Callable[[int, str, float, str], None] | None = None,
+    logs: Path | None = None,
 ) -> dict[str, Any]:
-    """Run every step in order (each in a child process); stop at the first failure."""
-    from workflows.runner import run_step
+    """Run every step in order (each in a child process); stop at the first failure.
 
+    While a step runs, a warm worker for the next one imports its framework (not beside a
+    `timed` step). `logs`: a folder for each step's framework output (`NN-step.log`)."""
+    from workflows import warm
+    from workflows.runner import StepProcess
+
+    planned = plan(workflow)
+    if logs:
+        logs.mkdir(parents=True, exist_ok=True)
+    pool = warm.pool()
+    families = [warm.family_of(name, options) for name, options, _ in planned]
     results = []
-    for i, (name, options, out) in enumerate(plan(workflow)):
+    for i, (name, options, out) in enumerate(planned):
 
         def relay(f: float, m: str, i: int = i, name: str = name) -> None:
             if on_event:
                 on_event(i, name, f, m)
 
-        result = run_step(name, options, relay, outputs=[out])
-        results.append({"step": name, "output": str(out), "result": result})
+        log = logs / f"{i + 1:02d}-{name}.log" if logs else None
+        started = time.perf_counter()
+        process = StepProcess(name, options, relay, [out], log=log)
+        was_warm = process.warm
+        following = families[i + 1] if i + 1 < len(planned) else None
+        timed = catalogue.spec(name).timed
+        if following and not timed:
+            pool.start(following)
+        try:
+            result = process.wait()
+        finally:
+            if following and timed:
+                pool.start(following)
+        seconds = round(time.perf_counter() - started, 3)
+        results.append(
+            {
+                "step": name,
+                "output": str(out),
+                "seconds": seconds,
+                "warm": was_warm,
+                "result": result,
+            }
+        )
         if name == "validate" and not result["passed"]:
             raise DataError(
                 f"validate: the converted model differs from the original beyond "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QUrl
@@ -9,7 +10,6 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
-    QLabel,
     QListWidget,
     QPushButton,
     QSplitter,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.pages.base import Page
+from app.widgets.path_label import PathLabel
 from workflows import catalogue
 
 
@@ -36,7 +37,7 @@ class ExportPage(Page):
             self.targets[key] = box
             layout.addWidget(box)
         row = QHBoxLayout()
-        self.folder_label = QLabel()
+        self.folder_label = PathLabel()
         row.addWidget(self.folder_label, 1)
         self.export_button = QPushButton("Export")
         self.export_button.clicked.connect(self.export)
@@ -61,7 +62,10 @@ class ExportPage(Page):
 
     def on_enter(self) -> None:
         if self.session.model:
-            self.folder_label.setText(f"Into {self.session.root}/export-…")
+            # The run folder, elided in the middle: its end (the model's folder) stays readable.
+            self.folder_label.set_path(
+                self.session.root, f"{self.session.root}{os.sep}export-<target>", "Into "
+            )
 
     def export(self) -> None:
         if not self.session.model:

@@ -1,8 +1,15 @@
 """GUI test hygiene."""
 
 import gc
+import os
 
 import pytest
+
+from workflows.warm import DISABLE_ENV
+
+# No warm step workers behind every test's window (each would import torch on 2 cores);
+# tests/app/test_warm_app.py turns them on where they are the subject.
+os.environ.setdefault(DISABLE_ENV, "1")
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PySide6.QtGui import QGuiApplication
 
 from app.main_window import MainWindow
 from app.pages.convert_page import ConvertPage
@@ -133,18 +134,27 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
 
     window.go_to(5)
     summary = window.page(SummaryPage)
-    text = summary.text.toPlainText()
-    # The summary shows what was measured. INT8 top-1 depends on the CPU's INT8 kernels (98.44 %
-    # on an AVX-512 VNNI Xeon, 98.89 % on an AVX2-only EPYC): asserted within the 1-point gate.
+    # A card per artifact, with what was measured. INT8 top-1 depends on the CPU's INT8 kernels
+    # (98.44 % on an AVX-512 VNNI Xeon, 98.89 % on an AVX2-only EPYC): asserted within the gate.
+    assert [c.card.title for c in summary.cards] == [
+        "ONNX model", "int8-static variant", "Docker image", "TorchServe archive", "TFLite bundle"
+    ]  # fmt: skip
     int8 = window.session.results["quantize"]["variants"][0]
     top1 = int8["accuracy"]["top1"]
-    assert (
-        f"int8-static: 76.9 KB ({int8['size_ratio']:.2f}x smaller), top-1 {100 * top1:.2f} %"
-        in text
-    )
+    int8_card = summary.cards[1]
+    assert f"top-1 {100 * top1:.2f} %" in int8_card.figures.text()
+    assert "76.9 KB" in int8_card.figures.text() and "INT8 is" in int8_card.card.verdict
     assert abs(top1 - 0.9844) <= 0.01 and int8["size_ratio"] >= 3.5
     fp32 = next(c for c in window.session.results["benchmark"]["configs"] if c["variant"] == "fp32")
-    assert f"fp32 {fp32['p50_ms']:.3g} ms" in text and "INT8 is" in text
+    assert f"p50 {fp32['p50_ms'] * 1000:.3g} µs" in summary.cards[0].figures.text()
+    assert summary.cards[2].command.text().startswith("docker build -t dockyard/digits-cnn:")
+    assert summary.cards[2].path.text() == "export-docker"  # relative to the run folder
+    assert summary.cards[2].path.toolTip().startswith(str(window.session.root / "export-docker"))
+    assert [p.name for p in summary.chart.points] == ["fp32", "int8-static"]
+    summary.copy_note()
+    note = QGuiApplication.clipboard().text()
+    assert note.startswith("## digits_cnn") and "`export-torchserve/model-store/" in note
+    assert f"top-1 {100 * top1:.2f} %" in note and "Measured on" in note
     wf_path = tmp_path / "wf.yaml"
     summary.save_workflow(wf_path)
     wf = Workflow.load(wf_path)

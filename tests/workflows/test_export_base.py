@@ -126,7 +126,7 @@ def test_quantize_keeps_an_onnx_models_external_data(tmp_path):
 
 
 def test_a_step_stopped_mid_swap_puts_the_previous_output_back(tmp_path):
-    """What a step whose parent died cleans up before it kills itself (runner._die_with_parent):
+    """What a step whose parent died cleans up before it kills itself (child._die_with_parent):
     its unfinished temp folders, and a swap caught between its two renames."""
     from workflows import atomic
 

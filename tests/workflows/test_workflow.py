@@ -234,3 +234,27 @@ def test_run_allow_unsafe_is_the_users_flag(tmp_path):
         args = build_parser().parse_args(argv)
         step, options, _ = args.command_options(args)
         assert step == "run" and options["allow_unsafe"] is granted
+
+
+def test_a_run_hands_each_step_a_warm_worker_and_converts_once(sample_dir, tmp_path, monkeypatch):
+    from workflows import warm
+
+    monkeypatch.delenv(warm.DISABLE_ENV, raising=False)
+    pool = warm.Pool()
+    monkeypatch.setattr(warm, "_POOL", pool)
+    wf = _wf(sample_dir, tmp_path / "run")
+    wf.steps = [*wf.steps[:2], Step("export-docker", {"build": False})]
+    try:
+        result = run_workflow(wf, logs=tmp_path / "logs")
+    finally:
+        pool.shutdown()
+    steps = result["steps"]
+    # The first step starts cold; each next one was imported while the one before ran.
+    assert [s["warm"] for s in steps] == [False, True, True]
+    assert all(s["seconds"] > 0 for s in steps)
+    manifest = steps[2]["result"]["manifest"]
+    convert = next(s for s in manifest["steps"] if s["step"] == "convert")
+    assert convert["reused"] == "digits_cnn.onnx" and convert["opset"] == 17
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [
+        "01-convert.log", "02-validate.log", "03-export-docker.log"
+    ]  # fmt: skip

@@ -3,7 +3,8 @@
 Readable tables by default, `--json` for machines; a progress bar on stderr for long work;
 exit 0 on success, 1 with a one-line error (no traceback) otherwise, 130 when interrupted.
 Flags are generated from the steps' option declarations (`flags.py`), output is drawn from the
-shared presenters (`render.py`).
+shared presenters (`render.py`). What the frameworks print goes to the step's log file
+(`workflows.logs`), not between these lines, unless `--verbose`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load, inspect, convert, quantize, test and export ML models.",
     )
     parser.add_argument("--version", action="version", version=f"dockyard {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="let the frameworks' own output (TensorFlow, torch, converters) through to stderr "
+        "instead of the step's log file",
+    )  # fmt: skip
     add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 
@@ -48,15 +54,18 @@ def _progress_bar(quiet: bool) -> Any:
     )
 
 
-def _run_with_progress(step: str, options: Any, outputs: list[Path], quiet: bool) -> dict[str, Any]:
+def _run_with_progress(
+    step: str, options: Any, outputs: list[Path], quiet: bool, log: Path | None
+) -> dict[str, Any]:
     """Run a step in the child-process runner, drawing a progress bar on stderr."""
     from workflows.runner import StepProcess
 
     with _progress_bar(quiet) as bar:
         task = bar.add_task(step, total=1.0)
         proc = StepProcess(
-            step, options, lambda f, m: bar.update(task, completed=f, description=m), outputs
-        )
+            step, options, lambda f, m: bar.update(task, completed=f, description=m), outputs,
+            log=log,
+        )  # fmt: skip
         try:
             return proc.wait()
         except KeyboardInterrupt:
@@ -64,14 +73,16 @@ def _run_with_progress(step: str, options: Any, outputs: list[Path], quiet: bool
             raise
 
 
-def _run_workflow(options: dict[str, Any], quiet: bool) -> dict[str, Any]:
+def _run_workflow(options: dict[str, Any], quiet: bool, verbose: bool) -> dict[str, Any]:
     """Run every step of a workflow file, one progress bar per step."""
+    from workflows.model import model_name
     from workflows.workflow import Workflow, run_workflow
 
     wf = Workflow.load(Path(options["workflow"]))
     if options.get("output"):
         wf.output = options["output"]
     wf.model.allow_unsafe = bool(options.get("allow_unsafe"))  # the person running it decides
+    logs = None if verbose else Path(wf.output) / model_name(wf.model.path) / "logs"
     with _progress_bar(quiet) as bar:
         tasks: dict[int, Any] = {}
 
@@ -80,7 +91,7 @@ def _run_workflow(options: dict[str, Any], quiet: bool) -> dict[str, Any]:
                 tasks[i] = bar.add_task(name, total=1.0)
             bar.update(tasks[i], completed=fraction, description=f"{name}: {message}"[:80])
 
-        return run_workflow(wf, on_event)
+        return run_workflow(wf, on_event, logs)
 
 
 def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -101,18 +112,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    log = None
     try:
         step, options, outputs = args.command_options(args)
         if step == "run":
-            result = _run_workflow(options, quiet=args.json)
+            result = _run_workflow(options, quiet=args.json, verbose=args.verbose)
         else:
-            result = _run_with_progress(step, options, outputs, quiet=args.json)
+            from workflows.logs import new_log
+
+            log = None if args.verbose else new_log(step)
+            result = _run_with_progress(step, options, outputs, quiet=args.json, log=log)
     except KeyboardInterrupt:
         err.print("dockyard-cli: interrupted; nothing was written")
         return 130
     except DockyardError as exc:
+        from workflows.logs import mention
+
         message = " ".join(str(exc).split())
-        err.print(f"dockyard-cli: error: {message}", markup=False)
+        err.print(f"dockyard-cli: error: {message}{mention(log)}", markup=False)
         return 1
     except Exception as exc:  # a bug: still one line, the traceback on request
         if os.environ.get("DOCKYARD_DEBUG"):

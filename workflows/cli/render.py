@@ -123,7 +123,8 @@ def export(console: Any, r: dict[str, Any]) -> None:
 
 def run(console: Any, r: dict[str, Any]) -> None:
     for s in r["steps"]:
-        _say(console, f"done {s['step']:18} -> {s['output']}")
+        _say(console, f"done {s['step']:18} {s['seconds']:6.1f} s  -> {s['output']}")
+    _say(console, f"{len(r['steps'])} steps in {sum(s['seconds'] for s in r['steps']):.1f} s")
 
 
 def report(console: Any, r: dict[str, Any]) -> None:

@@ -19,11 +19,25 @@ from workflows.progress import Progress, null_progress
 
 
 def ensure_onnx(
-    model: Model, work: Path, opset: int, progress: Progress
+    model: Model, work: Path, opset: int, progress: Progress, converted: str | None = None
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """The model as an ONNX file (its own, or converted into `work`) and the steps that took."""
+    """The model as an ONNX file (its own, the `converted` one a convert step made, or
+    converted into `work`) and the steps that took."""
     if model.format == "onnx":
         return model.path, []
+    if converted and Path(converted).is_file():
+        import onnx
+
+        proto = onnx.load(converted, load_external_data=False)
+        opsets = {o.domain: o.version for o in proto.opset_import}
+        step = {
+            "step": "convert",
+            "target": "onnx",
+            "opset": opsets.get("", opsets.get("ai.onnx")),
+            "nodes": len(proto.graph.node),
+            "reused": Path(converted).name,  # the workflow's convert step's output
+        }
+        return Path(converted), [step]
     from workflows.steps.convert import convert_model
 
     out = work / "model.onnx"
@@ -61,7 +75,11 @@ class Exporter:
         """The source as ONNX (converted once, into the scratch folder, when it is not)."""
         if self._onnx is None:
             self._onnx, steps = ensure_onnx(
-                self.model, self.work, self.opts.opset, progress or self.progress
+                self.model,
+                self.work,
+                self.opts.opset,
+                progress or self.progress,
+                getattr(self.opts, "converted", None),
             )
             self.steps.extend(steps)
         return self._onnx

@@ -156,6 +156,10 @@ SAMPLE_INPUTS_HELP = (
     "One real sample (.npy, or .npz with one array per input) for the sample request and the "
     "smoke test (default: synthetic)"
 )
+CONVERTED_HELP = (
+    "The model already converted to ONNX (a workflow's convert step), used instead of "
+    "converting again; the export is still validated against the original"
+)
 DIM_VALUES_HELP = (
     "Sizes of named dynamic dimensions in the synthetic sample request (height=320, …)"
 )

@@ -26,6 +26,7 @@ from workflows import __version__
 from workflows.errors import ExportError
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import (
+    CONVERTED_HELP,
     DIM_VALUES_HELP,
     SAMPLE_INPUTS_HELP,
     free_port,
@@ -52,6 +53,7 @@ class DockerExportOptions(Options):
     image: str | None = option(None, "Image tag (default: dockyard/<name>:<version>)")
     port: int = option(8080, "Port the server listens on in the container")
     opset: int = option(18, "ONNX opset when the model must be converted")
+    converted: str | None = option(None, CONVERTED_HELP)
     sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
     dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
     build: bool = option(True, "Build the image when a Docker engine is reachable")

@@ -29,7 +29,7 @@ from workflows.data import (
 )
 from workflows.errors import ExportError, first_line
 from workflows.exporters.base import Exporter
-from workflows.exporters.common import sha256
+from workflows.exporters.common import CONVERTED_HELP, sha256
 from workflows.formats import _tf
 from workflows.machine import measured_on
 from workflows.metrics import compare
@@ -79,6 +79,7 @@ class TFLiteExportOptions(Options):
     preprocess: Preprocess | None = option(None, "Image normalisation (recorded in the metadata)")
     description: str = option("", "A sentence about the model, stored in the metadata")
     opset: int = option(18, "ONNX opset when a PyTorch model is converted first")
+    converted: str | None = option(None, CONVERTED_HELP)
 
 
 def layout_adapter(

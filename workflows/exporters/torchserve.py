@@ -27,6 +27,7 @@ from workflows.data import Preprocess, read_labels
 from workflows.errors import ExportError
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import (
+    CONVERTED_HELP,
     DIM_VALUES_HELP,
     SAMPLE_INPUTS_HELP,
     free_port,
@@ -62,6 +63,7 @@ class TorchServeExportOptions(Options):
     )
     top_k: int = option(5, "Classes in each answer when labels are given")
     opset: int = option(18, "ONNX opset when the model must be converted")
+    converted: str | None = option(None, CONVERTED_HELP)
     sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
     dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
     smoke_test: bool = option(True, "Serve the archive with TorchServe and check its answer")
@@ -180,8 +182,11 @@ class TorchServe:
         raise ExportError(f"TorchServe did not serve {name} within {timeout:.0f} s")
 
     def stop(self) -> None:
-        """End TorchServe: its launcher, the JVM and the JVM's model workers (SIGTERM, then
-        SIGKILL after 20 s)."""
+        """End TorchServe: its launcher, the JVM and the JVM's model workers, killed at once.
+
+        This instance only answered one smoke request and keeps nothing worth a clean
+        shutdown (its logs and PID file are in folders removed next); a polite SIGTERM made
+        the JVM take 4.3 s to go, half the export's time for the sample."""
         import psutil
 
         try:
@@ -191,12 +196,9 @@ class TorchServe:
             tree = []
         for p in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
-                p.terminate()
-        _, alive = psutil.wait_procs(tree, timeout=20)
-        for p in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
-        psutil.wait_procs(alive, timeout=5)
+        # SIGKILL cannot be refused; the kernel's teardown of the JVM (~2 s) need not be waited
+        # for. Our own child is reaped below (no zombie).
         self.proc.wait()
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
