@@ -103,7 +103,7 @@ def runner_steps(warm_workers: bool) -> dict[str, float]:
             ("convert", {"model": pt2, "output": str(out)}),
             ("validate", {"original": pt2, "candidate": {"path": str(out)},
                           "inputs": str(SAMPLE / "digits_test.npz")}),
-            ("predict", {"models": [{"path": str(out)}], "input": str(one)}),
+            ("predict", {"models": [str(out)], "input": str(one)}),
         ]  # fmt: skip
         for name, options in steps:
             if warm_workers:
@@ -174,8 +174,7 @@ def main() -> None:
     os.environ.pop("DOCKYARD_NO_WARM_WORKERS", None)
     from workflows.machine import measured_on
 
-    cpu = measured_on()
-    print(f"measured on: {cpu.get('cpu')} ({cpu.get('cores')} cores), {cpu.get('isa')}")
+    print(f"measured on: {measured_on()['label']}, {os.cpu_count()} cores")
 
     if not args.skip_gui:
         cold = [open_sample(warm=False) for _ in range(3)]

@@ -52,7 +52,12 @@ def _describe_exit(code: int | None) -> str:
 def _rebuild_error(event: dict[str, Any]) -> errors.DockyardError:
     cls = getattr(errors, event["error_type"], None)
     if event.get("expected") and isinstance(cls, type) and issubclass(cls, errors.DockyardError):
-        return cls(event["message"])
+        try:
+            return cls(event["message"])
+        except TypeError:  # a constructor with more parts (OptionsError(path, problem))
+            error = cls.__new__(cls)
+            Exception.__init__(error, event["message"])
+            return error
     return StepFailed(
         f"{event['error_type']}: {event['message']}", event["details"], event["error_type"]
     )

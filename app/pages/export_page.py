@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
     QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSplitter,
     QTextBrowser,
@@ -48,7 +49,7 @@ class ExportPage(Page):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         self.done = QListWidget()
-        self.done.currentTextChanged.connect(self._show_readme)
+        self.done.currentItemChanged.connect(lambda item, _previous: self._show_readme(item))
         left_layout.addWidget(self.done, 1)
         open_button = QPushButton("Open folder")
         open_button.clicked.connect(self._open_folder)
@@ -93,7 +94,11 @@ class ExportPage(Page):
 
         def done(result: dict) -> None:
             self.session.record(step, user, result)
-            self.done.addItem(result["output"])
+            # The export's folder name (export-docker, …), the full path on hover and for Open.
+            item = QListWidgetItem(Path(result["output"]).name)
+            item.setData(Qt.ItemDataRole.UserRole, result["output"])
+            item.setToolTip(result["output"])
+            self.done.addItem(item)
             self.done.setCurrentRow(self.done.count() - 1)
             self._next()
 
@@ -102,7 +107,8 @@ class ExportPage(Page):
 
         self.window_.run_step(step, options, [out], done, f"Exporting: {target}", on_error=failed)
 
-    def _show_readme(self, folder: str) -> None:
+    def _show_readme(self, item: QListWidgetItem | None) -> None:
+        folder = item.data(Qt.ItemDataRole.UserRole) if item else None
         readme = Path(folder) / "README.md" if folder else None
         if readme and readme.exists():
             self.readme.setMarkdown(readme.read_text())
@@ -110,4 +116,4 @@ class ExportPage(Page):
     def _open_folder(self) -> None:
         item = self.done.currentItem()
         if item:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(item.text()))
+            QDesktopServices.openUrl(QUrl.fromLocalFile(item.data(Qt.ItemDataRole.UserRole)))

@@ -23,7 +23,7 @@ class TradeoffChart(QChartView):
         self.setMinimumHeight(240)
         self.x_axis = QValueAxis()
         self.y_axis = QValueAxis()
-        self.y_axis.setTitleText("top-1 accuracy, % (bar: 95 % interval)")
+        self.y_axis.setTitleText("top-1 %")
         self.y_axis.setLabelFormat("%.1f")
         chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
         chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
@@ -48,7 +48,8 @@ class TradeoffChart(QChartView):
         self.x_axis.setTitleText("p50 latency, µs at batch 1" if timed else "size, KB")
         self.x_axis.setLabelFormat("%.3g")
         chart.setTitle(
-            "Variants: accuracy against " + ("latency (lower left is better)" if timed else "size")
+            "Variants: accuracy against "
+            + ("latency (upper left is better)" if timed else "size (upper left is better)")
         )
         float_top1 = next((p.top1 for p in measured if p.ci_points is None), None)
         ys: list[float] = []

@@ -129,6 +129,11 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     assert tflite["passed"] and len(tflite["variants"]) == 4
     assert all((Path(tflite["output"]) / v["file"]).is_file() for v in tflite["variants"])
     assert export.done.count() == 3 and "TFLite" in export.readme.toPlainText()
+    assert [export.done.item(i).text() for i in range(3)] == [
+        "export-docker", "export-torchserve", "export-tflite"
+    ]  # fmt: skip
+    assert export.done.item(0).toolTip() == str(docker)
+    assert export.folder_label.toolTip().startswith(str(window.session.root))
     export.done.setCurrentRow(0)
     assert "Docker build context" in export.readme.toPlainText()
 

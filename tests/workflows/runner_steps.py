@@ -41,5 +41,11 @@ def user_error(options, progress):
     raise FormatError("model.onnx: the file is empty")
 
 
+def options_error(options, progress):
+    from workflows.errors import OptionsError
+
+    raise OptionsError("models[0]", "expected a string, got a mapping")
+
+
 def bug(options, progress):
     return 1 / 0

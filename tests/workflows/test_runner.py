@@ -31,6 +31,13 @@ def test_expected_error_keeps_its_type_and_message():
         run_step(f"{STEPS}:user_error", {}, timeout=60)
 
 
+def test_an_error_with_a_richer_constructor_keeps_its_type_and_message():
+    from workflows.errors import OptionsError
+
+    with pytest.raises(OptionsError, match=r"models\[0\]: expected a string, got a mapping"):
+        run_step(f"{STEPS}:options_error", {}, timeout=60)
+
+
 def test_unexpected_error_carries_the_traceback():
     with pytest.raises(StepFailed) as info:
         run_step(f"{STEPS}:bug", {}, timeout=60)
