@@ -6,7 +6,20 @@ import logging
 import sys
 
 
+def _start_worker_for(path: str) -> None:
+    """Start the step worker the model on the command line needs before Qt loads: its
+    framework imports on the other core while the window is built (the inspect that follows
+    takes it)."""
+    from workflows import warm
+
+    if warm.Pool.enabled():
+        warm.pool().start(warm.family_of("inspect", {"model": {"path": path}}))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) > 1:
+        _start_worker_for(argv[1])
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
@@ -16,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     # Before netron's server is first started: it configures INFO logging on an unconfigured root.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     prepare_environment()
-    argv = list(sys.argv if argv is None else argv)
     app = QApplication.instance() or QApplication(argv)
     app.setOrganizationName("Dockyard")
     app.setApplicationName("Dockyard")

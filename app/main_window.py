@@ -154,8 +154,18 @@ class MainWindow(QMainWindow):
     def _warm_up(self) -> None:
         if self.busy:  # a model given on the command line is loading: do not slow it down
             self.step_finished.connect(self._warm_up_once)
-        else:
-            self.want_workers("onnx", "torch")
+            return
+        from workflows import warm
+
+        if not warm.Pool.enabled():  # DOCKYARD_NO_WARM_WORKERS=1: no warm-up at all (tests)
+            return
+        self.want_workers("onnx", "torch")
+        # The graph view's Chromium too, while nothing runs (its start stalls the event loop).
+        QTimer.singleShot(200, self._prepare_graph_view)
+
+    def _prepare_graph_view(self) -> None:
+        if not self.busy:
+            self.page(InspectPage).netron.prepare()
 
     def _warm_up_once(self) -> None:
         self.step_finished.disconnect(self._warm_up_once)

@@ -203,6 +203,11 @@ class NetronView(QWidget):
         view.setUrl(QUrl(self.url))
         self._stack.setCurrentWidget(view)
 
+    def prepare(self) -> None:
+        """Start Chromium now (the window is idle), not when the first model is shown: its
+        start stalls the event loop for 0.1-0.5 s, which would otherwise land in a step."""
+        self._web_view()
+
     def open_in_browser(self) -> None:
         if self.url:
             QDesktopServices.openUrl(QUrl(self.url))

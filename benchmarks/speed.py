@@ -36,6 +36,9 @@ import sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
 from pathlib import Path
+if not {warm!r}:  # as `dockyard MODEL` starts: the model's worker first, then Qt
+    from app.__main__ import _start_worker_for
+    _start_worker_for({sample!r})
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 from app.netron_view import prepare_environment
@@ -72,7 +75,13 @@ def open_sample(warm: bool) -> float:
         env = {**os.environ, "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen")}
         env.pop("DOCKYARD_NO_WARM_WORKERS", None)
         r = subprocess.run(
-            [sys.executable, "-c", OPEN_SAMPLE.format(root=str(ROOT), out=out, warm=warm)],
+            [
+                sys.executable,
+                "-c",
+                OPEN_SAMPLE.format(
+                    root=str(ROOT), out=out, warm=warm, sample=str(SAMPLE / "digits_cnn.pt2")
+                ),
+            ],
             capture_output=True,
             text=True,
             timeout=300,

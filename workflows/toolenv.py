@@ -101,6 +101,15 @@ def ensure(tool: Tool, progress: Progress | None = None) -> Path:
         return _build(env, marker, tool, lock, digest, progress)
 
 
+def ready(tool: Tool) -> Path | None:
+    """The bin folder of `tool`'s environment when it is built already (nothing is installed)."""
+    if not sys.platform.startswith(tool.platforms):
+        return None
+    digest = hashlib.sha256(tool.lock_file().read_bytes()).hexdigest()
+    env = cache_dir() / tool.name
+    return _bin(env) if _ready(env / "dockyard-ready.json", digest) else None
+
+
 def _ready(marker: Path, lock_sha256: str) -> bool:
     """The environment is complete and was made from this lock file."""
     try:

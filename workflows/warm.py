@@ -26,23 +26,25 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 FAMILIES = ("onnx", "torch", "tensorflow")
-# What each family imports while it waits. Every family starts with the engine and ONNX Runtime;
-# the framework modules are the ones the steps' formats import (formats/_torch.py, _tf.py).
+# What each family imports while it waits, most needed first (a worker handed a step before it
+# is done stops importing). Every family has the engine and ONNX Runtime; the framework modules
+# are the ones the steps' formats import (formats/_torch.py, _tf.py).
 PREIMPORTS: dict[str, tuple[str, ...]] = {
     "onnx": ("numpy", "onnx", "onnxruntime", "onnxruntime.quantization", "workflows.formats"),
     # torch.export.load pulls in dynamo, sympy and networkx (1,270 modules, ~0.9 s for the
     # sample .pt2 after `import torch`); the first conversion adds the ONNX exporter, onnxscript
     # and onnxslim (which imports onnx.reference: 720 modules, 0.75 s). Imported here, the
-    # sample's inspect leaves ~0.1 s of work and its conversion ~0.5 s.
+    # sample's inspect takes 0.16 s and its conversion 0.85 s (1.3 s without the exporter's).
     "torch": ("torch", "torch.export", "torch._dynamo", "torch._export.serde.serialize",
-              "torch.onnx", "torch.onnx._internal.exporter._core", "onnxscript",
-              "onnxscript.function_libs.torch_lib.ops", "torch._functorch.aot_autograd", "onnxslim",
-              "onnx.reference", "sympy", "networkx"),
+              "sympy", "networkx", "torch.onnx", "torch.onnx._internal.exporter._core",
+              "onnxscript", "onnxscript.function_libs.torch_lib.ops",
+              "torch._functorch.aot_autograd", "onnxslim", "onnx.reference"),
     "tensorflow": ("tensorflow", "keras", "tf2onnx", "onnxslim", "onnx.reference"),
 }  # fmt: skip
 FORMAT_FAMILY = {
@@ -86,15 +88,25 @@ def _model_paths(options: Any) -> list[str]:
     return found
 
 
-def _preimport(family: str) -> None:
-    """Import what `family`'s steps will need; a module that fails here fails in the step."""
+def _preimport(family: str, handed_over: Callable[[], bool] = lambda: False) -> None:
+    """Import what `family`'s steps will need, most needed first; stop as soon as a step has
+    been handed over (it imports what it needs itself, and must not wait for the rest). A
+    module that fails here fails in the step, with its message."""
     from workflows import catalogue
 
     steps = tuple(spec.module for spec in catalogue.STEPS.values())  # no framework at import
-    for f in ("onnx",) if family == "onnx" else ("onnx", family):
-        for module in PREIMPORTS[f] + (steps if f == "onnx" else ()):
-            with contextlib.suppress(Exception):
-                importlib.import_module(module)
+    modules = [*PREIMPORTS["onnx"], *steps]
+    if family != "onnx":
+        modules = [*PREIMPORTS["onnx"][:3], *PREIMPORTS[family], *PREIMPORTS["onnx"][3:], *steps]
+    for module in modules:
+        if handed_over():
+            return
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+    with contextlib.suppress(Exception):  # cached: py-cpuinfo's second (macOS, Windows, Arm)
+        from workflows.machine import cpu_features
+
+        cpu_features()
 
 
 def _worker_main(family: str, jobs: Any, events: Any, ready: Any, parent: int, log: str) -> None:
@@ -102,7 +114,7 @@ def _worker_main(family: str, jobs: Any, events: Any, ready: Any, parent: int, l
     from workflows import child
 
     child.enter_child(parent, log)
-    _preimport(family)
+    _preimport(family, lambda: jobs.poll(0))
     ready.set()
     try:
         step, options, step_log = jobs.recv()

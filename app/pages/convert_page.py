@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -18,6 +20,7 @@ from PySide6.QtWidgets import (
 from app.pages.base import Page
 from app.widgets.data_preview import DataPreview
 from app.widgets.declared import declared, declared_default
+from app.widgets.path_label import relative
 from app.widgets.path_picker import PathPicker
 from app.widgets.preprocess_form import PreprocessForm
 from app.widgets.tables import show_table, text_table
@@ -25,6 +28,12 @@ from app.workers import LatestOnly
 from workflows import present
 from workflows.steps.convert import ConvertOptions
 from workflows.steps.quantize import QuantizeOptions
+
+
+def _file_name(source: str) -> str:
+    """A data file's name ("digits_test.npz"), or the description of synthetic data as is."""
+    return Path(source).name if Path(source).is_file() else source
+
 
 MODES = {
     "static": (
@@ -206,9 +215,10 @@ class ConvertPage(Page):
         def done(result: dict) -> None:
             self.session.record("convert", user, result)
             self.convert_status.setText(
-                f"Wrote {result['output']} ({result['size_bytes'] / 1024:.1f} KB) "
-                f"in {result['seconds']:.1f} s. Validating…"
+                f"Wrote {relative(result['output'], self.session.root)} "
+                f"({result['size_bytes'] / 1024:.1f} KB) in {result['seconds']:.1f} s. Validating…"
             )
+            self.convert_status.setToolTip(result["output"])
             self._validate()
 
         self.window_.run_step("convert", options, [out], done, "Converting to ONNX")
@@ -224,7 +234,7 @@ class ConvertPage(Page):
             self.convert_status.setText(
                 f"{self.convert_status.text().removesuffix(' Validating…')} The ONNX model {verdict}: "
                 f"max abs error {worst.get('max_abs_error', 0):.2g}, cosine "
-                f"{worst.get('cosine_similarity', 1):.6f} ({result['inputs']})."
+                f"{worst.get('cosine_similarity', 1):.6f} (on {_file_name(result['inputs'])})."
             )
 
         self.window_.run_step("validate", options, [out], done, "Validating against the original")

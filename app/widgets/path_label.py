@@ -10,6 +10,14 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import QLabel, QMenu, QSizePolicy, QWidget
 
 
+def relative(path: Path | str, root: Path) -> str:
+    """`path` relative to the run folder `root` when it lies inside, else as given."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 class PathLabel(QLabel):
     """`set_path(path, shown=None, prefix="")`: `shown` is what to display (a path relative to
     the run folder, say); the tooltip and Copy path always give the full path."""

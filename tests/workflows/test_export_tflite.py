@@ -6,6 +6,7 @@ under the tools cache) -> SavedModel -> TFLiteConverter; Keras goes straight to 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -195,3 +196,47 @@ def test_without_data_the_quantized_variants_are_not_judged(tmp_path, sample_dir
     assert 0 < v["dynamic"]["validation"]["max_abs_error"] < 1  # the figures are still there
     readme = (tmp_path / "b" / "README.md").read_text()
     assert "accuracy gate: not judged (synthetic)" in readme
+
+
+def test_onnx2tf_starts_before_the_original_loads_and_dies_with_a_failed_export(
+    tmp_path, sample_dir
+):
+    """With the ONNX on disk (the workflow's convert output), onnx2tf runs beside the original
+    model's loading; an export that fails after starting it leaves no onnx2tf behind."""
+    import psutil
+
+    from workflows import toolenv
+    from workflows.converters.onnx_tf import Onnx2TF
+    from workflows.errors import DockyardError
+    from workflows.exporters.tflite_bundle import TFLiteExporter
+    from workflows.runner import run_step
+
+    onnx = tmp_path / "digits.onnx"
+    run_step("convert", {"model": {"path": str(sample_dir / "digits_cnn.pt2")},
+                         "output": str(onnx)}, timeout=300)  # fmt: skip
+    toolenv.ensure(toolenv.ONNX2TF)
+    opts = TFLiteExportOptions(
+        model={"path": str(sample_dir / "digits_cnn.pt2")}, converted=str(onnx), output="x"
+    )
+    early = TFLiteExporter.start_early(opts, tmp_path)
+    assert isinstance(early, Onnx2TF) and early.proc.poll() is None  # running already
+    early.close()
+
+    bad = tmp_path / "calibration.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(DockyardError):
+        export_tflite(
+            TFLiteExportOptions(
+                model={"path": str(sample_dir / "digits_cnn.pt2")},
+                converted=str(onnx),
+                output=str(tmp_path / "out"),
+                calibration=str(bad),
+                variants=["fp32", "int8"],
+            )
+        )
+    leftovers = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if "onnx2tf" in " ".join(child.cmdline()) and child.status() != "zombie":
+                leftovers.append(child)
+    assert leftovers == [] and not (tmp_path / "out").exists()

@@ -15,24 +15,52 @@ from workflows.errors import ConversionError
 from workflows.progress import Progress, null_progress
 
 
+class Onnx2TF:
+    """onnx2tf running in its own environment's Python, started now and awaited by `finish`
+    (the TFLite bundle starts it before loading the original model, which then loads beside it
+    on the other core)."""
+
+    def __init__(self, bin_dir: Path, onnx_path: Path, out_dir: Path) -> None:
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONNOUSERSITE": "1",
+        }
+        env.pop("PYTHONPATH", None)
+        python = bin_dir / ("python.exe" if os.name == "nt" else "python")
+        # -osd: write signature defs, so TFLiteConverter.from_saved_model finds serving_default.
+        cmd = [str(python), "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out_dir), "-osd", "-n"]
+        self.onnx_path, self.out_dir = onnx_path, out_dir
+        # In this step's process group: a cancel's group kill ends it too.
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+
+    def finish(self, progress: Progress | None = None) -> Path:
+        """Wait for the SavedModel; ConversionError with onnx2tf's last lines when it failed."""
+        progress = progress or null_progress()
+        progress.update(0.65, "Converting ONNX to a TensorFlow SavedModel (onnx2tf)")
+        try:
+            output, _ = self.proc.communicate(timeout=1800)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise ConversionError(f"{self.onnx_path}: onnx2tf took more than 30 minutes") from None
+        if self.proc.returncode != 0 or not (self.out_dir / "saved_model.pb").exists():
+            tail = "\n".join(output.strip().splitlines()[-12:])
+            raise ConversionError(f"{self.onnx_path}: onnx2tf could not convert the model:\n{tail}")
+        progress.update(1.0, "SavedModel ready")
+        return self.out_dir
+
+    def close(self) -> None:
+        """Kill it if it still runs (the export failed or finished without it)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
 def onnx_to_savedmodel(onnx_path: Path, out_dir: Path, progress: Progress | None = None) -> Path:
     """Convert `onnx_path` into a SavedModel at `out_dir` (signature serving_default)."""
     progress = progress or null_progress()
     bin_dir = toolenv.ensure(toolenv.ONNX2TF, progress=progress.scaled(0.0, 0.6))
-    progress.update(0.65, "Converting ONNX to a TensorFlow SavedModel (onnx2tf)")
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONNOUSERSITE": "1",
-    }
-    env.pop("PYTHONPATH", None)
-    python = bin_dir / ("python.exe" if os.name == "nt" else "python")
-    # -osd: write signature defs, so TFLiteConverter.from_saved_model finds serving_default.
-    cmd = [str(python), "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out_dir), "-osd", "-n"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    if r.returncode != 0 or not (out_dir / "saved_model.pb").exists():
-        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-12:])
-        raise ConversionError(f"{onnx_path}: onnx2tf could not convert the model:\n{tail}")
-    progress.update(1.0, "SavedModel ready")
-    return out_dir
+    return Onnx2TF(bin_dir, onnx_path, out_dir).finish(progress)

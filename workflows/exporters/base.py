@@ -70,6 +70,7 @@ class Exporter:
     progress: Progress
     steps: list[dict[str, Any]] = field(default_factory=list)
     _onnx: Path | None = None
+    early: Any = None  # what `start_early` started, handed to the hooks
 
     def onnx(self, progress: Progress | None = None) -> Path:
         """The source as ONNX (converted once, into the scratch folder, when it is not)."""
@@ -83,6 +84,12 @@ class Exporter:
             )
             self.steps.extend(steps)
         return self._onnx
+
+    @classmethod
+    def start_early(cls, opts: Any, work: Path) -> Any:
+        """Start work that needs no loaded model (a converter subprocess), so the model loads
+        beside it; returned to the hooks as `self.early`, `close()`d at the end. None: nothing."""
+        return None
 
     @classmethod
     def check(cls, opts: Any, model: Model) -> None:
@@ -110,25 +117,31 @@ class Exporter:
             raise ExportError(f"export {cls.target}: give an output folder (-o DIR)")
         out_path = Path(opts.output)
         check_replaceable(out_path)  # before any work: a user's folder is never replaced
-        progress.update(0.02, f"Loading {opts.model.path}")
-        model = opts.model.load()
-        cls.check(opts, model)
-        name = safe_name(opts.name or model.name)
-        with scratch_dir(out_path) as work, atomic_dir(out_path) as out:
-            exporter = cls(opts, model, name, work, out, progress)
-            exporter.stage()
-            validation = exporter.validate()
-            sample, extra, result = exporter.describe(validation)
-            manifest = write_manifest(
-                out,
-                target=cls.target,
-                source=model.path,
-                source_format=model.format,
-                steps=[*exporter.steps, export_step(cls.target, opts)],
-                sample=sample,
-                validation=validation,
-                extra=extra,
-            )
+        with scratch_dir(out_path) as work:
+            early = cls.start_early(opts, work)
+            try:
+                progress.update(0.02, f"Loading {opts.model.path}")
+                model = opts.model.load()
+                cls.check(opts, model)
+                name = safe_name(opts.name or model.name)
+                with atomic_dir(out_path) as out:
+                    exporter = cls(opts, model, name, work, out, progress, early=early)
+                    exporter.stage()
+                    validation = exporter.validate()
+                    sample, extra, result = exporter.describe(validation)
+                    manifest = write_manifest(
+                        out,
+                        target=cls.target,
+                        source=model.path,
+                        source_format=model.format,
+                        steps=[*exporter.steps, export_step(cls.target, opts)],
+                        sample=sample,
+                        validation=validation,
+                        extra=extra,
+                    )
+            finally:
+                if early is not None:
+                    early.close()
         progress.update(1.0, f"Wrote {out_path}")
         files = sorted(str(p.relative_to(out_path)) for p in out_path.rglob("*") if p.is_file())
         return {
