@@ -78,9 +78,8 @@ def enter_child(parent: int | None, log: str | None = None) -> None:
         _ORIGINAL_STDERR = os.dup(2)
         _redirect(log)
     else:
-        os.dup2(
-            2, 1
-        )  # libraries that print must not pollute the parent's stdout (it may carry JSON)
+        # Libraries that print must not pollute the parent's stdout (it may carry JSON).
+        os.dup2(2, 1)
 
 
 def _redirect(log: str) -> None:

@@ -124,7 +124,8 @@ def run_workflow(
     on_event: Callable[[int, str, float, str], None] | None = None,
     logs: Path | None = None,
 ) -> dict[str, Any]:
-    """Run every step in order (each in a child process); stop at the first failure.
+    """Run every step in order (each in a child process); stop at the first failure. The run
+    folder gets HANDOFF.md (`workflows.handoff`).
 
     While a step runs, a warm worker for the next one imports its framework (not beside a
     `timed` step). `logs`: a folder for each step's framework output (`NN-step.log`)."""
@@ -171,4 +172,18 @@ def run_workflow(
                 f"validate: the converted model differs from the original beyond "
                 f"the tolerance (worst: {result['worst']}); stopping the workflow"
             )
-    return {"workflow": workflow.to_dict(), "steps": results}
+    handoff = write_handoff(workflow, {s["step"]: s["result"] for s in results})
+    return {"workflow": workflow.to_dict(), "steps": results, "handoff": str(handoff)}
+
+
+def write_handoff(workflow: Workflow, results: dict[str, dict[str, Any]]) -> Path:
+    """HANDOFF.md in the run folder: the app's "Copy handoff note", for a CI run's ticket."""
+    from workflows.atomic import atomic_file
+    from workflows.handoff import handoff_note
+    from workflows.model import model_name
+
+    root = Path(workflow.output) / model_name(workflow.model.path)
+    target = root / "HANDOFF.md"
+    with atomic_file(target) as tmp:
+        tmp.write_text(handoff_note(root.name, workflow.model.path, results, root))
+    return target

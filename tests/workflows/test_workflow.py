@@ -255,6 +255,10 @@ def test_a_run_hands_each_step_a_warm_worker_and_converts_once(sample_dir, tmp_p
     manifest = steps[2]["result"]["manifest"]
     convert = next(s for s in manifest["steps"] if s["step"] == "convert")
     assert convert["reused"] == "digits_cnn.onnx" and convert["opset"] == 17
+    note = (tmp_path / "run" / "digits_cnn" / "HANDOFF.md").read_text()
+    assert result["handoff"].endswith("HANDOFF.md") and note.startswith("## digits_cnn")
+    assert "**ONNX model** — `convert/digits_cnn.onnx`" in note
+    assert "**Docker image** — `export-docker`" in note and "docker build -t" in note
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [
         "01-convert.log", "02-validate.log", "03-export-docker.log"
     ]  # fmt: skip

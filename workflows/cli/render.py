@@ -125,6 +125,8 @@ def run(console: Any, r: dict[str, Any]) -> None:
     for s in r["steps"]:
         _say(console, f"done {s['step']:18} {s['seconds']:6.1f} s  -> {s['output']}")
     _say(console, f"{len(r['steps'])} steps in {sum(s['seconds'] for s in r['steps']):.1f} s")
+    if r.get("handoff"):
+        _say(console, f"handoff note: {r['handoff']}")
 
 
 def report(console: Any, r: dict[str, Any]) -> None:
