@@ -518,3 +518,63 @@ def test_cli_takes_dim_values(tmp_path):
     for bad in ("height", "height=x", "=3", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             int_dict(bad)
+
+
+def _metric(text: str, name: str) -> float:
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
+    return float(line.split()[-1])
+
+
+def test_dynamic_batching_gives_64_concurrent_clients_exactly_their_rows(exported, sample_dir):
+    """The sample has a dynamic batch, so the server batches by default. 64 clients at once,
+    each with 1-4 rows of its own: every answer equals ONNX Runtime's for those rows alone, and
+    the server ran fewer model calls than it got requests."""
+    folder = exported[0]
+    x = np.load(sample_dir / "digits_test.npz")["x"]
+    rng = np.random.default_rng(0)
+    sizes = [int(rng.integers(1, 5)) for _ in range(64)]
+    starts = np.cumsum([0, *sizes[:-1]]) % (len(x) - 4)
+    s = Server(folder, BATCH_MAX_DELAY_MS="5")
+    try:
+        status, text = s.call("GET", "/metrics")
+        assert _metric(text, "dockyard_dynamic_batching") == 1.0
+
+        def one(i: int) -> tuple[int, np.ndarray, np.ndarray]:
+            rows = x[starts[i] : starts[i] + sizes[i]]
+            body = {"inputs": [{"name": "x", "shape": list(rows.shape), "datatype": "FP32",
+                                "data": rows.ravel().tolist()}]}  # fmt: skip
+            status, answer = s.call("POST", "/v2/models/digits-cnn/infer", body)
+            out = answer["outputs"][0] if status == 200 else {"data": [], "shape": [0]}
+            return status, rows, np.asarray(out["data"], np.float32).reshape(out["shape"])
+
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            answers = list(pool.map(one, range(64)))
+        for status, rows, got in answers:
+            assert status == 200
+            np.testing.assert_allclose(got, _reference(folder, rows), atol=1e-5)
+        _, text = s.call("GET", "/metrics")
+        runs = _metric(text, "dockyard_batch_requests_count")
+        requests = _metric(text, "dockyard_batch_requests_sum")
+        assert requests >= 64 and runs < requests, (runs, requests)  # requests were joined
+        assert _metric(text, "dockyard_batch_rows_sum") >= sum(sizes)
+    finally:
+        s.stop()
+    off = Server(folder, BATCHING="0")  # switched off at run time
+    try:
+        _, text = off.call("GET", "/metrics")
+        assert _metric(text, "dockyard_dynamic_batching") == 0.0
+    finally:
+        off.stop()
+
+
+def test_an_export_without_batching_serves_without_it(exported, tmp_path):
+    out = tmp_path / "unbatched"
+    export_docker(DockerExportOptions(model={"path": str(exported[0] / "model" / "model.onnx")},
+                                      output=str(out), batching=False, build=False))  # fmt: skip
+    assert json.loads((out / "model" / "config.json").read_text())["batching"] is False
+    s = Server(out)
+    try:
+        _, text = s.call("GET", "/metrics")
+        assert _metric(text, "dockyard_dynamic_batching") == 0.0
+    finally:
+        s.stop()

@@ -57,6 +57,11 @@ class DockerExportOptions(Options):
     sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
     dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
     build: bool = option(True, "Build the image when a Docker engine is reachable")
+    batching: bool = option(
+        True,
+        "Dynamic batching in the server when every input and output has a dynamic first "
+        "dimension (BATCHING=0/1 overrides it at run time)",
+    )
 
 
 def _fill(template: Path, target: Path, values: dict[str, Any]) -> None:
@@ -244,6 +249,8 @@ class DockerExporter(Exporter):
                     "version": "1",
                     "file": "model.onnx",
                     "exported_by": f"dockyard {__version__}",
+                    # True: the server batches when the model's batch dimension is dynamic.
+                    "batching": self.opts.batching,
                 },
                 indent=2,
             )

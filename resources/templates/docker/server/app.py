@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from server import decode as decoding
+from server.batcher import Batcher, batchable
 from server.decode import NUMPY_TO_V2, RequestError
 from server.model import ServedModel
 from server.settings import Settings
@@ -48,6 +49,21 @@ class Metrics:
         self.in_flight = Gauge(
             "dockyard_requests_in_flight", "Requests being served", registry=self.registry
         )
+        self.batching = Gauge(
+            "dockyard_dynamic_batching", "1 when requests are batched", registry=self.registry
+        )
+        self.batch_rows = Histogram(
+            "dockyard_batch_rows", "Rows per model run", registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )  # fmt: skip
+        self.batch_requests = Histogram(
+            "dockyard_batch_requests", "Requests per model run", registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )  # fmt: skip
+        self.queue = Histogram(
+            "dockyard_queue_seconds", "Time a request waited for a model run",
+            registry=self.registry,
+        )  # fmt: skip
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -219,12 +235,44 @@ def create_app(settings: Settings | None = None) -> Any:
     decode = Decoder(settings.decode_process_above, settings.decode_processes)
     state = {"ready": False}
 
-    async def run_model(feeds: dict[str, np.ndarray], wanted: list[str] | None = None):
-        # ONNX Runtime releases the GIL: run it in worker threads, at most CONCURRENCY at a time.
+    def timed_infer(feeds: dict[str, np.ndarray], wanted: list[str] | None) -> Any:
         started = time.perf_counter()
-        result = await anyio.to_thread.run_sync(model.infer, feeds, wanted, limiter=limiter)
+        result = model.infer(feeds, wanted)
         metrics.inference.observe(time.perf_counter() - started)
         return result
+
+    async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
+        # ONNX Runtime releases the GIL: run it in worker threads, at most CONCURRENCY at a time.
+        return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
+
+    batching = settings.batching in ("1", "true", "on") or (
+        settings.batching == "auto"
+        and model.config.get("batching", True) is not False
+        and batchable(model.inputs, model.outputs)
+    )
+    batcher = (
+        Batcher(
+            timed_infer,
+            in_thread,
+            settings.batch_max_size,
+            settings.batch_max_delay_ms / 1000,
+            # Runners at once: the rest queue up and are joined (CONCURRENCY bounds threads).
+            runners=max(1, settings.concurrency // 2),
+            on_batch=lambda rows, requests: (
+                metrics.batch_rows.observe(rows),
+                metrics.batch_requests.observe(requests),
+            ),
+            on_queue=metrics.queue.observe,
+        )
+        if batching
+        else None
+    )
+    metrics.batching.set(1 if batcher else 0)
+
+    async def run_model(feeds: dict[str, np.ndarray], wanted: list[str] | None = None):
+        if batcher is not None:
+            return await batcher.infer(feeds, wanted)
+        return await in_thread(timed_infer, feeds, wanted)
 
     def check_model_name(name: str) -> None:
         if name != model.name:
@@ -311,9 +359,13 @@ def create_app(settings: Settings | None = None) -> Any:
     async def lifespan(app: Starlette):
         await anyio.to_thread.run_sync(model.warm_up)
         await anyio.to_thread.run_sync(decode.start)
+        if batcher is not None:
+            batcher.start()
         state["ready"] = True
         yield
         state["ready"] = False
+        if batcher is not None:
+            await batcher.stop()
         decode.stop()
 
     routes = [

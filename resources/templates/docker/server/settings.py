@@ -15,6 +15,14 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={value!r} is not a whole number") from exc
 
 
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value.strip() else default
+    except ValueError as exc:
+        raise SystemExit(f"{name}={value!r} is not a number") from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
@@ -33,6 +41,9 @@ class Settings:
     decode_processes: int
     decode_process_above: int
     log_level: str
+    batching: str  # "auto" (the export's choice), "1" or "0"
+    batch_max_size: int
+    batch_max_delay_ms: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -62,4 +73,10 @@ class Settings:
             decode_processes=_int("DECODE_PROCESSES", 1),
             decode_process_above=_int("DECODE_PROCESS_ABOVE", 256 * 1024),
             log_level=os.environ.get("LOG_LEVEL", "info"),
+            # Dynamic batching (server/batcher.py): requests waiting while the model is busy run
+            # as one call of up to BATCH_MAX_SIZE rows; BATCH_MAX_DELAY_MS lets a run wait for
+            # more. BATCHING=0/1 overrides the export's choice (on when the batch is dynamic).
+            batching=os.environ.get("BATCHING", "auto").strip().lower() or "auto",
+            batch_max_size=_int("BATCH_MAX_SIZE", 32),
+            batch_max_delay_ms=_float("BATCH_MAX_DELAY_MS", 0.0),
         )
