@@ -7,20 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def _int(name: str, default: int) -> int:
+def _number(name: str, default: float, kind: type = int) -> float:
     value = os.environ.get(name, "")
     try:
-        return int(value) if value.strip() else default
+        return kind(value) if value.strip() else default
     except ValueError as exc:
-        raise SystemExit(f"{name}={value!r} is not a whole number") from exc
+        what = "a whole number" if kind is int else "a number"
+        raise SystemExit(f"{name}={value!r} is not {what}") from exc
+
+
+def _int(name: str, default: int) -> int:
+    return int(_number(name, default, int))
 
 
 def _float(name: str, default: float) -> float:
-    value = os.environ.get(name, "")
-    try:
-        return float(value) if value.strip() else default
-    except ValueError as exc:
-        raise SystemExit(f"{name}={value!r} is not a number") from exc
+    return float(_number(name, default, float))
 
 
 @dataclass(frozen=True)
