@@ -578,3 +578,64 @@ def test_an_export_without_batching_serves_without_it(exported, tmp_path):
         assert _metric(text, "dockyard_dynamic_batching") == 0.0
     finally:
         s.stop()
+
+
+def _binary_call(server: Server, header: dict, tail: bytes, length: int | None = None):
+    head = json.dumps(header).encode()
+    req = urllib.request.Request(
+        server.base + "/v2/models/digits-cnn/infer",
+        data=head + tail,
+        method="POST",
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(head) if length is None else length),
+            **AUTH,
+        },
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def test_binary_tensors_give_the_json_answer(server, exported, sample_dir):
+    """Triton's binary tensor data extension, both ways: raw FP32 in, raw FP32 out, the same
+    numbers as the JSON request; mistakes in the framing are 400s that say what is wrong."""
+    x = np.load(sample_dir / "digits_test.npz")["x"][:3]
+    json_body = {"inputs": [{"name": "x", "shape": [3, 1, 8, 8], "datatype": "FP32",
+                             "data": x.ravel().tolist()}]}  # fmt: skip
+    status, answer = server.call("POST", "/v2/models/digits-cnn/infer", json_body, headers=AUTH)
+    assert status == 200
+    want = np.asarray(answer["outputs"][0]["data"], np.float32).reshape(3, 10)
+    raw = x.astype("<f4").tobytes()
+    header = {
+        "inputs": [{"name": "x", "shape": [3, 1, 8, 8], "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": answer["outputs"][0]["name"], "parameters": {"binary_data": True}}],
+    }  # fmt: skip
+    status, headers, body = _binary_call(server, header, raw)
+    assert status == 200, body[:300]
+    length = int(headers["Inference-Header-Content-Length"])
+    meta = json.loads(body[:length])
+    out = meta["outputs"][0]
+    assert out["parameters"]["binary_data_size"] == 3 * 10 * 4 and "data" not in out
+    got = np.frombuffer(body[length:], "<f4").reshape(out["shape"])
+    np.testing.assert_array_equal(got, want)  # the very same floats as the JSON answer
+    np.testing.assert_allclose(got, _reference(exported[0], x), atol=1e-5)
+
+    header.pop("outputs")  # binary in, JSON out
+    status, headers, body = _binary_call(server, header, raw)
+    assert status == 200 and "Inference-Header-Content-Length" not in headers
+    np.testing.assert_array_equal(json.loads(body)["outputs"][0]["data"], want.ravel())
+
+    short = json.loads(json.dumps(header))
+    short["inputs"][0]["parameters"]["binary_data_size"] = len(raw) - 4
+    for head, tail, length, message in (
+        (header, raw[:-4], None, "does not fit the 764 bytes of binary data left"),
+        (short, raw[:-4], None, "needs 768 bytes but binary_data_size is 764"),
+        (header, raw + b"\0" * 8, None, "8 bytes of binary data are not claimed"),
+        (header, raw, 10**6, "Inference-Header-Content-Length is 1000000"),
+    ):
+        status, _, body = _binary_call(server, head, tail, length)
+        assert status == 400 and message in json.loads(body)["error"], body[:300]

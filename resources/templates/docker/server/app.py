@@ -139,6 +139,20 @@ class Decoder:
         self.start()
 
 
+# Triton's binary tensor data extension: the JSON part's length; raw tensors follow it.
+BINARY_HEADER = "Inference-Header-Content-Length"
+
+
+def binary_header_length(request: Request) -> int | None:
+    """The request's Inference-Header-Content-Length, or None for a plain JSON request."""
+    value = request.headers.get(BINARY_HEADER)
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise RequestError(f"{BINARY_HEADER} must be a whole number of bytes, not {value!r}")
+    return int(value)
+
+
 async def json_response(content: Any) -> Response:
     """A JSON response rendered in a worker thread (a large answer would stall the loop)."""
     body = await anyio.to_thread.run_sync(_render, content)
@@ -291,7 +305,7 @@ def create_app(settings: Settings | None = None) -> Any:
             {
                 "name": "dockyard-onnxruntime",
                 "version": "1",
-                "extensions": ["tf_serving_predict", "metrics"],
+                "extensions": ["tf_serving_predict", "metrics", "binary_tensor_data"],
             }
         )
 
@@ -308,18 +322,24 @@ def create_app(settings: Settings | None = None) -> Any:
 
     async def infer_v2(request: Request) -> Response:
         check_model_name(request.path_params["name"])
+        header_length = binary_header_length(request)
         body = await read_body(request, settings.max_body_bytes)
-        decoded = await decode(decoding.v2_request, body, model.signature)
+        decoded = await decode(decoding.v2_request, body, model.signature, header_length)
         results = await run_model(decoded.feeds, decoded.wanted or None)
-        outputs = [
-            {
+        outputs, tail = [], []
+        for name, arr in results.items():
+            out: dict[str, Any] = {
                 "name": name,
                 "datatype": NUMPY_TO_V2.get(arr.dtype.name, "BYTES"),
                 "shape": list(arr.shape),
-                "data": arr.ravel(),  # made a list in the rendering thread
             }
-            for name, arr in results.items()
-        ]
+            if decoded.binary_all or name in decoded.binary_outputs:
+                raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+                out["parameters"] = {"binary_data_size": len(raw)}
+                tail.append(raw)
+            else:
+                out["data"] = arr.ravel()  # made a list in the rendering thread
+            outputs.append(out)
         response: dict[str, Any] = {
             "model_name": model.name,
             "model_version": model.version,
@@ -327,7 +347,14 @@ def create_app(settings: Settings | None = None) -> Any:
         }
         if decoded.has_id:
             response["id"] = decoded.id
-        return await json_response(response)
+        if not tail:
+            return await json_response(response)
+        header = await anyio.to_thread.run_sync(_render, response)
+        return Response(
+            header + b"".join(tail),
+            media_type="application/octet-stream",
+            headers={BINARY_HEADER: str(len(header))},
+        )
 
     async def predict_v1(request: Request) -> Response:
         # TF Serving's REST route is /v1/models/{name}:predict; Starlette sees "name:predict".

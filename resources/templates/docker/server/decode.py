@@ -166,6 +166,30 @@ def _int(text: str) -> int:
     return int(text)
 
 
+def binary_tensor(
+    signature: Signature, name: str, chunk: bytes, shape: Any, datatype: Any
+) -> np.ndarray:
+    """An input sent as raw bytes (Triton's binary tensor data extension): little-endian,
+    row-major, exactly shape x itemsize bytes."""
+    info = signature.info(name)
+    expected_v2 = NUMPY_TO_V2.get(info.dtype)
+    if datatype != expected_v2:
+        raise RequestError(
+            f"input {name!r} has datatype {datatype} but the model expects {expected_v2}"
+        )
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
+    dtype = np.dtype(info.dtype).newbyteorder("<")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed != len(chunk):
+        raise RequestError(
+            f"input {name!r}: shape {shape} of {datatype} needs {needed} bytes but "
+            f"binary_data_size is {len(chunk)}"
+        )
+    array = np.frombuffer(chunk, dtype=dtype).reshape(shape).astype(info.dtype, copy=True)
+    return signature.check(name, array)
+
+
 def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
@@ -181,11 +205,30 @@ class V2Request:
     wanted: list[str]
     id: Any = None
     has_id: bool = False
+    binary_outputs: set[str] = field(default_factory=set)  # answered as raw bytes
+    binary_all: bool = False  # parameters.binary_data_output: every output as raw bytes
 
 
-def v2_request(body: bytes, signature: Signature) -> V2Request:
-    """An Open Inference Protocol v2 infer request, decoded and checked."""
-    request = parse_json(body)
+def _split(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
+    """The JSON header and the binary tail of a request (Inference-Header-Content-Length)."""
+    if header_length is None:
+        return body, memoryview(b"")
+    if not 0 <= header_length <= len(body):
+        raise RequestError(
+            f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} bytes"
+        )
+    return body[:header_length], memoryview(body)[header_length:]
+
+
+def _flag(parameters: Any, key: str) -> bool:
+    return isinstance(parameters, dict) and parameters.get(key) is True
+
+
+def v2_request(body: bytes, signature: Signature, header_length: int | None = None) -> V2Request:
+    """An Open Inference Protocol v2 infer request, decoded and checked: JSON, or a JSON header
+    of `header_length` bytes followed by raw tensors (Triton's binary tensor data extension)."""
+    header, binary = _split(body, header_length)
+    request = parse_json(header)
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise RequestError(
             'expected a JSON object with an "inputs" list (Open Inference Protocol v2)'
@@ -196,13 +239,40 @@ def v2_request(body: bytes, signature: Signature) -> V2Request:
     ):
         raise RequestError('"outputs" must be a list of {"name": ...} objects')
     feeds = {}
+    offset = 0
     for item in request["inputs"]:
+        parameters = item.get("parameters") if isinstance(item, dict) else None
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is not None and isinstance(item, dict) and "name" in item:
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise RequestError(
+                    f"input {item['name']!r}: binary_data_size {size!r} does not fit the "
+                    f"{len(binary) - offset} bytes of binary data left"
+                )
+            feeds[item["name"]] = binary_tensor(
+                signature, item["name"], bytes(binary[offset : offset + size]),
+                item.get("shape"), item.get("datatype"),
+            )  # fmt: skip
+            offset += size
+            continue
         if not isinstance(item, dict) or "name" not in item or "data" not in item:
             raise RequestError('each input needs "name", "shape", "datatype" and "data"')
         feeds[item["name"]] = signature.tensor(
             item["name"], item["data"], item.get("shape"), item.get("datatype")
         )
-    return V2Request(feeds, [o["name"] for o in requested], request.get("id"), "id" in request)
+    if offset != len(binary):
+        raise RequestError(
+            f"{len(binary) - offset} bytes of binary data are not claimed by any input's "
+            "binary_data_size"
+        )
+    return V2Request(
+        feeds,
+        [o["name"] for o in requested],
+        request.get("id"),
+        "id" in request,
+        {o["name"] for o in requested if _flag(o.get("parameters"), "binary_data")},
+        _flag(request.get("parameters"), "binary_data_output"),
+    )
 
 
 def v1_request(body: bytes, signature: Signature) -> dict[str, np.ndarray]:
