@@ -1,5 +1,6 @@
 """The child side of a step: becoming a step process (own process group, dies with its parent,
-framework output into a log) and serving one step's events over a pipe.
+framework output into a log) and serving one step's events over a pipe; and `kill_group`, how
+the parent ends one.
 
 Both the runner's freshly spawned children and the warm workers (`workflows.warm`) run this.
 """
@@ -60,6 +61,25 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="dockyard-parent-watch", daemon=True).start()
 
 
+def kill_group(process: Any) -> None:
+    """SIGKILL a step child (a multiprocessing Process) and its process group, then reap it.
+
+    The whole group, even when the child itself has already died (killed by the OOM killer,
+    say): what it started (a smoke-test server, TorchServe, nested steps) must not outlive it."""
+    if hasattr(os, "killpg") and process.pid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    if process.exitcode is None:
+        process.kill()
+        process.join(timeout=2)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
 _ORIGINAL_STDERR: int | None = None  # the inherited stderr, kept while fd 2 goes to a log
 
 
@@ -83,9 +103,7 @@ def enter_child(parent: int | None, log: str | None = None) -> None:
 
 
 def _redirect(log: str) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    _flush()
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -105,9 +123,7 @@ def switch_log(current: str, log: str | None) -> None:
     if log:
         _redirect(log)
     elif _ORIGINAL_STDERR is not None:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush()
         os.dup2(_ORIGINAL_STDERR, 2)
         os.dup2(_ORIGINAL_STDERR, 1)
 
@@ -159,7 +175,5 @@ def serve_step(step: str, options: Any, conn: Any, parent: int | None) -> None:
     # during which the parent waits and the parent-death watch no longer runs. (atexit has no
     # public "run the handlers now"; _run_exitfuncs is what Py_Finalize itself calls.)
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    _flush()
     os._exit(0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workflows.model import path_size
 from workflows.present import gate, pct, size
 
 NOT_CHECKED = "—"
@@ -35,10 +36,7 @@ class Card:
 
     def relative(self, root: Path) -> str:
         """The path relative to the run folder `root` when it lies inside it."""
-        try:
-            return str(Path(self.path).relative_to(root))
-        except ValueError:
-            return self.path
+        return relative(self.path, root)
 
 
 @dataclass(frozen=True)
@@ -53,17 +51,22 @@ class Point:
     passed: bool | None
 
 
-def _q(path: str | Path, root: Path) -> str:
+def relative(path: str | Path, root: Path) -> str:
+    """`path` relative to the run folder `root` when it lies inside it, else as given."""
     try:
-        text = str(Path(path).relative_to(root))
+        return str(Path(path).relative_to(root))
     except ValueError:
-        text = str(path)
-    return shlex.quote(text)
+        return str(path)
 
 
-def _folder_size(path: Path) -> int | None:
+def _q(path: str | Path, root: Path) -> str:
+    return shlex.quote(relative(path, root))
+
+
+def _size(path: Path) -> int | None:
+    """Bytes of a file or a folder (`workflows.model.path_size`); None when it is gone."""
     try:
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path_size(path)
     except OSError:
         return None
 
@@ -170,7 +173,7 @@ def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
         found.append(
             Card("Docker image", "build context: ONNX Runtime server (Open Inference Protocol v2, "
                  "TF-Serving REST, /metrics), Kubernetes and KServe manifests", out,
-                 _folder_size(Path(out)), _served(smoke), None,
+                 _size(Path(out)), _served(smoke), None,
                  "any Docker host; Kubernetes (k8s/), KServe (kserve/)",
                  f"docker build -t {image} {_q(out, root)} && docker run --rm -p 8080:8080 "
                  f"{image}\ncurl -s localhost:8080/v2/models/{name}/infer "
@@ -198,7 +201,7 @@ def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
         model = f" --model {best['file']}" if best else ""
         found.append(
             Card("TFLite bundle", f"LiteRT models ({names}), metadata, infer.py", str(out),
-                 _folder_size(out), _tflite_check(tfl), None,
+                 _size(out), _tflite_check(tfl), None,
                  "LiteRT: Android, iOS, Linux/ARM boards; Python via ai-edge-litert",
                  f"python {_q(out / 'infer.py', root)} "
                  f"{_q(out / 'sample_input.npy', root)}{model}")
@@ -211,13 +214,6 @@ def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
                  f"open {_q(report['html'], root)}")
         )  # fmt: skip
     return found
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
 
 
 def _served(smoke: dict[str, Any]) -> str:

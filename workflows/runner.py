@@ -8,7 +8,6 @@ application down. A killed child's half-written outputs are removed (see `workfl
 from __future__ import annotations
 
 import atexit
-import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -20,7 +19,7 @@ from typing import Any
 
 from workflows import errors
 from workflows.atomic import remove_partials
-from workflows.child import NESTED_ENV, child_main, resolve
+from workflows.child import NESTED_ENV, child_main, kill_group, resolve
 from workflows.progress import DataCallback, Progress, ProgressCallback
 
 __all__ = ["NESTED_ENV", "StepFailed", "StepProcess", "resolve", "run_inline", "run_step"]
@@ -116,9 +115,8 @@ class StepProcess:
             else:
                 worker.jobs.close()
         if worker is None:
-            ctx = mp.get_context(
-                "spawn"
-            )  # fork is unsafe with threads (Qt, ORT), absent on Windows
+            # fork is unsafe with threads (Qt, ORT), absent on Windows
+            ctx = mp.get_context("spawn")
             self._recv, send = ctx.Pipe(duplex=False)
             # Not a daemon: a step may start nested steps (the benchmark times each variant in its
             # own process), which daemons may not. Stragglers are killed at exit by _kill_live.
@@ -141,14 +139,7 @@ class StepProcess:
         self._kill()
 
     def _kill(self) -> None:
-        # The whole group, even when the step's own process has already died (killed by the
-        # OOM killer, say): what it started (a smoke-test server, TorchServe) must not outlive it.
-        if hasattr(os, "killpg") and self.pid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-        if self.process.exitcode is None:
-            self.process.kill()
-            self.process.join(timeout=2)
+        kill_group(self.process)
 
     def _cleanup(self) -> None:
         if self.pid is None:

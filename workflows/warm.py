@@ -23,11 +23,10 @@ import importlib
 import multiprocessing as mp
 import os
 import shutil
-import signal
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +94,9 @@ def _preimport(family: str, handed_over: Callable[[], bool] = lambda: False) -> 
     from workflows import catalogue
 
     steps = tuple(spec.module for spec in catalogue.STEPS.values())  # no framework at import
-    modules = [*PREIMPORTS["onnx"], *steps]
-    if family != "onnx":
-        modules = [*PREIMPORTS["onnx"][:3], *PREIMPORTS[family], *PREIMPORTS["onnx"][3:], *steps]
-    for module in modules:
+    base = PREIMPORTS["onnx"]
+    framework = PREIMPORTS[family] if family != "onnx" else ()
+    for module in (*base[:3], *framework, *base[3:], *steps):
         if handed_over():
             return
         with contextlib.suppress(Exception):
@@ -134,18 +132,14 @@ class Worker:
     events: Any
     ready: Any
     log: Path
-    taken: bool = field(default=False)
 
     def alive(self) -> bool:
         return self.process.exitcode is None and self.process.is_alive()
 
     def kill(self) -> None:
-        if hasattr(os, "killpg"):  # the worker leads its own group: what it started goes too
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            self.process.kill()
-            self.process.join(timeout=2)
+        from workflows.child import kill_group
+
+        kill_group(self.process)
 
 
 class Pool:
@@ -215,7 +209,6 @@ class Pool:
             worker = self._idle.pop(family, None)
         if worker is None or not worker.alive():
             return None
-        worker.taken = True
         return worker
 
     def replace(self, family: str) -> None:

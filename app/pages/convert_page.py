@@ -20,12 +20,12 @@ from PySide6.QtWidgets import (
 from app.pages.base import Page
 from app.widgets.data_preview import DataPreview
 from app.widgets.declared import declared, declared_default
-from app.widgets.path_label import relative
 from app.widgets.path_picker import PathPicker
 from app.widgets.preprocess_form import PreprocessForm
 from app.widgets.tables import show_table, text_table
 from app.workers import LatestOnly
 from workflows import present
+from workflows.handoff import relative
 from workflows.steps.convert import ConvertOptions
 from workflows.steps.quantize import QuantizeOptions
 

@@ -13,6 +13,14 @@ from PySide6.QtWidgets import QApplication
 MAX_POINTS = 4000  # per line; beyond that every other point is dropped (the shape stays)
 
 
+def follow_palette(chart: QChart) -> None:
+    """Draw `chart` in the app's light or dark palette (charts do not follow it themselves)."""
+    palette = QApplication.palette()
+    dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
+    chart.setTheme(QChart.ChartTheme.ChartThemeDark if dark else QChart.ChartTheme.ChartThemeLight)
+    chart.setBackgroundBrush(palette.base())
+
+
 class LatencyPlot(QChartView):
     """`add(event)` with the benchmark's live events; `clear()` before a new run."""
 
@@ -38,12 +46,7 @@ class LatencyPlot(QChartView):
 
     def apply_palette(self) -> None:
         """Follow the app's light or dark palette."""
-        palette = QApplication.palette()
-        dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
-        self.chart().setTheme(
-            QChart.ChartTheme.ChartThemeDark if dark else QChart.ChartTheme.ChartThemeLight
-        )
-        self.chart().setBackgroundBrush(palette.base())
+        follow_palette(self.chart())
 
     def clear(self) -> None:
         for series in self.series.values():

@@ -10,14 +10,6 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import QLabel, QMenu, QSizePolicy, QWidget
 
 
-def relative(path: Path | str, root: Path) -> str:
-    """`path` relative to the run folder `root` when it lies inside, else as given."""
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 class PathLabel(QLabel):
     """`set_path(path, shown=None, prefix="")`: `shown` is what to display (a path relative to
     the run folder, say); the tooltip and Copy path always give the full path."""
@@ -39,9 +31,6 @@ class PathLabel(QLabel):
         self.prefix = prefix
         self.setToolTip(f"{self.path}\n(right-click: Copy path, Open folder)" if path else "")
         self._elide()
-
-    def full_text(self) -> str:
-        return self.prefix + self.shown
 
     def _elide(self) -> None:
         metrics = self.fontMetrics()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from PySide6.QtCharts import QChart, QChartView, QLineSeries, QScatterSeries, QValueAxis
 from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QPainter, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QPainter
 
+from app.widgets.latency_plot import follow_palette
 from workflows.handoff import Point
 from workflows.present import size
 
@@ -28,16 +28,11 @@ class TradeoffChart(QChartView):
         chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
         chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
         self.points: list[Point] = []
-        palette = QApplication.palette()
-        dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
-        chart.setTheme(
-            QChart.ChartTheme.ChartThemeDark if dark else QChart.ChartTheme.ChartThemeLight
-        )
-        chart.setBackgroundBrush(palette.base())
 
     def show_points(self, points: list[Point]) -> None:
         chart = self.chart()
         chart.removeAllSeries()
+        follow_palette(chart)  # the theme may have changed since the last time
         measured = [p for p in points if p.top1 is not None]
         self.points = measured
         if not measured:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows.errors import ConversionError
+from workflows.formats.onnx_format import default_opset
 from workflows.progress import Progress
 
 TWO_GB = 2**31
@@ -83,5 +84,5 @@ def finalize(
         "nodes_after": len(proto.graph.node),
         "simplified": simplified,
         "external_data": large,
-        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+        "opset": default_opset(proto),
     }

@@ -28,12 +28,13 @@ def ensure_onnx(
     if converted and Path(converted).is_file():
         import onnx
 
+        from workflows.formats.onnx_format import default_opset
+
         proto = onnx.load(converted, load_external_data=False)
-        opsets = {o.domain: o.version for o in proto.opset_import}
         step = {
             "step": "convert",
             "target": "onnx",
-            "opset": opsets.get("", opsets.get("ai.onnx")),
+            "opset": default_opset(proto),
             "nodes": len(proto.graph.node),
             "reused": Path(converted).name,  # the workflow's convert step's output
         }

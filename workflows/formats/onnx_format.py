@@ -122,6 +122,11 @@ def read_proto(path: Path, load_external_data: bool = True) -> Any:
     return proto
 
 
+def default_opset(proto: Any) -> int | None:
+    """The model's opset of the default (ai.onnx) domain."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def load(path: Path, **_: Any) -> Model:
     """Read an ONNX model (external data included) and describe its signature."""
     proto = read_proto(path)

@@ -105,10 +105,8 @@ class Signature:
         """A request tensor (v2 style: flat or nested data + shape + datatype) as a numpy array."""
         info = self.info(name)
         expected_v2 = NUMPY_TO_V2.get(info.dtype)
-        if datatype is not None and datatype != expected_v2:
-            raise RequestError(
-                f"input {name!r} has datatype {datatype} but the model expects {expected_v2}"
-            )
+        if datatype is not None:
+            _same_datatype(name, datatype, expected_v2)
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # checked just below
                 array = np.asarray(data, dtype=info.dtype)
@@ -120,11 +118,7 @@ class Signature:
             # 1e39 is a finite JSON number but overflows FP32 (and FP16 overflows sooner).
             raise RequestError(f"input {name!r}: a value is out of range for {expected_v2}")
         if shape is not None:
-            if not isinstance(shape, list) or not all(
-                type(d) is int and d >= 0
-                for d in shape  # not bool, a subclass of int
-            ):
-                raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
+            _valid_shape(name, shape)
             needed = math.prod(shape)  # Python ints: np.prod wraps around at 2**63
             if needed != array.size:
                 raise RequestError(
@@ -166,6 +160,21 @@ def _int(text: str) -> int:
     return int(text)
 
 
+def _same_datatype(name: str, datatype: Any, expected_v2: str | None) -> None:
+    if datatype != expected_v2:
+        raise RequestError(
+            f"input {name!r} has datatype {datatype} but the model expects {expected_v2}"
+        )
+
+
+def _valid_shape(name: str, shape: Any) -> None:
+    if not isinstance(shape, list) or not all(
+        type(d) is int and d >= 0
+        for d in shape  # not bool, a subclass of int
+    ):
+        raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
+
+
 def binary_tensor(
     signature: Signature, name: str, chunk: bytes, shape: Any, datatype: Any
 ) -> np.ndarray:
@@ -173,12 +182,8 @@ def binary_tensor(
     row-major, exactly shape x itemsize bytes."""
     info = signature.info(name)
     expected_v2 = NUMPY_TO_V2.get(info.dtype)
-    if datatype != expected_v2:
-        raise RequestError(
-            f"input {name!r} has datatype {datatype} but the model expects {expected_v2}"
-        )
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
+    _same_datatype(name, datatype, expected_v2)  # required here: the bytes alone do not say
+    _valid_shape(name, shape)
     dtype = np.dtype(info.dtype).newbyteorder("<")
     needed = math.prod(shape) * dtype.itemsize
     if needed != len(chunk):
