@@ -21,8 +21,9 @@ import yaml
 
 from workflows.atomic import OWNER_MARK
 from workflows.errors import ExportError
-from workflows.exporters.common import free_port
 from workflows.exporters.docker import DockerExportOptions, export_docker
+
+from .served import Server
 
 API_KEY = "test-key-123"
 
@@ -34,65 +35,6 @@ def exported(tmp_path_factory, sample_dir):
         DockerExportOptions(model={"path": str(sample_dir / "digits_cnn.pt2")}, output=str(out))
     )
     return out, result
-
-
-class Server:
-    def __init__(self, folder: Path, **env: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        full_env = {
-            **os.environ,
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "PYTHONPATH": str(folder),
-            "LOG_LEVEL": "warning",
-            **env,
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server"],
-            cwd=folder,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if self.call("GET", "/v2/health/ready")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        raw: bytes | None = None,
-        headers: dict | None = None,
-        timeout: float = 30,
-    ) -> tuple[int, object]:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", **(headers or {})},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                text = r.read().decode()
-                return r.status, (
-                    json.loads(text) if "json" in r.headers.get("content-type", "") else text
-                )
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +64,19 @@ def test_export_result_and_files(exported):
     assert [s["step"] for s in manifest["steps"]] == ["convert", "export"]
     assert manifest["tool_versions"]["onnxruntime"] == ort.__version__
     dockerfile = (folder / "Dockerfile").read_text()
-    for needle in ("FROM python:3.11.11-slim-bookworm", "USER 10001", "HEALTHCHECK", "EXPOSE 8080"):
+    for needle in (
+        "FROM python:3.11.11-slim-bookworm",
+        "USER 10001",
+        "HEALTHCHECK",
+        "EXPOSE 8080 8081",
+        "GRPC_PORT=8081",
+    ):
         assert needle in dockerfile
     lines = (folder / "requirements.txt").read_text().splitlines()
     reqs = [ln.split("==")[0] for ln in lines if ln and not ln.startswith("#")]
-    assert reqs == ["onnxruntime", "numpy", "starlette", "uvicorn", "prometheus-client"]
+    assert reqs == [
+        "onnxruntime", "numpy", "starlette", "uvicorn", "prometheus-client", "grpcio", "protobuf"
+    ]  # fmt: skip
     assert all("==" in ln for ln in lines if ln and not ln.startswith("#"))
     assert not list(folder.parent.glob(".*partial*"))
 

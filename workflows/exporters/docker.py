@@ -52,6 +52,9 @@ class DockerExportOptions(Options):
     name: str | None = option(None, "Model name in the URLs (default: the file name)")
     image: str | None = option(None, "Image tag (default: dockyard/<name>:<version>)")
     port: int = option(8080, "Port the server listens on in the container")
+    grpc_port: int = option(
+        8081, "gRPC port in the container (OIP v2 and TF Serving APIs; GRPC_PORT=0 turns it off)"
+    )
     opset: int = option(18, "ONNX opset when the model must be converted")
     converted: str | None = option(None, CONVERTED_HELP)
     sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
@@ -99,6 +102,7 @@ def exported_server(
     settings = {
         **os.environ,
         "PORT": str(port),
+        "GRPC_PORT": str(free_port()),
         "HOST": "127.0.0.1",
         "MODEL_DIR": str(folder / "model"),
         "PYTHONPATH": str(folder),
@@ -311,6 +315,7 @@ class DockerExporter(Exporter):
             "app_name": self.name,
             "image": self.image,
             "port": self.opts.port,
+            "grpc_port": self.opts.grpc_port,
             "created": datetime.now(UTC).strftime("%Y-%m-%d"),
             "ort_version": _version("onnxruntime"),
             "inputs_doc": _describe(inputs),

@@ -19,6 +19,7 @@ def main() -> None:
         timeout_graceful_shutdown=settings.graceful_timeout,
         timeout_keep_alive=settings.keepalive_timeout,
         http="server.protocol:GuardedH11Protocol",
+        loop="asyncio",  # the loop grpc.aio supports (server/grpc_api.py shares it)
         proxy_headers=True,
     )
 

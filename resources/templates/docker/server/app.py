@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import multiprocessing
 import time
@@ -15,7 +14,7 @@ from typing import Any
 
 import anyio
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -23,47 +22,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from server import decode as decoding
-from server.batcher import Batcher, batchable
+from server.core import AUTH_HINT, Serving
 from server.decode import NUMPY_TO_V2, RequestError
-from server.model import ServedModel
+from server.grpc_api import SERVER_METADATA, start_grpc
 from server.settings import Settings
-
-
-class Metrics:
-    """Prometheus metrics of this process."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "dockyard_requests_total",
-            "HTTP requests",
-            ["endpoint", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "dockyard_request_seconds", "Request latency", ["endpoint"], registry=self.registry
-        )
-        self.inference = Histogram(
-            "dockyard_inference_seconds", "Model run time", registry=self.registry
-        )
-        self.in_flight = Gauge(
-            "dockyard_requests_in_flight", "Requests being served", registry=self.registry
-        )
-        self.batching = Gauge(
-            "dockyard_dynamic_batching", "1 when requests are batched", registry=self.registry
-        )
-        self.batch_rows = Histogram(
-            "dockyard_batch_rows", "Rows per model run", registry=self.registry,
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        )  # fmt: skip
-        self.batch_requests = Histogram(
-            "dockyard_batch_requests", "Requests per model run", registry=self.registry,
-            buckets=(1, 2, 4, 8, 16, 32, 64),
-        )  # fmt: skip
-        self.queue = Histogram(
-            "dockyard_queue_seconds", "Time a request waited for a model run",
-            registry=self.registry,
-        )  # fmt: skip
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -193,8 +155,8 @@ def _plain(value: Any) -> Any:
 class Guard:
     """Pure ASGI middleware: API key check, request metrics, and 4xx for client mistakes."""
 
-    def __init__(self, app: Any, settings: Settings, metrics: Metrics, routes: list[Route]) -> None:
-        self.app, self.settings, self.metrics, self.routes = app, settings, metrics, routes
+    def __init__(self, app: Any, serving: Serving, routes: list[Route]) -> None:
+        self.app, self.serving, self.metrics, self.routes = app, serving, serving.metrics, routes
 
     def _endpoint(self, scope: dict[str, Any]) -> str:
         for route in self.routes:
@@ -217,20 +179,13 @@ class Guard:
         self.metrics.in_flight.inc()
         started = time.perf_counter()
         try:
-            key = self.settings.api_key
-            if key and not scope["path"].startswith("/v2/health"):
+            if not scope["path"].startswith("/v2/health"):
                 # latin-1 decodes any byte: a non-ASCII header is a wrong key (401), not a 500.
                 headers = {
                     k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
                 }
-                sent = headers.get("x-api-key") or headers.get("authorization", "")
-                sent = sent.removeprefix("Bearer ").strip()
-                if not hmac.compare_digest(sent.encode(), key.encode()):
-                    response = error(
-                        "missing or wrong API key: send 'Authorization: Bearer <key>' "
-                        "or 'X-API-Key: <key>'",
-                        401,
-                    )
+                if not self.serving.authorized(headers):
+                    response = error(f"missing or wrong API key: {AUTH_HINT}", 401)
                     await response(scope, receive, send_wrapper)
                     return
             await self.app(scope, receive, send_wrapper)
@@ -243,71 +198,19 @@ class Guard:
 def create_app(settings: Settings | None = None) -> Any:
     """The served app (a Starlette app wrapped in the Guard middleware)."""
     settings = settings or Settings.from_env()
-    model = ServedModel(settings.model_dir, settings.threads, settings.max_batch)
-    metrics = Metrics()
-    limiter = anyio.CapacityLimiter(max(1, settings.concurrency))
+    serving = Serving(settings)
+    model, metrics = serving.model, serving.metrics
     decode = Decoder(settings.decode_process_above, settings.decode_processes)
-    state = {"ready": False}
-
-    def timed_infer(feeds: dict[str, np.ndarray], wanted: list[str] | None) -> Any:
-        started = time.perf_counter()
-        result = model.infer(feeds, wanted)
-        metrics.inference.observe(time.perf_counter() - started)
-        return result
-
-    async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
-        # ONNX Runtime releases the GIL: run it in worker threads, at most CONCURRENCY at a time.
-        return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
-
-    batching = settings.batching in ("1", "true", "on") or (
-        settings.batching == "auto"
-        and model.config.get("batching", True) is not False
-        and batchable(model.inputs, model.outputs)
-    )
-    batcher = (
-        Batcher(
-            timed_infer,
-            in_thread,
-            settings.batch_max_size,
-            settings.batch_max_delay_ms / 1000,
-            # Runners at once: the rest queue up and are joined (CONCURRENCY bounds threads).
-            runners=max(1, settings.concurrency // 2),
-            on_batch=lambda rows, requests: (
-                metrics.batch_rows.observe(rows),
-                metrics.batch_requests.observe(requests),
-            ),
-            on_queue=metrics.queue.observe,
-        )
-        if batching
-        else None
-    )
-    metrics.batching.set(1 if batcher else 0)
-
-    async def run_model(feeds: dict[str, np.ndarray], wanted: list[str] | None = None):
-        if batcher is not None:
-            return await batcher.infer(feeds, wanted)
-        return await in_thread(timed_infer, feeds, wanted)
-
-    def check_model_name(name: str) -> None:
-        if name != model.name:
-            raise RequestError(
-                f"model {name!r} is not served here; this server serves {model.name!r}", 404
-            )
+    run_model, check_model_name = serving.run, serving.check_model_name
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
-        return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+        return JSONResponse({"ready": serving.ready}, status_code=200 if serving.ready else 503)
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "name": "dockyard-onnxruntime",
-                "version": "1",
-                "extensions": ["tf_serving_predict", "metrics", "binary_tensor_data"],
-            }
-        )
+        return JSONResponse(SERVER_METADATA)
 
     async def model_metadata(request: Request) -> Response:
         check_model_name(request.path_params["name"])
@@ -316,8 +219,8 @@ def create_app(settings: Settings | None = None) -> Any:
     async def model_ready(request: Request) -> Response:
         check_model_name(request.path_params["name"])
         return JSONResponse(
-            {"name": model.name, "ready": state["ready"]},
-            status_code=200 if state["ready"] else 503,
+            {"name": model.name, "ready": serving.ready},
+            status_code=200 if serving.ready else 503,
         )
 
     async def infer_v2(request: Request) -> Response:
@@ -384,15 +287,15 @@ def create_app(settings: Settings | None = None) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        await anyio.to_thread.run_sync(model.warm_up)
+        await serving.start()
         await anyio.to_thread.run_sync(decode.start)
-        if batcher is not None:
-            batcher.start()
-        state["ready"] = True
+        grpc_server = await start_grpc(serving) if settings.grpc_port else None
+        serving.ready = True
         yield
-        state["ready"] = False
-        if batcher is not None:
-            await batcher.stop()
+        serving.ready = False
+        if grpc_server is not None:
+            await grpc_server.stop(settings.graceful_timeout)
+        await serving.stop()
         decode.stop()
 
     routes = [
@@ -411,4 +314,4 @@ def create_app(settings: Settings | None = None) -> Any:
         exception_handlers={RequestError: request_error, ModelOutputError: output_error},
     )
     app.state.model = model
-    return Guard(app, settings, metrics, routes)
+    return Guard(app, serving, routes)

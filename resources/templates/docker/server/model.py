@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from server.decode import NUMPY_TO_V2, RequestError, Signature, TensorInfo
 
@@ -102,5 +103,10 @@ class ServedModel:
                 raise RequestError(
                     f"unknown output(s) {unknown}; the model's outputs are: {', '.join(names)}"
                 )
-        results = self.session.run(wanted or None, feeds)
+        try:
+            results = self.session.run(wanted or None, feeds)
+        except InvalidArgument as exc:
+            # Shapes and dtypes passed the signature check: what is left is a size the model
+            # refuses (a dimension that must be a multiple of 32, say) - the request's doing.
+            raise RequestError(f"the model refused this input: {str(exc)[:500]}") from exc
         return dict(zip(wanted or names, results, strict=True))

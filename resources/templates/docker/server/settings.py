@@ -29,6 +29,7 @@ class Settings:
     model_dir: Path
     host: str
     port: int
+    grpc_port: int  # 0: no gRPC server
     workers: int
     threads: int
     concurrency: int
@@ -55,6 +56,9 @@ class Settings:
             # must not serve the network; the Dockerfile sets HOST=0.0.0.0 inside the container.
             host=os.environ.get("HOST", "127.0.0.1"),
             port=_int("PORT", 8080),
+            # gRPC (server/grpc_api.py: KServe/Triton's GRPCInferenceService and TF Serving's
+            # PredictionService) beside REST, in the same process; GRPC_PORT=0 turns it off.
+            grpc_port=_int("GRPC_PORT", 8081),
             workers=_int("WORKERS", 1),
             threads=_int("THREADS", 0),
             concurrency=_int("CONCURRENCY", 4),

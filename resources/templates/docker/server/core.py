@@ -1,0 +1,136 @@
+"""What the REST and gRPC front-ends share: the model, its runs (batched or not), metrics,
+readiness and the API key check. Both call `Serving.run`, so their requests join the same batches
+and count in the same metrics."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from server.batcher import Batcher, batchable
+from server.decode import RequestError
+from server.model import ServedModel
+from server.settings import Settings
+
+
+class Metrics:
+    """Prometheus metrics of this process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dockyard_requests_total",
+            "Requests (HTTP: endpoint and status code; gRPC: method and status name)",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dockyard_request_seconds", "Request latency", ["endpoint"], registry=self.registry
+        )
+        self.inference = Histogram(
+            "dockyard_inference_seconds", "Model run time", registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "dockyard_requests_in_flight", "Requests being served", registry=self.registry
+        )
+        self.batching = Gauge(
+            "dockyard_dynamic_batching", "1 when requests are batched", registry=self.registry
+        )
+        self.batch_rows = Histogram(
+            "dockyard_batch_rows", "Rows per model run", registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )  # fmt: skip
+        self.batch_requests = Histogram(
+            "dockyard_batch_requests", "Requests per model run", registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )  # fmt: skip
+        self.queue = Histogram(
+            "dockyard_queue_seconds", "Time a request waited for a model run",
+            registry=self.registry,
+        )  # fmt: skip
+
+
+AUTH_HINT = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+class Serving:
+    """The served model and everything around its runs; `start`/`stop` in the event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model = ServedModel(settings.model_dir, settings.threads, settings.max_batch)
+        self.metrics = Metrics()
+        self.ready = False
+        self._limiter = anyio.CapacityLimiter(max(1, settings.concurrency))
+        batching = settings.batching in ("1", "true", "on") or (
+            settings.batching == "auto"
+            and self.model.config.get("batching", True) is not False
+            and batchable(self.model.inputs, self.model.outputs)
+        )
+        self.batcher = (
+            Batcher(
+                self._timed_infer,
+                self._in_thread,
+                settings.batch_max_size,
+                settings.batch_max_delay_ms / 1000,
+                # Runners at once: the rest queue up and are joined (CONCURRENCY bounds threads).
+                runners=max(1, settings.concurrency // 2),
+                on_batch=lambda rows, requests: (
+                    self.metrics.batch_rows.observe(rows),
+                    self.metrics.batch_requests.observe(requests),
+                ),
+                on_queue=self.metrics.queue.observe,
+            )
+            if batching
+            else None
+        )
+        self.metrics.batching.set(1 if self.batcher else 0)
+
+    def _timed_infer(self, feeds: dict[str, np.ndarray], wanted: list[str] | None) -> Any:
+        started = time.perf_counter()
+        result = self.model.infer(feeds, wanted)
+        self.metrics.inference.observe(time.perf_counter() - started)
+        return result
+
+    async def _in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        # ONNX Runtime releases the GIL: run it in worker threads, at most CONCURRENCY at a time.
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+
+    async def run(
+        self, feeds: dict[str, np.ndarray], wanted: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The model's outputs for one request (joined with others when batching is on)."""
+        if self.batcher is not None:
+            return await self.batcher.infer(feeds, wanted)
+        return await self._in_thread(self._timed_infer, feeds, wanted)
+
+    def check_model_name(self, name: str) -> None:
+        if name != self.model.name:
+            raise RequestError(
+                f"model {name!r} is not served here; this server serves {self.model.name!r}", 404
+            )
+
+    def authorized(self, headers: dict[str, str]) -> bool:
+        """Whether lower-cased `headers` (HTTP headers or gRPC metadata) carry the API key."""
+        key = self.settings.api_key
+        if not key:
+            return True
+        sent = headers.get("x-api-key") or headers.get("authorization", "")
+        sent = sent.removeprefix("Bearer ").strip()
+        return hmac.compare_digest(sent.encode(), key.encode())
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(self.model.warm_up)
+        if self.batcher is not None:
+            self.batcher.start()
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.stop()
