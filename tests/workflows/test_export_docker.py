@@ -57,6 +57,8 @@ def _reference(folder: Path, x: np.ndarray) -> np.ndarray:
 def test_export_result_and_files(exported):
     folder, result = exported
     assert result["smoke_test"]["passed"] and result["smoke_test"]["max_abs_error"] <= 1e-5
+    # The export's client.py checked every protocol against sample_response.json.
+    assert result["smoke_test"]["protocols"] == ["rest", "rest-binary", "grpc", "tf-serving"]
     assert result["hadolint"]["ran"] and result["hadolint"]["findings"] == []
     assert result["build"]["built"] is False and "Docker engine" in result["build"]["reason"]
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -75,7 +77,8 @@ def test_export_result_and_files(exported):
     lines = (folder / "requirements.txt").read_text().splitlines()
     reqs = [ln.split("==")[0] for ln in lines if ln and not ln.startswith("#")]
     assert reqs == [
-        "onnxruntime", "numpy", "starlette", "uvicorn", "prometheus-client", "grpcio", "protobuf"
+        "onnxruntime", "numpy", "starlette", "uvicorn", "prometheus-client", "orjson", "grpcio",
+        "protobuf",
     ]  # fmt: skip
     assert all("==" in ln for ln in lines if ln and not ln.startswith("#"))
     assert not list(folder.parent.glob(".*partial*"))
@@ -577,7 +580,9 @@ def test_binary_tensors_give_the_json_answer(server, exported, sample_dir):
     header.pop("outputs")  # binary in, JSON out
     status, headers, body = _binary_call(server, header, raw)
     assert status == 200 and "Inference-Header-Content-Length" not in headers
-    np.testing.assert_array_equal(json.loads(body)["outputs"][0]["data"], want.ravel())
+    np.testing.assert_array_equal(
+        np.float32(json.loads(body)["outputs"][0]["data"]), want.ravel()
+    )  # the same float32 values (orjson writes each as its shortest float32 text)
 
     short = json.loads(json.dumps(header))
     short["inputs"][0]["parameters"]["binary_data_size"] = len(raw) - 4

@@ -4,6 +4,7 @@ test-only clients installed with --no-deps (tests/clients.txt)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -308,6 +309,29 @@ def test_bad_tf_serving_requests_get_a_client_error(tf_serving):
         tf_serving.GetModelMetadata(request, 10.0, metadata=METADATA)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "signature_def" in caught.value.details()
+
+
+def test_the_exports_client_checks_every_protocol_and_catches_a_wrong_answer(server, exported):
+    def client(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "client.py", "--url", server.base, "--grpc", server.grpc_target,
+             "--api-key", API_KEY, *args],
+            cwd=exported, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    r = client()
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["rest", "rest-binary", "grpc", "tf-serving"]
+    assert all("max abs diff" in line for line in lines)
+    expected = json.loads((exported / "sample_response.json").read_text())
+    expected["outputs"][0]["data"][0] += 0.01
+    wrong = exported.parent / "wrong_response.json"
+    wrong.write_text(json.dumps(expected))
+    r = client("--protocol", "grpc", "--expected", str(wrong))
+    assert r.returncode == 1 and "FAILED" in r.stdout
+    r = client("--protocol", "tf-serving", "--api-key", "wrong")
+    assert r.returncode != 0 and "UNAUTHENTICATED" in r.stderr
 
 
 # --- the hand-written .proto files against the clients' own definitions -------------------------

@@ -156,7 +156,8 @@ def smoke_test(
 ) -> dict[str, Any]:
     """Start the exported server from `folder` on a free loopback port, query it, stop it."""
     started = time.perf_counter()
-    with exported_server(folder, timeout=timeout) as (base, proc):
+    grpc_port = free_port()
+    with exported_server(folder, {"GRPC_PORT": str(grpc_port)}, timeout) as (base, proc):
         ready_s = time.perf_counter() - started
         status, meta = _get(f"{base}/v2/models/{name}")
         if status != 200 or meta.get("name") != name:
@@ -178,13 +179,31 @@ def smoke_test(
                 f"the server's outputs differ from ONNX Runtime's by {worst:.3g} "
                 f"(tolerance {TOLERANCE})"
             )
+        protocols = _client_check(folder, base, f"127.0.0.1:{grpc_port}")
     return {
         "server_ready_seconds": round(ready_s, 2),
         "max_abs_error": worst,
         "tolerance": TOLERANCE,
+        "protocols": protocols,
         "exit_code": proc.returncode,
         "passed": True,
     }
+
+
+def _client_check(folder: Path, base: str, grpc_target: str) -> list[str]:
+    """The export's own client.py, run as a user would: REST JSON, REST binary tensors, OIP v2
+    gRPC and TF Serving gRPC, each compared with sample_response.json."""
+    r = subprocess.run(
+        [sys.executable, "client.py", "--url", base, "--grpc", grpc_target, "--api-key", ""],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if r.returncode != 0:
+        said = (r.stdout + r.stderr).strip()[-2000:]
+        raise ExportError(f"client.py found the exported server's answers wrong: {said}")
+    return [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
 
 
 def hadolint(dockerfile: Path) -> dict[str, Any]:
@@ -269,6 +288,7 @@ class DockerExporter(Exporter):
         for sub in (
             "Dockerfile",
             "README.md",
+            "client.py",
             "k8s/deployment.yaml",
             "k8s/service.yaml",
             "k8s/hpa.yaml",

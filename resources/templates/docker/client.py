@@ -1,0 +1,197 @@
+"""Call this server the four ways it answers, and check its answer against the one the model gave
+when it was exported (sample_response.json).
+
+    python client.py                          # all four protocols, against localhost
+    python client.py --protocol grpc --grpc my-host:8081 --api-key KEY
+    python client.py --request my_request.json --no-check
+
+Protocols: `rest` (Open Inference Protocol v2 JSON), `rest-binary` (Triton's binary tensor data
+extension), `grpc` (OIP v2 GRPCInferenceService, as tritonclient.grpc calls it) and `tf-serving`
+(TF Serving's PredictionService.Predict). Needs numpy, grpcio and protobuf (requirements.txt);
+the gRPC stubs are the server's own (server/protos), so neither tritonclient nor TensorFlow is
+needed. Exit status 1 when an answer differs from sample_response.json by more than --tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # server.protos: the generated gRPC stubs
+
+V2_TO_NUMPY = {
+    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
+    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
+    "FP32": "float32", "FP64": "float64",
+}  # fmt: skip
+NUMPY_TO_V2 = {v: k for k, v in V2_TO_NUMPY.items()}
+PROTOCOLS = ("rest", "rest-binary", "grpc", "tf-serving")
+
+
+def arrays(tensors: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """v2 JSON tensors ({name, shape, datatype, data}) as numpy arrays."""
+    return {
+        t["name"]: np.asarray(t["data"], dtype=V2_TO_NUMPY[t["datatype"]]).reshape(t["shape"])
+        for t in tensors
+    }
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def rest(url: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -> dict:
+    body = {
+        "inputs": [
+            {"name": n, "shape": list(a.shape), "datatype": NUMPY_TO_V2[a.dtype.name],
+             "data": a.ravel().tolist()}
+            for n, a in inputs.items()
+        ]
+    }  # fmt: skip
+    request = urllib.request.Request(
+        f"{url}/v2/models/{model}/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **_headers(key)},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return arrays(json.loads(response.read())["outputs"])
+
+
+def rest_binary(url: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -> dict:
+    tensors = [np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")) for a in inputs.values()]
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": n, "shape": list(a.shape), "datatype": NUMPY_TO_V2[a.dtype.name],
+                 "parameters": {"binary_data_size": a.nbytes}}
+                for n, a in inputs.items()
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()  # fmt: skip
+    request = urllib.request.Request(
+        f"{url}/v2/models/{model}/infer",
+        data=header + b"".join(t.tobytes() for t in tensors),
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header)),
+            **_headers(key),
+        },
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = response.read()
+        length = int(response.headers.get("Inference-Header-Content-Length", len(body)))
+    answer, offset, out = json.loads(body[:length]), length, {}
+    for t in answer["outputs"]:
+        size = t["parameters"]["binary_data_size"]
+        dtype = np.dtype(V2_TO_NUMPY[t["datatype"]]).newbyteorder("<")
+        out[t["name"]] = np.frombuffer(body[offset : offset + size], dtype).reshape(t["shape"])
+        offset += size
+    return out
+
+
+def _metadata(key: str | None) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {key}")] if key else []
+
+
+def grpc_v2(target: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -> dict:
+    import grpc
+    from server.protos import oip_v2_pb2, oip_v2_pb2_grpc
+
+    request = oip_v2_pb2.ModelInferRequest(model_name=model)
+    for name, array in inputs.items():
+        request.inputs.add(name=name, datatype=NUMPY_TO_V2[array.dtype.name], shape=array.shape)
+        request.raw_input_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
+    with grpc.insecure_channel(target) as channel:
+        stub = oip_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        response = stub.ModelInfer(request, timeout=60, metadata=_metadata(key))
+    return {
+        t.name: np.frombuffer(raw, np.dtype(V2_TO_NUMPY[t.datatype]).newbyteorder("<")).reshape(
+            list(t.shape)
+        )
+        for t, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+    }
+
+
+def tf_serving(target: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -> dict:
+    import grpc
+    from server.grpc_codec import NUMPY_TO_TF, TF_TO_NUMPY
+    from server.protos import tensorflow_pb2, tensorflow_serving_pb2, tensorflow_serving_pb2_grpc
+
+    request = tensorflow_serving_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = "serving_default"
+    for name, array in inputs.items():
+        request.inputs[name].CopyFrom(
+            tensorflow_pb2.TensorProto(
+                dtype=NUMPY_TO_TF[array.dtype.name],
+                tensor_shape=tensorflow_pb2.TensorShapeProto(
+                    dim=[tensorflow_pb2.TensorShapeProto.Dim(size=d) for d in array.shape]
+                ),
+                tensor_content=array.astype(array.dtype.newbyteorder("<")).tobytes(),
+            )
+        )
+    with grpc.insecure_channel(target) as channel:
+        stub = tensorflow_serving_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(request, timeout=60, metadata=_metadata(key))
+    return {
+        name: np.frombuffer(
+            t.tensor_content, np.dtype(TF_TO_NUMPY[t.dtype]).newbyteorder("<")
+        ).reshape([d.size for d in t.tensor_shape.dim])
+        for name, t in response.outputs.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=f"http://localhost:{os.environ.get('PORT', '$port')}")
+    parser.add_argument("--grpc", default=f"localhost:{os.environ.get('GRPC_PORT', '$grpc_port')}")
+    parser.add_argument("--model", default="$model_name")
+    parser.add_argument("--protocol", choices=(*PROTOCOLS, "all"), default="all")
+    parser.add_argument("--request", default=str(HERE / "sample_request.json"))
+    parser.add_argument("--expected", default=str(HERE / "sample_response.json"))
+    parser.add_argument("--no-check", action="store_true", help="print, do not compare")
+    parser.add_argument("--tolerance", type=float, default=1e-5)
+    parser.add_argument("--api-key", default=os.environ.get("API_KEY") or None)
+    args = parser.parse_args(argv)
+
+    inputs = arrays(json.loads(Path(args.request).read_text())["inputs"])
+    expected = (
+        {} if args.no_check else arrays(json.loads(Path(args.expected).read_text())["outputs"])
+    )
+    calls = {
+        "rest": lambda: rest(args.url, args.model, inputs, args.api_key),
+        "rest-binary": lambda: rest_binary(args.url, args.model, inputs, args.api_key),
+        "grpc": lambda: grpc_v2(args.grpc, args.model, inputs, args.api_key),
+        "tf-serving": lambda: tf_serving(args.grpc, args.model, inputs, args.api_key),
+    }
+    failed = False
+    for protocol in PROTOCOLS if args.protocol == "all" else (args.protocol,):
+        started = time.perf_counter()
+        outputs = calls[protocol]()
+        ms = (time.perf_counter() - started) * 1000
+        parts = []
+        for name, array in outputs.items():
+            part = f"{name} {list(array.shape)} {array.dtype}"
+            if name in expected:
+                worst = float(np.abs(array.astype(np.float64) - expected[name]).max(initial=0))
+                part += f" max abs diff {worst:.3g}"
+                failed |= worst > args.tolerance or array.shape != expected[name].shape
+            parts.append(part)
+        print(f"{protocol:<11} {ms:7.1f} ms  {'; '.join(parts)}")
+    if failed:
+        print(f"FAILED: an answer differs from {args.expected} by more than {args.tolerance}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
