@@ -82,6 +82,8 @@ class ExportPage(Page):
             user["labels"] = quant["labels"]
         if target == "tflite":
             user.update(calibration=quant.get("calibration"), evaluation=quant.get("evaluation"))
+        if target in ("docker", "torchserve") and self.session.preprocess:
+            user["preprocess"] = self.session.preprocess  # the server also takes raw images
         return user
 
     def _next(self) -> None:

@@ -594,3 +594,61 @@ def test_binary_tensors_give_the_json_answer(server, exported, sample_dir):
     ):
         status, _, body = _binary_call(server, head, tail, length)
         assert status == 400 and message in json.loads(body)["error"], body[:300]
+
+
+def test_image_requests_give_the_answer_of_dockyards_preprocessing(tmp_path, sample_dir, server):
+    """`Content-Type: image/*` bodies, preprocessed with the recipe saved at export: the same
+    outputs as the tensor Dockyard's own preprocessing makes of that image (asserted)."""
+    from PIL import Image
+
+    from workflows.data import Preprocess, decode_image
+
+    recipe = {"channels": "L", "size": [8, 8], "scale": 1 / 16, "mean": [0.0], "std": [1.0]}
+    out = tmp_path / "images"
+    result = export_docker(
+        DockerExportOptions(
+            model={"path": str(sample_dir / "digits_cnn.pt2")},
+            output=str(out),
+            preprocess=recipe,
+        )
+    )
+    assert result["smoke_test"]["protocols"][-1] == "image"
+    assert "pillow==" in (out / "requirements.txt").read_text()
+    assert json.loads((out / "model" / "config.json").read_text())["preprocess"]["size"] == [8, 8]
+    photo = tmp_path / "digit.jpg"  # another size and format: resized by the server
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (37, 29, 3), dtype=np.uint8)).save(photo, quality=90)
+
+    images = Server(out, MAX_IMAGE_PIXELS=str(40 * 40))
+    try:
+        for path, kind in ((out / "sample_image.png", "image/png"), (photo, "image/jpeg")):
+            pre = Preprocess.coerce(recipe)
+            want = _reference(out, pre.apply(decode_image(path, pre)[None]))
+            status, body = images.call(
+                "POST", "/v2/models/digits-cnn/infer", raw=path.read_bytes(),
+                headers={"Content-Type": kind},
+            )  # fmt: skip
+            assert status == 200, body
+            got = np.float32(body["outputs"][0]["data"]).reshape(body["outputs"][0]["shape"])
+            assert got.shape == (1, 10)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        big = tmp_path / "big.png"
+        Image.fromarray(np.zeros((41, 41), np.uint8)).save(big)
+        status, body = images.call(
+            "POST", "/v2/models/digits-cnn/infer", raw=big.read_bytes(),
+            headers={"Content-Type": "image/png"},
+        )  # fmt: skip
+        assert status == 413 and "41x41" in body["error"] and "MAX_IMAGE_PIXELS" in body["error"]
+        status, body = images.call(
+            "POST", "/v2/models/digits-cnn/infer", raw=b"not an image at all",
+            headers={"Content-Type": "image/png"},
+        )  # fmt: skip
+        assert status == 400 and "not an image" in body["error"]
+    finally:
+        images.stop()
+    # An export without a recipe takes tensors only, and says so.
+    status, body = server.call(
+        "POST", "/v2/models/digits-cnn/infer", raw=photo.read_bytes(),
+        headers={"Content-Type": "image/jpeg", **AUTH},
+    )  # fmt: skip
+    assert status == 415 and "--images" in body["error"]

@@ -212,7 +212,7 @@ def _export(sub: Any) -> None:
         flags = [EXPORT_FLAGS[name]] if name in EXPORT_FLAGS else []
         add(p, classes[targets[0]], name, *flags, prefix=prefix)
     p.add_argument("--images", action="store_true",
-                   help="torchserve, tflite: the model takes images, preprocessed as below")  # fmt: skip
+                   help="docker, torchserve, tflite: takes images, preprocessed as below")  # fmt: skip
     _preprocess_flags(p)
     _json(p)
     _load_flags(p)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from workflows import __version__
+from workflows.data import Preprocess, decode_image
 from workflows.errors import ExportError
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import (
@@ -36,7 +37,7 @@ from workflows.exporters.common import (
 )
 from workflows.formats import onnx_format
 from workflows.formats.onnx_format import copy_onnx
-from workflows.options import LoadOptions, Options, from_dict, option
+from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress
 from workflows.resources import resource
 
@@ -60,6 +61,9 @@ class DockerExportOptions(Options):
     sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
     dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
     build: bool = option(True, "Build the image when a Docker engine is reachable")
+    preprocess: Preprocess | None = option(
+        None, "Image preprocessing: the server also takes raw images (Content-Type: image/*)"
+    )
     batching: bool = option(
         True,
         "Dynamic batching in the server when every input and output has a dynamic first "
@@ -76,8 +80,10 @@ def _describe(specs: list[Any]) -> str:
     return "; ".join(f"`{s.describe()}`" for s in specs)
 
 
-def _get(url: str, timeout: float = 5.0, data: bytes | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+def _get(
+    url: str, timeout: float = 5.0, data: bytes | None = None, kind: str = "application/json"
+) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": kind})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"null")
@@ -152,9 +158,11 @@ def smoke_test(
     name: str,
     request: dict[str, Any],
     expected: dict[str, np.ndarray],
+    image: tuple[bytes, dict[str, np.ndarray]] | None = None,
     timeout: float = 60.0,
 ) -> dict[str, Any]:
-    """Start the exported server from `folder` on a free loopback port, query it, stop it."""
+    """Start the exported server from `folder` on a free loopback port, query it, stop it.
+    `image`: an image body and the outputs its preprocessed tensor gives, checked too."""
     started = time.perf_counter()
     grpc_port = free_port()
     with exported_server(folder, {"GRPC_PORT": str(grpc_port)}, timeout) as (base, proc):
@@ -167,19 +175,19 @@ def smoke_test(
             raise ExportError(
                 f"the exported server answered {status} to the sample request: {answer}"
             )
-        worst = 0.0
-        for out in answer["outputs"]:
-            got = np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
-            want = expected[out["name"]].astype(np.float64)
-            if got.shape != want.shape:
-                raise ExportError(f"output {out['name']}: shape {got.shape}, expected {want.shape}")
-            worst = max(worst, float(np.abs(got - want).max()) if got.size else 0.0)
+        worst = _worst(answer, expected)
         if worst > TOLERANCE:
             raise ExportError(
                 f"the server's outputs differ from ONNX Runtime's by {worst:.3g} "
                 f"(tolerance {TOLERANCE})"
             )
         protocols = _client_check(folder, base, f"127.0.0.1:{grpc_port}")
+        if image is not None:
+            status, answer = _get(f"{base}/v2/models/{name}/infer", 30, image[0], "image/png")
+            if status != 200:
+                raise ExportError(f"the exported server answered {status} to an image: {answer}")
+            worst = max(worst, _worst(answer, image[1]))
+            protocols.append("image")
     return {
         "server_ready_seconds": round(ready_s, 2),
         "max_abs_error": worst,
@@ -188,6 +196,18 @@ def smoke_test(
         "exit_code": proc.returncode,
         "passed": True,
     }
+
+
+def _worst(answer: dict[str, Any], expected: dict[str, np.ndarray]) -> float:
+    """The largest deviation of a v2 JSON answer from the expected outputs."""
+    worst = 0.0
+    for out in answer["outputs"]:
+        got = np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
+        want = expected[out["name"]].astype(np.float64)
+        if got.shape != want.shape:
+            raise ExportError(f"output {out['name']}: shape {got.shape}, expected {want.shape}")
+        worst = max(worst, float(np.abs(got - want).max()) if got.size else 0.0)
+    return worst
 
 
 def _client_check(folder: Path, base: str, grpc_target: str) -> list[str]:
@@ -274,6 +294,8 @@ class DockerExporter(Exporter):
                     "exported_by": f"dockyard {__version__}",
                     # True: the server batches when the model's batch dimension is dynamic.
                     "batching": self.opts.batching,
+                    # Set: image/* request bodies are preprocessed so (server/images.py).
+                    "preprocess": to_dict(self.opts.preprocess) if self.opts.preprocess else None,
                 },
                 indent=2,
             )
@@ -281,7 +303,10 @@ class DockerExporter(Exporter):
         shutil.copytree(
             templates / "server", out / "server", ignore=shutil.ignore_patterns("__pycache__")
         )
-        shutil.copyfile(templates / "requirements.txt", out / "requirements.txt")
+        requirements = (templates / "requirements.txt").read_text()
+        if self.opts.preprocess:
+            requirements += f"pillow=={_version('pillow')}  # image/* requests\n"
+        (out / "requirements.txt").write_text(requirements)
         shutil.copyfile(templates / "dockerignore", out / ".dockerignore")
         self._sample_request()
         values = self._template_values()
@@ -325,6 +350,30 @@ class DockerExporter(Exporter):
         }
         (self.out / "sample_request.json").write_text(json.dumps(self.request))
         (self.out / "sample_response.json").write_text(json.dumps(response))
+        self.image_check = self._sample_image(session) if self.opts.preprocess else None
+
+    def _sample_image(self, session: Any) -> tuple[bytes, dict[str, np.ndarray]]:
+        """sample_image.png (a fixed pattern at the model's input size) and ONNX Runtime's answer
+        to it preprocessed by Dockyard's own code: the server's image path must agree."""
+        from PIL import Image
+
+        recipe = self.opts.preprocess
+        assert recipe is not None
+        if len(self.served.inputs) != 1:
+            raise ExportError(
+                "image requests need a model with one input; this one has "
+                f"{len(self.served.inputs)}: leave image preprocessing off"
+            )
+        shape = next(iter(self.feeds.values())).shape
+        h, w = recipe.size or (shape[2:4] if recipe.layout.upper() == "NCHW" else shape[1:3])
+        rng = np.random.default_rng(0)
+        channels = 1 if recipe.channels.upper() == "L" else 3
+        pixels = rng.integers(0, 256, (int(h), int(w), channels), dtype=np.uint8)
+        path = self.out / "sample_image.png"
+        Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(path)
+        feeds = {self.served.inputs[0].name: recipe.apply(decode_image(path, recipe)[None])}
+        names = [o.name for o in session.get_outputs()]
+        return path.read_bytes(), dict(zip(names, session.run(None, feeds), strict=True))
 
     def _template_values(self) -> dict[str, Any]:
         first = next(iter(self.feeds.values()))
@@ -347,7 +396,7 @@ class DockerExporter(Exporter):
 
     def validate(self) -> dict[str, Any]:
         self.progress.update(0.55, "Smoke test: starting the exported server")
-        smoke = smoke_test(self.out, self.name, self.request, self.expected)
+        smoke = smoke_test(self.out, self.name, self.request, self.expected, self.image_check)
         self.progress.update(0.8, "Linting the Dockerfile")
         return {"smoke_test": smoke, "hadolint": hadolint(self.out / "Dockerfile")}
 

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from server import decode as decoding
+from server import images
 from server.core import AUTH_HINT, Serving
 from server.decode import NUMPY_TO_V2, RequestError
 from server.grpc_api import SERVER_METADATA, start_grpc
@@ -228,6 +229,9 @@ def create_app(settings: Settings | None = None) -> Any:
 
     async def infer_v2(request: Request) -> Response:
         check_model_name(request.path_params["name"])
+        kind = request.headers.get("content-type", "").lower()
+        if kind.startswith("image/"):
+            return await infer_image(request)
         header_length = binary_header_length(request)
         body = await read_body(request, settings.max_body_bytes)
         decoded = await decode(decoding.v2_request, body, model.signature, header_length)
@@ -260,6 +264,32 @@ def create_app(settings: Settings | None = None) -> Any:
             header + b"".join(tail),
             media_type="application/octet-stream",
             headers={BINARY_HEADER: str(len(header))},
+        )
+
+    async def infer_image(request: Request) -> Response:
+        recipe = model.config.get("preprocess")
+        if not recipe:
+            raise RequestError(
+                "this model takes tensors (JSON or binary), not images: it was exported without "
+                "image preprocessing (dockyard-cli export docker --images ...)",
+                415,
+            )
+        body = await read_body(request, settings.max_body_bytes)
+        feeds = await decode(
+            images.image_feeds, body, recipe, model.signature, settings.max_image_pixels
+        )
+        results = await run_model(feeds)
+        outputs = [
+            {
+                "name": name,
+                "datatype": NUMPY_TO_V2.get(arr.dtype.name, "BYTES"),
+                "shape": list(arr.shape),
+                "data": arr.ravel(),
+            }
+            for name, arr in results.items()
+        ]
+        return await json_response(
+            {"model_name": model.name, "model_version": model.version, "outputs": outputs}
         )
 
     async def predict_v1(request: Request) -> Response:

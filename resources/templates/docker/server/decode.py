@@ -8,6 +8,7 @@ connection, /v2/health/live included. See app.decode().
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -169,7 +170,9 @@ def _valid_shape(name: str, shape: Any) -> None:
         type(d) is int and d >= 0
         for d in shape  # not bool, a subclass of int
     ):
-        raise RequestError(f"input {name!r}: shape must be a list of non-negative integers")
+        raise RequestError(
+            f"input {name!r}: shape must be a list of non-negative integers, not {str(shape)[:100]}"
+        )
 
 
 def binary_tensor(
@@ -193,13 +196,43 @@ def binary_tensor(
 
 
 def parse_json(body: bytes) -> Any:
-    """Strict JSON (RFC 8259) with orjson: NaN, Infinity and numbers that overflow a double are
-    refused, as is nesting deeper than 1,024 (each would otherwise reach numpy or the response
-    and end in a 500). ~4x faster than json.loads with the same checks as hooks."""
+    """Strict JSON (RFC 8259): NaN, Infinity, numbers that overflow a double and integers longer
+    than 64 bits are refused, as is deep nesting (each would otherwise reach numpy or the
+    response and end in a 500). orjson parses (~4x faster than json.loads with these checks as
+    hooks); a body it refuses is parsed again by the standard library, whose hooks name the
+    mistake ("NaN is not a JSON number") where orjson gives only a position."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        _explain(body)
         raise RequestError(f"request body is not valid JSON: {exc}") from exc
+
+
+def _explain(body: bytes) -> None:
+    """Raise the standard library's specific RequestError for a body orjson refused."""
+    try:
+        json.loads(body, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
+    except RecursionError:
+        raise RequestError("request body is nested too deeply") from None
+    except ValueError as exc:  # json.JSONDecodeError and the refusals of the hooks
+        raise RequestError(f"request body is not valid JSON: {exc}") from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range for a number")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:
+        raise ValueError(f"the integer {text[:20]}… is too large")
+    return int(text)
 
 
 @dataclass

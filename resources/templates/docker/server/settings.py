@@ -35,6 +35,7 @@ class Settings:
     concurrency: int
     max_body_bytes: int
     max_batch: int
+    max_image_pixels: int
     api_key: str | None
     graceful_timeout: int
     header_timeout: int
@@ -66,6 +67,8 @@ class Settings:
             # Largest first dimension per request: bounds ONNX Runtime's memory per call (a
             # 12 MB body of zeros is a batch of 100,000 digits, several GiB of activations).
             max_batch=_int("MAX_BATCH", 64),
+            # image/* bodies (server/images.py): larger images are refused before decoding.
+            max_image_pixels=_int("MAX_IMAGE_PIXELS", 4096 * 4096),
             api_key=os.environ.get("API_KEY") or None,
             # Under `docker stop`'s 10 s, after which Docker kills the server mid-request.
             graceful_timeout=_int("GRACEFUL_TIMEOUT", 8),
