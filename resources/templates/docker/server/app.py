@@ -82,8 +82,12 @@ class Decoder:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
-    async def __call__(self, function: Callable[..., Any], body: bytes, *args: Any) -> Any:
-        if self.pool is not None and len(body) > self.process_above:
+    async def __call__(
+        self, function: Callable[..., Any], body: bytes, *args: Any, parsed: int | None = None
+    ) -> Any:
+        """`function(body, *args)`; `parsed`: the bytes that need parsing, when not all of the
+        body does (a binary request's raw tensors are only copied, which is fast anywhere)."""
+        if self.pool is not None and (len(body) if parsed is None else parsed) > self.process_above:
             loop = asyncio.get_running_loop()
             try:
                 return await loop.run_in_executor(self.pool, function, body, *args)
@@ -234,7 +238,9 @@ def create_app(settings: Settings | None = None) -> Any:
             return await infer_image(request)
         header_length = binary_header_length(request)
         body = await read_body(request, settings.max_body_bytes)
-        decoded = await decode(decoding.v2_request, body, model.signature, header_length)
+        decoded = await decode(
+            decoding.v2_request, body, model.signature, header_length, parsed=header_length
+        )
         results = await run_model(decoded.feeds, decoded.wanted or None)
         outputs, tail = [], []
         for name, arr in results.items():

@@ -176,7 +176,7 @@ def _valid_shape(name: str, shape: Any) -> None:
 
 
 def binary_tensor(
-    signature: Signature, name: str, chunk: bytes, shape: Any, datatype: Any
+    signature: Signature, name: str, chunk: bytes | memoryview, shape: Any, datatype: Any
 ) -> np.ndarray:
     """An input sent as raw bytes (Triton's binary tensor data extension): little-endian,
     row-major, exactly shape x itemsize bytes."""
@@ -286,7 +286,7 @@ def v2_request(body: bytes, signature: Signature, header_length: int | None = No
                     f"{len(binary) - offset} bytes of binary data left"
                 )
             feeds[item["name"]] = binary_tensor(
-                signature, item["name"], bytes(binary[offset : offset + size]),
+                signature, item["name"], binary[offset : offset + size],
                 item.get("shape"), item.get("datatype"),
             )  # fmt: skip
             offset += size
