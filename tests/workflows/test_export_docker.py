@@ -632,6 +632,15 @@ def test_image_requests_give_the_answer_of_dockyards_preprocessing(tmp_path, sam
             got = np.float32(body["outputs"][0]["data"]).reshape(body["outputs"][0]["shape"])
             assert got.shape == (1, 10)
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+            tensor = pre.apply(decode_image(path, pre)[None])  # the same input as JSON
+            status, as_json = images.call(
+                "POST",
+                "/v2/models/digits-cnn/infer",
+                {"inputs": [{"name": "x", "shape": list(tensor.shape), "datatype": "FP32",
+                             "data": tensor.ravel().tolist()}]},
+            )  # fmt: skip
+            assert status == 200
+            np.testing.assert_array_equal(np.float32(as_json["outputs"][0]["data"]), got.ravel())
         big = tmp_path / "big.png"
         Image.fromarray(np.zeros((41, 41), np.uint8)).save(big)
         status, body = images.call(
