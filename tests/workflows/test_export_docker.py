@@ -78,7 +78,7 @@ def test_export_result_and_files(exported):
     reqs = [ln.split("==")[0] for ln in lines if ln and not ln.startswith("#")]
     assert reqs == [
         "onnxruntime", "numpy", "starlette", "uvicorn", "prometheus-client", "orjson", "grpcio",
-        "protobuf",
+        "grpcio-health-checking", "protobuf",
     ]  # fmt: skip
     assert all("==" in ln for ln in lines if ln and not ln.startswith("#"))
     assert not list(folder.parent.glob(".*partial*"))

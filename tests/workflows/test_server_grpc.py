@@ -5,6 +5,7 @@ test-only clients installed with --no-deps (tests/clients.txt)."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,8 @@ from google.protobuf import descriptor_pb2
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from workflows.exporters.docker import DockerExportOptions, export_docker
+from workflows.errors import ExportError
+from workflows.exporters.docker import DockerExportOptions, export_docker, exported_server
 
 from .served import Server
 
@@ -95,6 +97,23 @@ def test_every_oip_method_with_tritonclient(triton, digits):
         assert got.shape == (rows, 10) and got.dtype == np.float32
         np.testing.assert_allclose(got, want[:rows], rtol=0, atol=1e-5)
         assert result.get_response().id == f"r{rows}"
+
+
+def test_the_standard_health_service_answers_without_a_key(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in (
+            "",
+            "inference.GRPCInferenceService",
+            "tensorflow.serving.PredictionService",
+        ):
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_typed_contents_give_the_raw_answer(server, digits):
@@ -221,6 +240,20 @@ def test_metrics_count_grpc_calls_by_method_and_status(server, triton):
     live = '/inference.GRPCInferenceService/ServerLive",status="OK"'
     refused = '/inference.GRPCInferenceService/ModelMetadata",status="UNAUTHENTICATED"'
     assert live in text and refused in text
+
+
+def test_a_taken_grpc_port_stops_start_up_with_its_name(exported):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with (
+            pytest.raises(ExportError) as caught,
+            exported_server(exported, {"GRPC_PORT": str(port)}, timeout=60),
+        ):
+            pass
+    said = str(caught.value)
+    assert f"127.0.0.1:{port}" in said and "GRPC_PORT=0" in said
 
 
 # --- TF Serving's PredictionService -------------------------------------------------------------

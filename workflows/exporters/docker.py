@@ -202,8 +202,17 @@ def _worst(answer: dict[str, Any], expected: dict[str, np.ndarray]) -> float:
     """The largest deviation of a v2 JSON answer from the expected outputs."""
     worst = 0.0
     for out in answer["outputs"]:
-        got = np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
-        want = expected[out["name"]].astype(np.float64)
+        want = expected[out["name"]]
+        # Read as the datatype the server declared, as a client does: an FP32 value is written
+        # as its shortest float32 text, which as a float64 is up to half a float32 step away
+        # (1.5e-5 at 320, a detector's box coordinate).
+        if out.get("datatype") != v2_datatype(want.dtype):
+            raise ExportError(
+                f"output {out['name']}: datatype {out.get('datatype')}, expected "
+                f"{v2_datatype(want.dtype)}"
+            )
+        got = np.asarray(out["data"], dtype=want.dtype).reshape(out["shape"]).astype(np.float64)
+        want = want.astype(np.float64)
         if got.shape != want.shape:
             raise ExportError(f"output {out['name']}: shape {got.shape}, expected {want.shape}")
         worst = max(worst, float(np.abs(got - want).max()) if got.size else 0.0)

@@ -25,7 +25,7 @@ from server import decode as decoding
 from server import images
 from server.core import AUTH_HINT, Serving
 from server.decode import NUMPY_TO_V2, RequestError
-from server.grpc_api import SERVER_METADATA, start_grpc
+from server.grpc_api import SERVER_METADATA, start_grpc, stop_grpc
 from server.settings import Settings
 
 
@@ -333,7 +333,7 @@ def create_app(settings: Settings | None = None) -> Any:
         yield
         serving.ready = False
         if grpc_server is not None:
-            await grpc_server.stop(settings.graceful_timeout)
+            await stop_grpc(grpc_server, settings.graceful_timeout)
         await serving.stop()
         decode.stop()
 

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import grpc
 from google.protobuf import any_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from server import grpc_codec
 from server.core import AUTH_HINT, Serving
@@ -239,6 +240,12 @@ class PredictionService(tensorflow_serving_pb2_grpc.PredictionServiceServicer):
         return response
 
 
+async def stop_grpc(server: grpc.aio.Server, grace: float) -> None:
+    """Say NOT_SERVING, then let in-flight calls finish for up to `grace` seconds."""
+    await server.health.enter_graceful_shutdown()  # type: ignore[attr-defined]
+    await server.stop(grace)
+
+
 async def start_grpc(serving: Serving) -> grpc.aio.Server:
     """Start the gRPC server on HOST:GRPC_PORT in the running event loop."""
     settings = serving.settings
@@ -254,6 +261,12 @@ async def start_grpc(serving: Serving) -> grpc.aio.Server:
     tensorflow_serving_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(serving), server
     )
+    # The standard gRPC health service (Kubernetes `grpc:` probes, grpc_health_probe): SERVING
+    # from start-up (the model is warm by then), NOT_SERVING once shutdown begins. No API key.
+    server.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(server.health, server)
+    for service in ("", _OIP, _TFS):
+        await server.health.set(service, health_pb2.HealthCheckResponse.SERVING)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
     try:
