@@ -104,6 +104,12 @@ def decode_target(body: bytes) -> None:
 # -- torchserve ---------------------------------------------------------------------------------
 @cache
 def _handler():
+    # The .mar archives the Docker server's image decoder beside the handler as dockyard_images.
+    images = importlib.util.spec_from_file_location(
+        "dockyard_images", TEMPLATES / "docker" / "server" / "images.py"
+    )
+    sys.modules[images.name] = importlib.util.module_from_spec(images)
+    images.loader.exec_module(sys.modules[images.name])
     spec = importlib.util.spec_from_file_location(
         "dockyard_fuzz_handler", TEMPLATES / "torchserve" / "handler.py"
     )
@@ -122,6 +128,7 @@ def _handler():
             "size": [8, 8],
         },
     }
+    handler.model_dir = str(TEMPLATES / "docker" / "server")  # dockyard_images is loaded above
     handler.inputs = handler.config["inputs"]
     handler.max_batch = module.MAX_BATCH
     handler.max_pixels = module.MAX_IMAGE_PIXELS

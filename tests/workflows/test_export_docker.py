@@ -84,6 +84,36 @@ def test_export_result_and_files(exported):
     assert not list(folder.parent.glob(".*partial*"))
 
 
+def test_client_py_calls_every_protocol_with_the_api_key(server, exported):
+    def client(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable,
+                "client.py",
+                "--url",
+                server.base,
+                "--grpc",
+                server.grpc_target,
+                *args,
+            ],
+            cwd=exported[0],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    r = client("--api-key", API_KEY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["rest", "rest-binary", "grpc", "tf-serving"]
+    diffs = [float(line.rsplit("max abs diff", 1)[1]) for line in lines]
+    assert max(diffs) <= 1e-5
+    r = client("--api-key", API_KEY, "--protocol", "rest,carrier-pigeon")
+    assert r.returncode == 2 and "unknown protocol(s) ['carrier-pigeon']" in r.stderr
+    r = client("--protocol", "rest")  # no key: the server refuses, client.py says so
+    assert r.returncode != 0 and "401" in r.stderr
+
+
 def test_kubernetes_and_kserve_manifests(exported):
     folder, _ = exported
     dep = yaml.safe_load((folder / "k8s" / "deployment.yaml").read_text())

@@ -181,7 +181,7 @@ def smoke_test(
                 f"the server's outputs differ from ONNX Runtime's by {worst:.3g} "
                 f"(tolerance {TOLERANCE})"
             )
-        protocols = _client_check(folder, base, f"127.0.0.1:{grpc_port}")
+        protocols = ["rest", *_client_check(folder, base, f"127.0.0.1:{grpc_port}")]
         if image is not None:
             status, answer = _get(f"{base}/v2/models/{name}/infer", 30, image[0], "image/png")
             if status != 200:
@@ -220,10 +220,12 @@ def _worst(answer: dict[str, Any], expected: dict[str, np.ndarray]) -> float:
 
 
 def _client_check(folder: Path, base: str, grpc_target: str) -> list[str]:
-    """The export's own client.py, run as a user would: REST JSON, REST binary tensors, OIP v2
-    gRPC and TF Serving gRPC, each compared with sample_response.json."""
+    """The export's own client.py, run as a user would, for the protocols smoke_test has not
+    called itself: REST binary tensors, OIP v2 gRPC and TF Serving gRPC, each compared with
+    sample_response.json."""
+    command = [sys.executable, "client.py", "--url", base, "--grpc", grpc_target, "--api-key", ""]
     r = subprocess.run(
-        [sys.executable, "client.py", "--url", base, "--grpc", grpc_target, "--api-key", ""],
+        [*command, "--protocol", "rest-binary,grpc,tf-serving"],
         cwd=folder,
         capture_output=True,
         text=True,

@@ -286,6 +286,10 @@ class TorchServeExporter(Exporter):
             files.append(stage / "index_to_name.json")
         if "model_file" in self.handler:
             files.append(stage / "model.py")
+        if opts.preprocess:  # image bodies: the Docker export's decoder, one copy for both
+            images = resource("templates", "docker") / "server" / "images.py"
+            shutil.copyfile(images, stage / "dockyard_images.py")
+            files.append(stage / "dockyard_images.py")
         shutil.copyfile(resource("templates", "torchserve") / "handler.py", stage / "handler.py")
         return files
 

@@ -2,12 +2,13 @@
 when it was exported (sample_response.json).
 
     python client.py                          # all four protocols, against localhost
+    python client.py --protocol rest,grpc     # two of them
     python client.py --protocol grpc --grpc my-host:8081 --api-key KEY
     python client.py --request my_request.json --no-check
 
 Protocols: `rest` (Open Inference Protocol v2 JSON), `rest-binary` (Triton's binary tensor data
 extension), `grpc` (OIP v2 GRPCInferenceService, as tritonclient.grpc calls it) and `tf-serving`
-(TF Serving's PredictionService.Predict). Needs numpy, grpcio and protobuf (requirements.txt);
+(TF Serving's PredictionService.Predict). Needs numpy, orjson, grpcio and protobuf (requirements.txt);
 the gRPC stubs are the server's own (server/protos), so neither tritonclient nor TensorFlow is
 needed. Exit status 1 when an answer differs from sample_response.json by more than --tolerance.
 """
@@ -26,14 +27,10 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # server.protos: the generated gRPC stubs
+sys.path.insert(0, str(HERE))  # the server's datatype tables and generated gRPC stubs
 
-V2_TO_NUMPY = {
-    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
-    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
-    "FP32": "float32", "FP64": "float64",
-}  # fmt: skip
-NUMPY_TO_V2 = {v: k for k, v in V2_TO_NUMPY.items()}
+from server.decode import NUMPY_TO_V2, V2_TO_NUMPY, little_endian_bytes  # noqa: E402
+
 PROTOCOLS = ("rest", "rest-binary", "grpc", "tf-serving")
 
 
@@ -43,6 +40,11 @@ def arrays(tensors: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         t["name"]: np.asarray(t["data"], dtype=V2_TO_NUMPY[t["datatype"]]).reshape(t["shape"])
         for t in tensors
     }
+
+
+def _unpack(raw: bytes, dtype: Any, shape: Any) -> np.ndarray:
+    """Bytes of a binary protocol (little-endian, row-major) as an array."""
+    return np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).reshape(list(shape))
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -67,20 +69,20 @@ def rest(url: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -
 
 
 def rest_binary(url: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -> dict:
-    tensors = [np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")) for a in inputs.values()]
+    tensors = [little_endian_bytes(a) for a in inputs.values()]
     header = json.dumps(
         {
             "inputs": [
                 {"name": n, "shape": list(a.shape), "datatype": NUMPY_TO_V2[a.dtype.name],
-                 "parameters": {"binary_data_size": a.nbytes}}
-                for n, a in inputs.items()
+                 "parameters": {"binary_data_size": len(t)}}
+                for (n, a), t in zip(inputs.items(), tensors, strict=True)
             ],
             "parameters": {"binary_data_output": True},
         }
     ).encode()  # fmt: skip
     request = urllib.request.Request(
         f"{url}/v2/models/{model}/infer",
-        data=header + b"".join(t.tobytes() for t in tensors),
+        data=header + b"".join(tensors),
         headers={
             "Content-Type": "application/octet-stream",
             "Inference-Header-Content-Length": str(len(header)),
@@ -93,8 +95,8 @@ def rest_binary(url: str, model: str, inputs: dict[str, np.ndarray], key: str | 
     answer, offset, out = json.loads(body[:length]), length, {}
     for t in answer["outputs"]:
         size = t["parameters"]["binary_data_size"]
-        dtype = np.dtype(V2_TO_NUMPY[t["datatype"]]).newbyteorder("<")
-        out[t["name"]] = np.frombuffer(body[offset : offset + size], dtype).reshape(t["shape"])
+        raw = body[offset : offset + size]
+        out[t["name"]] = _unpack(raw, V2_TO_NUMPY[t["datatype"]], t["shape"])
         offset += size
     return out
 
@@ -110,14 +112,12 @@ def grpc_v2(target: str, model: str, inputs: dict[str, np.ndarray], key: str | N
     request = oip_v2_pb2.ModelInferRequest(model_name=model)
     for name, array in inputs.items():
         request.inputs.add(name=name, datatype=NUMPY_TO_V2[array.dtype.name], shape=array.shape)
-        request.raw_input_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
+        request.raw_input_contents.append(little_endian_bytes(array))
     with grpc.insecure_channel(target) as channel:
         stub = oip_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
         response = stub.ModelInfer(request, timeout=60, metadata=_metadata(key))
     return {
-        t.name: np.frombuffer(raw, np.dtype(V2_TO_NUMPY[t.datatype]).newbyteorder("<")).reshape(
-            list(t.shape)
-        )
+        t.name: _unpack(raw, V2_TO_NUMPY[t.datatype], t.shape)
         for t, raw in zip(response.outputs, response.raw_output_contents, strict=True)
     }
 
@@ -137,16 +137,14 @@ def tf_serving(target: str, model: str, inputs: dict[str, np.ndarray], key: str 
                 tensor_shape=tensorflow_pb2.TensorShapeProto(
                     dim=[tensorflow_pb2.TensorShapeProto.Dim(size=d) for d in array.shape]
                 ),
-                tensor_content=array.astype(array.dtype.newbyteorder("<")).tobytes(),
+                tensor_content=little_endian_bytes(array),
             )
         )
     with grpc.insecure_channel(target) as channel:
         stub = tensorflow_serving_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(request, timeout=60, metadata=_metadata(key))
     return {
-        name: np.frombuffer(
-            t.tensor_content, np.dtype(TF_TO_NUMPY[t.dtype]).newbyteorder("<")
-        ).reshape([d.size for d in t.tensor_shape.dim])
+        name: _unpack(t.tensor_content, TF_TO_NUMPY[t.dtype], [d.size for d in t.tensor_shape.dim])
         for name, t in response.outputs.items()
     }
 
@@ -156,13 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=f"http://localhost:{os.environ.get('PORT', '$port')}")
     parser.add_argument("--grpc", default=f"localhost:{os.environ.get('GRPC_PORT', '$grpc_port')}")
     parser.add_argument("--model", default="$model_name")
-    parser.add_argument("--protocol", choices=(*PROTOCOLS, "all"), default="all")
+    parser.add_argument(
+        "--protocol", default="all", help=f"all, or some of {', '.join(PROTOCOLS)}, comma-separated"
+    )
     parser.add_argument("--request", default=str(HERE / "sample_request.json"))
     parser.add_argument("--expected", default=str(HERE / "sample_response.json"))
     parser.add_argument("--no-check", action="store_true", help="print, do not compare")
     parser.add_argument("--tolerance", type=float, default=1e-5)
     parser.add_argument("--api-key", default=os.environ.get("API_KEY") or None)
     args = parser.parse_args(argv)
+    chosen = PROTOCOLS if args.protocol == "all" else tuple(args.protocol.split(","))
+    unknown = [p for p in chosen if p not in PROTOCOLS]
+    if unknown:
+        parser.error(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)} or all")
 
     inputs = arrays(json.loads(Path(args.request).read_text())["inputs"])
     expected = (
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "tf-serving": lambda: tf_serving(args.grpc, args.model, inputs, args.api_key),
     }
     failed = False
-    for protocol in PROTOCOLS if args.protocol == "all" else (args.protocol,):
+    for protocol in chosen:
         started = time.perf_counter()
         outputs = calls[protocol]()
         ms = (time.perf_counter() - started) * 1000

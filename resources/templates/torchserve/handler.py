@@ -9,12 +9,10 @@ beside it).
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import math
 import os
 import sys
-import warnings
 
 import numpy as np
 from ts.torch_handler.base_handler import BaseHandler
@@ -23,6 +21,7 @@ from ts.utils.util import PredictionException
 # Client mistakes answered 4xx, never a worker error (TorchServe's 503) or a crashed worker.
 MAX_BATCH = 64  # samples per request: bounds memory per call (dockyard_config.json "max_batch")
 MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image (e.g. a decompression bomb) is refused unread
+#                                 (dockyard_images.py reads and preprocesses images)
 
 
 def too_large(message):
@@ -72,11 +71,22 @@ def _v2_tensor(t):
     return data.reshape(shape)
 
 
+def _archived_module(model_dir, name, filename=None):
+    """A module archived in the .mar (--extra-files), loaded from its file once."""
+    if name not in sys.modules:
+        path = os.path.join(model_dir, filename or f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 class DockyardHandler(BaseHandler):
     """JSON tensors in, JSON out; raw image bytes too when the config has a preprocessing recipe."""
 
     def initialize(self, context):
-        model_dir = context.system_properties.get("model_dir")
+        model_dir = self.model_dir = context.system_properties.get("model_dir")
         with open(os.path.join(model_dir, "dockyard_config.json")) as f:
             self.config = json.load(f)
         self.inputs = self.config["inputs"]
@@ -104,12 +114,7 @@ class DockyardHandler(BaseHandler):
             elif kind == "exported_program":
                 self.model = torch.export.load(serialized).module()
             else:  # eager: the module's source file + its state_dict, loaded without unpickling code
-                spec = importlib.util.spec_from_file_location(
-                    "dockyard_model", os.path.join(model_dir, self.config["model_file"])
-                )
-                module = importlib.util.module_from_spec(spec)
-                sys.modules["dockyard_model"] = module
-                spec.loader.exec_module(module)
+                module = _archived_module(model_dir, "dockyard_model", self.config["model_file"])
                 self.model = getattr(module, self.config["model_class"])()
                 state = torch.load(serialized, map_location="cpu", weights_only=True)
                 self.model.load_state_dict(state)
@@ -141,41 +146,22 @@ class DockyardHandler(BaseHandler):
         return arr
 
     def _image(self, payload):
-        from PIL import Image
-
         recipe = self.config.get("preprocess")
         if not recipe:
             raise ValueError("this model takes JSON tensors, not images")
-        mode = "L" if recipe["channels"].upper() in ("L", "GRAY") else "RGB"
+        images = _archived_module(self.model_dir, "dockyard_images")  # the Docker server's
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(payload))  # reads the header only
-                if img.width * img.height > self.max_pixels:
-                    raise too_large(
-                        f"the image is {img.width}x{img.height} pixels; the limit is "
-                        f"{self.max_pixels} (max_image_pixels in dockyard_config.json)"
-                    )
-                img = img.convert(mode)  # decodes it
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise too_large(f"the image is too large to decode: {exc}") from None
-        except OSError as exc:  # PIL.UnidentifiedImageError, truncated or corrupt data
+            batch = images.image_batch(
+                payload, recipe, self.max_pixels, "max_image_pixels in dockyard_config.json"
+            )
+        except images.ImageError as exc:
+            if exc.too_large:
+                raise too_large(str(exc)) from None
             raise ValueError(
                 "the request body is neither JSON nor an image this server can read "
                 f"(PNG, JPEG, ...): {exc}"
             ) from None
-        if recipe.get("size"):
-            img = img.resize((recipe["size"][1], recipe["size"][0]), Image.Resampling.BILINEAR)
-        arr = np.asarray(img, dtype=np.float32)
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        if recipe["channels"].upper() == "BGR":
-            arr = arr[:, :, ::-1]
-        arr = arr * np.float32(recipe["scale"])
-        arr = (arr - np.asarray(recipe["mean"], np.float32)) / np.asarray(recipe["std"], np.float32)
-        if recipe["layout"].upper() == "NCHW":
-            arr = arr.transpose(2, 0, 1)
-        return {self.inputs[0]["name"]: np.ascontiguousarray(arr[None], dtype=np.float32)}
+        return {self.inputs[0]["name"]: batch}
 
     def _feeds(self, body):
         if isinstance(body, str):  # TorchServe decodes text/* bodies

@@ -22,9 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from server import decode as decoding
-from server import images
 from server.core import AUTH_HINT, Serving
-from server.decode import NUMPY_TO_V2, RequestError
+from server.decode import NUMPY_TO_V2, RequestError, image_feeds, little_endian_bytes
 from server.grpc_api import SERVER_METADATA, start_grpc, stop_grpc
 from server.settings import Settings
 
@@ -250,7 +249,7 @@ def create_app(settings: Settings | None = None) -> Any:
                 "shape": list(arr.shape),
             }
             if decoded.binary_all or name in decoded.binary_outputs:
-                raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+                raw = little_endian_bytes(arr)
                 out["parameters"] = {"binary_data_size": len(raw)}
                 tail.append(raw)
             else:
@@ -281,9 +280,7 @@ def create_app(settings: Settings | None = None) -> Any:
                 415,
             )
         body = await read_body(request, settings.max_body_bytes)
-        feeds = await decode(
-            images.image_feeds, body, recipe, model.signature, settings.max_image_pixels
-        )
+        feeds = await decode(image_feeds, body, recipe, model.signature, settings.max_image_pixels)
         results = await run_model(feeds)
         outputs = [
             {

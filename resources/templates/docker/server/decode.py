@@ -175,6 +175,11 @@ def _valid_shape(name: str, shape: Any) -> None:
         )
 
 
+def little_endian_bytes(array: np.ndarray) -> bytes:
+    """An array's bytes as every binary protocol here carries them: little-endian, row-major."""
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
 def binary_tensor(
     signature: Signature, name: str, chunk: bytes | memoryview, shape: Any, datatype: Any
 ) -> np.ndarray:
@@ -333,3 +338,21 @@ def v1_request(body: bytes, signature: Signature) -> dict[str, np.ndarray]:
         inputs = request["inputs"]
         columns = inputs if isinstance(inputs, dict) else {names[0]: inputs}
     return {n: signature.tensor(n, v, None, None) for n, v in columns.items()}
+
+
+def image_feeds(
+    body: bytes, recipe: dict[str, Any], signature: Signature, max_pixels: int
+) -> dict[str, np.ndarray]:
+    """An image/* body as a batch of one for the model's single input (server/images.py)."""
+    from server.images import ImageError, image_batch
+
+    try:
+        x = image_batch(body, recipe, max_pixels, "MAX_IMAGE_PIXELS")
+    except ImageError as exc:
+        if exc.too_large:
+            raise RequestError(str(exc), 413) from None
+        raise RequestError(
+            f"the body is not an image this server can read (PNG, JPEG, ...): {exc}"
+        ) from None
+    name = signature.names[0]
+    return {name: signature.check(name, x.astype(signature.info(name).dtype, copy=False))}

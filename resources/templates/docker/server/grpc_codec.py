@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from server.decode import NUMPY_TO_V2, RequestError, Signature, binary_tensor
+from server.decode import NUMPY_TO_V2, RequestError, Signature, binary_tensor, little_endian_bytes
 from server.protos import oip_v2_pb2, tensorflow_pb2
 
 # ModelInfer's typed lists: which InferTensorContents field carries each v2 datatype.
@@ -60,10 +60,6 @@ TF_VALUES = {
 }
 
 
-def _little_endian(array: np.ndarray) -> bytes:
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-
-
 def v2_feeds(
     request: oip_v2_pb2.ModelInferRequest, signature: Signature
 ) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -109,7 +105,7 @@ def v2_response(
             datatype=NUMPY_TO_V2.get(array.dtype.name, "BYTES"),
             shape=list(array.shape),
         )
-        response.raw_output_contents.append(_little_endian(array))
+        response.raw_output_contents.append(little_endian_bytes(array))
     return response
 
 
@@ -148,7 +144,7 @@ def tf_tensor(array: np.ndarray) -> tensorflow_pb2.TensorProto:
         tensor_shape=tensorflow_pb2.TensorShapeProto(
             dim=[tensorflow_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape]
         ),
-        tensor_content=_little_endian(array),
+        tensor_content=little_endian_bytes(array),
     )
 
 

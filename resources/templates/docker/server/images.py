@@ -1,10 +1,13 @@
 """Image request bodies (`Content-Type: image/*`): decoded and preprocessed with the recipe saved
-at export (config.json "preprocess"), the same steps Dockyard validated the model with
+at export ("preprocess" in the export's config), the same steps Dockyard validated the model with
 (workflows/data.py: convert, bilinear resize, channel order, scale, mean, std, layout).
 
-Like decode.py this runs in the server's threads or its decoding process, never in the event
-loop: decoding a JPEG holds the GIL. Pillow is imported here only, so a server without images
-never loads it."""
+One module for both servers that take images: the Docker export's (server/decode.py) and the
+TorchServe handler (archived beside it in the .mar). It therefore imports nothing of either: its
+errors are ImageError, which each server answers in its own way.
+
+It runs in a server's threads or decoding process, never in an event loop: decoding a JPEG holds
+the GIL. Pillow is imported here only, so a server without images never loads it."""
 
 from __future__ import annotations
 
@@ -14,15 +17,26 @@ from typing import Any
 
 import numpy as np
 
-from server.decode import RequestError, Signature
-
 MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image (a decompression bomb, say) is refused unread
 
 
-def image_feeds(
-    body: bytes, recipe: dict[str, Any], signature: Signature, max_pixels: int = MAX_IMAGE_PIXELS
-) -> dict[str, np.ndarray]:
-    """One image as a batch of one for the model's single input."""
+class ImageError(ValueError):
+    """An image over the pixel limit (too_large, the message says which limit) or a body that is
+    no image Pillow can read (the message is Pillow's reason; the caller says what was sent)."""
+
+    def __init__(self, message: str, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def image_batch(
+    body: bytes,
+    recipe: dict[str, Any],
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    limit_name: str = "MAX_IMAGE_PIXELS",
+) -> np.ndarray:
+    """One encoded image (PNG, JPEG, ...) as a float32 batch of one, preprocessed by `recipe`.
+    `limit_name` is how the pixel limit is set, named when an image is over it."""
     from PIL import Image
 
     channels = str(recipe.get("channels", "RGB")).upper()
@@ -31,16 +45,16 @@ def image_feeds(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(body))  # reads the header only
             if img.width * img.height > max_pixels:
-                raise RequestError(
+                raise ImageError(
                     f"the image is {img.width}x{img.height} pixels; the limit is {max_pixels} "
-                    "(MAX_IMAGE_PIXELS)",
-                    413,
+                    f"({limit_name})",
+                    too_large=True,
                 )
             img = img.convert("L" if channels == "L" else "RGB")  # decodes it
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise RequestError(f"the image is too large to decode: {exc}", 413) from None
+        raise ImageError(f"the image is too large to decode: {exc}", too_large=True) from None
     except OSError as exc:  # PIL.UnidentifiedImageError, truncated or corrupt data
-        raise RequestError(f"the body is not an image this server can read: {exc}") from None
+        raise ImageError(str(exc)) from None
     size = recipe.get("size")
     if size:
         img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
@@ -55,6 +69,4 @@ def image_feeds(
     )
     if str(recipe.get("layout", "NCHW")).upper() == "NCHW":
         x = x.transpose(2, 0, 1)
-    x = np.ascontiguousarray(x[None], dtype=np.float32)
-    name = signature.names[0]
-    return {name: signature.check(name, x.astype(signature.info(name).dtype, copy=False))}
+    return np.ascontiguousarray(x[None], dtype=np.float32)
