@@ -202,6 +202,11 @@ def _raw_recipe(name: str) -> bytes:
         )
     if name == "huge_header":
         return b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+    if name == "many_headers":  # 20 KB of head, small enough to arrive in one read
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 90) for i in range(200))
+        return b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+    if name == "long_url":
+        return b"GET /v2/health/live?q=" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     raise ValueError(name)
 
 

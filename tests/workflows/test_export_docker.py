@@ -77,8 +77,8 @@ def test_export_result_and_files(exported):
     lines = (folder / "requirements.txt").read_text().splitlines()
     reqs = [ln.split("==")[0] for ln in lines if ln and not ln.startswith("#")]
     assert reqs == [
-        "onnxruntime", "numpy", "starlette", "uvicorn", "prometheus-client", "orjson", "grpcio",
-        "grpcio-health-checking", "protobuf",
+        "onnxruntime", "numpy", "starlette", "uvicorn", "httptools", "prometheus-client", "orjson",
+        "grpcio", "grpcio-health-checking", "protobuf",
     ]  # fmt: skip
     assert all("==" in ln for ln in lines if ln and not ln.startswith("#"))
     assert not list(folder.parent.glob(".*partial*"))
@@ -112,6 +112,23 @@ def test_client_py_calls_every_protocol_with_the_api_key(server, exported):
     assert r.returncode == 2 and "unknown protocol(s) ['carrier-pigeon']" in r.stderr
     r = client("--protocol", "rest")  # no key: the server refuses, client.py says so
     assert r.returncode != 0 and "401" in r.stderr
+
+
+def test_an_oversized_head_on_a_kept_alive_connection_gets_431(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while not first.endswith(b'{"live":true}'):
+            first += sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server answers, then closes
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
+    assert b"the request head is over 16384 bytes" in answer
 
 
 def test_kubernetes_and_kserve_manifests(exported):

@@ -18,7 +18,7 @@ def main() -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.graceful_timeout,
         timeout_keep_alive=settings.keepalive_timeout,
-        http="server.protocol:GuardedH11Protocol",
+        http="server.protocol:GuardedHttpToolsProtocol",
         loop="asyncio",  # the loop grpc.aio supports (server/grpc_api.py shares it)
         proxy_headers=True,
     )

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from server import decode as decoding
-from server.core import AUTH_HINT, Serving
+from server.core import AUTH_HINT, INLINE_PARSE_BYTES, INLINE_RENDER_VALUES, Serving
 from server.decode import NUMPY_TO_V2, RequestError, image_feeds, little_endian_bytes
 from server.grpc_api import SERVER_METADATA, start_grpc, stop_grpc
 from server.settings import Settings
@@ -57,8 +57,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class Decoder:
-    """Runs decode.* on a request body off the event loop: in a worker thread when the body is
-    small, in a separate process when it is large. json.loads and np.asarray hold the GIL for
+    """Runs decode.* on a request body: in the event loop when there is little to parse
+    (INLINE_PARSE_BYTES), else off it: in a worker thread, or in a separate process when the
+    body is large. json.loads and np.asarray hold the GIL for
     their whole run, so a 16 MiB body decoded in a thread stalls every other connection for
     ~0.5 s (a liveness probe with a 1 s timeout then fails under load); in another process it
     stalls nothing here. Small bodies stay in threads: a process round trip costs ~1 ms."""
@@ -82,11 +83,18 @@ class Decoder:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
     async def __call__(
-        self, function: Callable[..., Any], body: bytes, *args: Any, parsed: int | None = None
+        self,
+        function: Callable[..., Any],
+        body: bytes,
+        *args: Any,
+        parsed: int | None = None,
+        inline: bool = True,
     ) -> Any:
         """`function(body, *args)`; `parsed`: the bytes that need parsing, when not all of the
-        body does (a binary request's raw tensors are only copied, which is fast anywhere)."""
-        if self.pool is not None and (len(body) if parsed is None else parsed) > self.process_above:
+        body does (a binary request's raw tensors are only copied, which is fast anywhere);
+        `inline`: whether a small body may be decoded in the event loop."""
+        size = len(body) if parsed is None else parsed
+        if self.pool is not None and size > self.process_above:
             loop = asyncio.get_running_loop()
             try:
                 return await loop.run_in_executor(self.pool, function, body, *args)
@@ -97,6 +105,8 @@ class Decoder:
                 raise RequestError(
                     "the request decoder was restarted; retry the request", 503
                 ) from None
+        if inline and size <= INLINE_PARSE_BYTES:
+            return function(body, *args)
         return await anyio.to_thread.run_sync(function, body, *args)
 
     def _restart(self) -> None:
@@ -119,10 +129,17 @@ def binary_header_length(request: Request) -> int | None:
     return int(value)
 
 
-async def json_response(content: Any) -> Response:
-    """A JSON response rendered in a worker thread (a large answer would stall the loop)."""
-    body = await anyio.to_thread.run_sync(_render, content)
-    return Response(body, media_type="application/json")
+async def render(content: Any, values: int) -> bytes:
+    """`content` as JSON; in a worker thread when it holds more than INLINE_RENDER_VALUES
+    numbers (`values`), as a large answer would stall the loop."""
+    if values <= INLINE_RENDER_VALUES:
+        return _render(content)
+    return await anyio.to_thread.run_sync(_render, content)
+
+
+async def json_response(content: Any, values: int) -> Response:
+    """A JSON response of `values` numbers, rendered where `render` says."""
+    return Response(await render(content, values), media_type="application/json")
 
 
 def _render(content: Any) -> bytes:
@@ -241,6 +258,7 @@ def create_app(settings: Settings | None = None) -> Any:
             decoding.v2_request, body, model.signature, header_length, parsed=header_length
         )
         results = await run_model(decoded.feeds, decoded.wanted or None)
+        binary = {n for n in results if decoded.binary_all or n in decoded.binary_outputs}
         outputs, tail = [], []
         for name, arr in results.items():
             out: dict[str, Any] = {
@@ -248,7 +266,7 @@ def create_app(settings: Settings | None = None) -> Any:
                 "datatype": NUMPY_TO_V2.get(arr.dtype.name, "BYTES"),
                 "shape": list(arr.shape),
             }
-            if decoded.binary_all or name in decoded.binary_outputs:
+            if name in binary:
                 raw = little_endian_bytes(arr)
                 out["parameters"] = {"binary_data_size": len(raw)}
                 tail.append(raw)
@@ -262,9 +280,10 @@ def create_app(settings: Settings | None = None) -> Any:
         }
         if decoded.has_id:
             response["id"] = decoded.id
+        values = sum(int(a.size) for n, a in results.items() if n not in binary)
         if not tail:
-            return await json_response(response)
-        header = await anyio.to_thread.run_sync(_render, response)
+            return await json_response(response, values)
+        header = await render(response, values)
         return Response(
             header + b"".join(tail),
             media_type="application/octet-stream",
@@ -280,7 +299,9 @@ def create_app(settings: Settings | None = None) -> Any:
                 415,
             )
         body = await read_body(request, settings.max_body_bytes)
-        feeds = await decode(image_feeds, body, recipe, model.signature, settings.max_image_pixels)
+        feeds = await decode(  # never inline: a small PNG can hold a large image
+            image_feeds, body, recipe, model.signature, settings.max_image_pixels, inline=False
+        )
         results = await run_model(feeds)
         outputs = [
             {
@@ -292,7 +313,8 @@ def create_app(settings: Settings | None = None) -> Any:
             for name, arr in results.items()
         ]
         return await json_response(
-            {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+            {"model_name": model.name, "model_version": model.version, "outputs": outputs},
+            sum(int(a.size) for a in results.values()),
         )
 
     async def predict_v1(request: Request) -> Response:
@@ -309,7 +331,8 @@ def create_app(settings: Settings | None = None) -> Any:
         else:
             batch = len(next(iter(results.values())))
             predictions = [{k: v[i] for k, v in results.items()} for i in range(batch)]
-        return await json_response({"predictions": predictions})
+        values = sum(int(a.size) for a in results.values())
+        return await json_response({"predictions": predictions}, values)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
