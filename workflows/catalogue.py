@@ -72,6 +72,8 @@ STEPS: dict[str, StepSpec] = {
            "TorchServe archive (.mar) — generated handler; TorchServe is in limited maintenance"),
         _S("export-tflite", "workflows.exporters.tflite_bundle", "TFLiteExportOptions", "export",
            "TFLite bundle — fp32, fp16, dynamic and INT8 variants for LiteRT (phones, edge)"),
+        _S("export-triton", "workflows.exporters.triton", "TritonExportOptions", "export",
+           "Triton model repository — config.pbtxt + ONNX for Triton's ONNX Runtime backend"),
     ]
 }  # fmt: skip
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workflows.exporters.common import TRITON_IMAGE
 from workflows.model import path_size
 from workflows.present import gate, pct, size
 
@@ -205,6 +206,22 @@ def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
                  "LiteRT: Android, iOS, Linux/ARM boards; Python via ai-edge-litert",
                  f"python {_q(out / 'infer.py', root)} "
                  f"{_q(out / 'sample_input.npy', root)}{model}")
+        )  # fmt: skip
+    tri = results.get("export-triton")
+    if tri:
+        out, name = Path(tri["output"]), tri["model_name"]
+        check = tri["validation"]["repository_model"]
+        batching = (
+            f"max_batch_size {tri['max_batch_size']}" if tri["max_batch_size"] else "no batching"
+        )
+        found.append(
+            Card("Triton model repository", f"{name}/config.pbtxt ({batching}) + "
+                 f"{name}/1/model.onnx for Triton's ONNX Runtime backend", str(out), _size(out),
+                 f"config checked against the model; matches the original (max abs error "
+                 f"{check['max_abs_error']:.2g})", None,
+                 "Triton Inference Server (CPU or GPU), KServe with the Triton runtime",
+                 f"docker run --rm -p 8000:8000 -p 8001:8001 -v \"$PWD/{relative(out, root)}\":/models "
+                 f"{TRITON_IMAGE} tritonserver --model-repository=/models")
         )  # fmt: skip
     report = results.get("report")
     if report:

@@ -366,6 +366,29 @@ def predictions(r: dict[str, Any]) -> Table:
     return table
 
 
+def triton_lines(r: dict[str, Any]) -> list[str]:
+    """A Triton repository's shape and checks."""
+    batching = (
+        f"max_batch_size {r['max_batch_size']}, dynamic batching "
+        f"{'on' if r['dynamic_batching'] else 'off'}"
+        if r["max_batch_size"]
+        else "batching off (max_batch_size 0)"
+    )
+    check = r["validation"]["repository_model"]
+    lines = [
+        f"repository: {r['model_name']}/config.pbtxt + {r['model_name']}/1/model.onnx; "
+        f"{batching}; {r['instances']} instance(s)",
+        "config.pbtxt parses as Triton's ModelConfig; its inputs and outputs match the model's",
+        f"1/model.onnx matches the original (max abs error {check['max_abs_error']:.2g})",
+    ]
+    if "batch" in check:
+        lines.append(
+            "a batch of 2 gives each sample's own answer "
+            f"(max abs error {check['batch']['max_abs_error']:.2g})"
+        )
+    return lines
+
+
 def export_lines(r: dict[str, Any]) -> list[str]:
     """What an export's own checks found (smoke test, lint, image build, validation data)."""
     target, smoke = r["target"], r.get("smoke_test", {})
@@ -383,6 +406,8 @@ def export_lines(r: dict[str, Any]) -> list[str]:
                 f"the original (max abs error {smoke['max_abs_error']:.2g})"
             )
         return lines
+    if target == "triton":
+        return triton_lines(r)
     lines = [
         f"smoke test: server ready in {smoke['server_ready_seconds']} s, outputs match ONNX "
         f"Runtime (max abs error {smoke['max_abs_error']:.2g})"

@@ -78,7 +78,7 @@ class ExportPage(Page):
     def _options(self, target: str) -> dict:
         user: dict = {}
         quant = self.session.step_options.get("quantize") or {}
-        if target in ("torchserve", "tflite") and quant.get("labels"):
+        if target in ("torchserve", "tflite", "triton") and quant.get("labels"):
             user["labels"] = quant["labels"]
         if target == "tflite":
             user.update(calibration=quant.get("calibration"), evaluation=quant.get("evaluation"))

@@ -113,13 +113,13 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     with qtbot.waitSignal(
         window.step_finished,
         timeout=TIMEOUT,
-        check_params_cb=lambda s, ok: s == "export-tflite" or not ok,
+        check_params_cb=lambda s, ok: s == "export-triton" or not ok,
     ):
         export.export()
     results = window.session.results
-    assert {"export-docker", "export-torchserve", "export-tflite"} <= set(results), (
-        window.last_error
-    )
+    assert {"export-docker", "export-torchserve", "export-tflite", "export-triton"} <= set(
+        results
+    ), window.last_error
     docker = Path(results["export-docker"]["output"])
     assert (docker / "Dockerfile").is_file() and (docker / "server" / "app.py").is_file()
     assert json.loads((docker / "manifest.json").read_text())["validation"]["smoke_test"]["passed"]
@@ -128,9 +128,12 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     tflite = results["export-tflite"]
     assert tflite["passed"] and len(tflite["variants"]) == 4
     assert all((Path(tflite["output"]) / v["file"]).is_file() for v in tflite["variants"])
-    assert export.done.count() == 3 and "TFLite" in export.readme.toPlainText()
-    assert [export.done.item(i).text() for i in range(3)] == [
-        "export-docker", "export-torchserve", "export-tflite"
+    triton = Path(results["export-triton"]["output"])
+    assert (triton / "digits-cnn" / "config.pbtxt").is_file()
+    assert (triton / "digits-cnn" / "labels.txt").is_file()  # the quantize step's labels
+    assert export.done.count() == 4 and "Triton model repository" in export.readme.toPlainText()
+    assert [export.done.item(i).text() for i in range(4)] == [
+        "export-docker", "export-torchserve", "export-tflite", "export-triton"
     ]  # fmt: skip
     assert export.done.item(0).toolTip() == str(docker)
     assert export.folder_label.toolTip().startswith(str(window.session.root))
@@ -142,7 +145,8 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     # A card per artifact, with what was measured. INT8 top-1 depends on the CPU's INT8 kernels
     # (98.44 % on an AVX-512 VNNI Xeon, 98.89 % on an AVX2-only EPYC): asserted within the gate.
     assert [c.card.title for c in summary.cards] == [
-        "ONNX model", "int8-static variant", "Docker image", "TorchServe archive", "TFLite bundle"
+        "ONNX model", "int8-static variant", "Docker image", "TorchServe archive", "TFLite bundle",
+        "Triton model repository",
     ]  # fmt: skip
     int8 = window.session.results["quantize"]["variants"][0]
     top1 = int8["accuracy"]["top1"]
@@ -171,6 +175,7 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
         "export-docker",
         "export-torchserve",
         "export-tflite",
+        "export-triton",
     ]
     run(qtbot, window, "report", summary.open_report)
     assert Path(window.session.results["report"]["html"]).is_file()

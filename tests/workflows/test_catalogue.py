@@ -36,7 +36,7 @@ def test_unknown_step_lists_the_known_ones():
 def test_workflow_steps_and_targets_come_from_the_catalogue():
     assert catalogue.workflow_steps()[:3] == ["convert", "validate", "quantize"]
     assert "inspect" not in catalogue.workflow_steps()
-    assert list(catalogue.export_targets()) == ["docker", "torchserve", "tflite"]
+    assert list(catalogue.export_targets()) == ["docker", "torchserve", "tflite", "triton"]
 
 
 @pytest.mark.parametrize(

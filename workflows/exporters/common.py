@@ -151,6 +151,11 @@ def write_manifest(
     return manifest
 
 
+# The Triton release a Triton repository's README and handoff command name: the one of the
+# tritonclient the tests parse config.pbtxt with (2.73.0 is NGC release 26.08: 2.51.0, measured
+# in nvidia-pytriton's server, is 24.10, and Triton gains a minor version a month).
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:26.08-py3"
+
 # The options of the targets that send a sample request, described once for both.
 SAMPLE_INPUTS_HELP = (
     "One real sample (.npy, or .npz with one array per input) for the sample request and the "
