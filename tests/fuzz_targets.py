@@ -94,7 +94,7 @@ def _server_decode():
 
 def decode_target(body: bytes) -> None:
     decode, signature = _server_decode()
-    for function in (decode.v2_request, decode.v1_request):
+    for function in (decode.v2_request, decode.v1_request, decode.any_request):
         try:
             function(body, signature)
         except decode.RequestError as exc:

@@ -16,8 +16,8 @@ from workflows.exporters.common import free_port
 
 
 class Server:
-    def __init__(self, folder: Path, **env: str) -> None:
-        self.port, self.grpc_port = free_port(), free_port()
+    def __init__(self, folder: Path, port: int | None = None, **env: str) -> None:
+        self.port, self.grpc_port = port or free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         full_env = {

@@ -21,6 +21,7 @@ import yaml
 
 from workflows.atomic import OWNER_MARK
 from workflows.errors import ExportError
+from workflows.exporters.common import free_port
 from workflows.exporters.docker import DockerExportOptions, export_docker
 
 from .served import Server
@@ -129,6 +130,85 @@ def test_an_oversized_head_on_a_kept_alive_connection_gets_431(server):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
     assert b"the request head is over 16384 bytes" in answer
+
+
+def _digits(sample_dir: Path, n: int) -> np.ndarray:
+    return np.load(sample_dir / "digits_test.npz")["x"][:n].astype(np.float32)
+
+
+def test_sagemaker_routes_answer_like_the_v2_and_v1_routes(server, sample_dir):
+    x = _digits(sample_dir, 3)
+    v2 = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                      "data": x.ravel().tolist()}]}  # fmt: skip
+    assert server.call("GET", "/ping")[0] == 200  # no API key: a health check
+    status, want = server.call("POST", "/v2/models/digits-cnn/infer", v2, headers=AUTH)
+    assert status == 200
+    status, got = server.call("POST", "/invocations", v2, headers=AUTH)
+    assert status == 200 and got["outputs"][0]["shape"] == [3, 10]
+    assert got["outputs"][0]["data"] == want["outputs"][0]["data"]
+    instances = {"instances": x.tolist()}
+    status, want_v1 = server.call("POST", "/v1/models/digits-cnn:predict", instances, headers=AUTH)
+    status, got_v1 = server.call("POST", "/invocations", instances, headers=AUTH)
+    assert status == 200 and got_v1 == want_v1
+    assert np.allclose(got_v1["predictions"], np.reshape(want["outputs"][0]["data"], (3, 10)))
+    header = json.dumps(
+        {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                     "parameters": {"binary_data_size": x.nbytes}}]}
+    ).encode()  # fmt: skip
+    status, got_binary = server.call(
+        "POST", "/invocations", raw=header + x.astype("<f4").tobytes(),
+        headers={**AUTH, "Inference-Header-Content-Length": str(len(header)),
+                 "Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+    assert status == 200 and got_binary["outputs"][0]["data"] == want["outputs"][0]["data"]
+    assert server.call("POST", "/invocations", v2)[0] == 401  # the API key still applies
+    status, answer = server.call("POST", "/invocations", {"rows": []}, headers=AUTH)
+    assert status == 400 and "Open Inference Protocol v2" in answer["error"]
+
+
+def test_vertex_ai_routes_and_port(exported, sample_dir):
+    folder = exported[0]
+    health, predict = "/v1/endpoints/7/deployedModels/9", "/v1/endpoints/7/deployedModels/9:predict"
+    port = free_port()
+    s = Server(folder, PORT="1", AIP_HTTP_PORT=str(port), AIP_HEALTH_ROUTE=health,
+               AIP_PREDICT_ROUTE=predict, port=port)  # fmt: skip
+    try:
+        assert s.call("GET", health)[0] == 200
+        x = _digits(sample_dir, 2)
+        status, got = s.call("POST", predict, {"instances": x.tolist(), "parameters": {}})
+        assert status == 200
+        want = _reference(folder, x)
+        assert np.abs(np.asarray(got["predictions"]) - want).max() <= 1e-5
+    finally:
+        s.stop()
+
+
+def test_the_images_serve_command_starts_the_server(exported, tmp_path):
+    """SageMaker runs `docker run IMAGE serve`: the Dockerfile's own lines make `serve`."""
+    folder = exported[0]
+    line = next(ln for ln in (folder / "Dockerfile").read_text().splitlines() if "printf" in ln)
+    command = line.strip().removeprefix("&& ").removesuffix("\\").strip()
+    script = tmp_path / "serve"
+    subprocess.run(["sh", "-c", command.replace("/usr/local/bin/serve", str(script))], check=True)
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "GRPC_PORT": "0", "HOST": "127.0.0.1",
+           "PYTHONPATH": str(folder), "LOG_LEVEL": "warning",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    proc = subprocess.Popen(["sh", "-c", f"chmod 755 {script} && exec {script}"], cwd=folder,
+                            env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    status = r.status
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        assert status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def test_kubernetes_and_kserve_manifests(exported):

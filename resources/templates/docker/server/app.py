@@ -179,8 +179,11 @@ def _plain(value: Any) -> Any:
 class Guard:
     """Pure ASGI middleware: API key check, request metrics, and 4xx for client mistakes."""
 
-    def __init__(self, app: Any, serving: Serving, routes: list[Route]) -> None:
+    def __init__(
+        self, app: Any, serving: Serving, routes: list[Route], open_paths: set[str]
+    ) -> None:
         self.app, self.serving, self.metrics, self.routes = app, serving, serving.metrics, routes
+        self.open_paths = open_paths  # besides /v2/health/*: health checks without the key
 
     def _endpoint(self, scope: dict[str, Any]) -> str:
         for route in self.routes:
@@ -203,7 +206,8 @@ class Guard:
         self.metrics.in_flight.inc()
         started = time.perf_counter()
         try:
-            if not scope["path"].startswith("/v2/health"):
+            path = scope["path"]
+            if not path.startswith("/v2/health") and path not in self.open_paths:
                 # latin-1 decodes any byte: a non-ASCII header is a wrong key (401), not a 500.
                 headers = {
                     k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
@@ -249,14 +253,30 @@ def create_app(settings: Settings | None = None) -> Any:
 
     async def infer_v2(request: Request) -> Response:
         check_model_name(request.path_params["name"])
+        return await infer(request, v2_only=True)
+
+    async def invocations(request: Request) -> Response:
+        # SageMaker's route: any request the v2 route takes, or TF Serving's {"instances": ...},
+        # answered in the format it was asked in.
+        return await infer(request, v2_only=False)
+
+    async def infer(request: Request, v2_only: bool) -> Response:
         kind = request.headers.get("content-type", "").lower()
         if kind.startswith("image/"):
             return await infer_image(request)
         header_length = binary_header_length(request)
         body = await read_body(request, settings.max_body_bytes)
-        decoded = await decode(
-            decoding.v2_request, body, model.signature, header_length, parsed=header_length
-        )
+        if v2_only or header_length is not None:
+            decoded = await decode(
+                decoding.v2_request, body, model.signature, header_length, parsed=header_length
+            )
+        else:
+            decoded = await decode(decoding.any_request, body, model.signature)
+            if not isinstance(decoded, decoding.V2Request):
+                return await predictions_answer(decoded)
+        return await v2_answer(decoded)
+
+    async def v2_answer(decoded: decoding.V2Request) -> Response:
         results = await run_model(decoded.feeds, decoded.wanted or None)
         binary = {n for n in results if decoded.binary_all or n in decoded.binary_outputs}
         outputs, tail = [], []
@@ -323,8 +343,16 @@ def create_app(settings: Settings | None = None) -> Any:
         check_model_name(name)
         if verb != "predict":
             raise RequestError(f"unsupported verb {verb!r}; use :predict", 404)
+        return await predict_instances(request)
+
+    async def predict_instances(request: Request) -> Response:
+        # TF Serving's predict, and Vertex AI's AIP_PREDICT_ROUTE: {"instances": [...]} (or
+        # columnar "inputs") -> {"predictions": [...]}.
         body = await read_body(request, settings.max_body_bytes)
         feeds = await decode(decoding.v1_request, body, model.signature)
+        return await predictions_answer(feeds)
+
+    async def predictions_answer(feeds: dict[str, np.ndarray]) -> Response:
         results = await run_model(feeds)
         if len(results) == 1:
             predictions: Any = next(iter(results.values()))
@@ -366,11 +394,20 @@ def create_app(settings: Settings | None = None) -> Any:
         Route("/v2/models/{name}/infer", infer_v2, methods=["POST"]),
         Route("/v1/models/{name_verb}", predict_v1, methods=["POST"]),
         Route("/metrics", metrics_endpoint),
+        # SageMaker's contract (port 8080; `docker run IMAGE serve`: the image has `serve`).
+        Route("/ping", ready),
+        Route("/invocations", invocations, methods=["POST"]),
     ]
+    open_paths = {"/ping"}  # health checks carry no API key
+    if settings.vertex_health_route:
+        routes.append(Route(settings.vertex_health_route, ready))
+        open_paths.add(settings.vertex_health_route)
+    if settings.vertex_predict_route:
+        routes.append(Route(settings.vertex_predict_route, predict_instances, methods=["POST"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={RequestError: request_error, ModelOutputError: output_error},
     )
     app.state.model = model
-    return Guard(app, serving, routes)
+    return Guard(app, serving, routes, open_paths)

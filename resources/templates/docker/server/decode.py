@@ -269,7 +269,10 @@ def v2_request(body: bytes, signature: Signature, header_length: int | None = No
     """An Open Inference Protocol v2 infer request, decoded and checked: JSON, or a JSON header
     of `header_length` bytes followed by raw tensors (Triton's binary tensor data extension)."""
     header, binary = _split(body, header_length)
-    request = parse_json(header)
+    return _v2(parse_json(header), binary, signature)
+
+
+def _v2(request: Any, binary: memoryview, signature: Signature) -> V2Request:
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise RequestError(
             'expected a JSON object with an "inputs" list (Open Inference Protocol v2)'
@@ -318,7 +321,25 @@ def v2_request(body: bytes, signature: Signature, header_length: int | None = No
 
 def v1_request(body: bytes, signature: Signature) -> dict[str, np.ndarray]:
     """A TF-Serving-style predict request (row or columnar format), decoded and checked."""
+    return _v1(parse_json(body), signature)
+
+
+def any_request(body: bytes, signature: Signature) -> V2Request | dict[str, np.ndarray]:
+    """A JSON request in either format, parsed once (SageMaker's /invocations): a V2Request when
+    "inputs" is a list of named tensors (Open Inference Protocol v2), else TF Serving's."""
     request = parse_json(body)
+    if not isinstance(request, dict) or ("inputs" not in request and "instances" not in request):
+        raise RequestError(
+            'expected an Open Inference Protocol v2 request {"inputs": [{"name": ...}]} or TF '
+            'Serving\'s {"instances": [...]} (row format) or {"inputs": ...} (columnar)'
+        )
+    inputs = request.get("inputs")
+    if isinstance(inputs, list) and inputs and all(isinstance(t, dict) for t in inputs):
+        return _v2(request, memoryview(b""), signature)
+    return _v1(request, signature)
+
+
+def _v1(request: Any, signature: Signature) -> dict[str, np.ndarray]:
     if not isinstance(request, dict) or ("instances" not in request and "inputs" not in request):
         raise RequestError(
             'expected {"instances": [...]} (row format) or {"inputs": ...} (columnar)'

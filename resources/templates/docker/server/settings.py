@@ -36,6 +36,8 @@ class Settings:
     max_body_bytes: int
     max_batch: int
     max_image_pixels: int
+    vertex_health_route: str | None
+    vertex_predict_route: str | None
     api_key: str | None
     graceful_timeout: int
     header_timeout: int
@@ -56,7 +58,13 @@ class Settings:
             # Loopback unless told otherwise: `python -m server` on a laptop (auth off by default)
             # must not serve the network; the Dockerfile sets HOST=0.0.0.0 inside the container.
             host=os.environ.get("HOST", "127.0.0.1"),
-            port=_int("PORT", 8080),
+            # Managed endpoints say where to listen: Vertex AI (AIP_HTTP_PORT) and SageMaker
+            # inference pipelines (SAGEMAKER_BIND_TO_PORT) win over PORT.
+            port=_int("AIP_HTTP_PORT", _int("SAGEMAKER_BIND_TO_PORT", _int("PORT", 8080))),
+            # Vertex AI's routes (it sets both; the SageMaker routes /ping and /invocations are
+            # always served).
+            vertex_health_route=os.environ.get("AIP_HEALTH_ROUTE") or None,
+            vertex_predict_route=os.environ.get("AIP_PREDICT_ROUTE") or None,
             # gRPC (server/grpc_api.py: KServe/Triton's GRPCInferenceService and TF Serving's
             # PredictionService) beside REST, in the same process; GRPC_PORT=0 turns it off.
             grpc_port=_int("GRPC_PORT", 8081),
