@@ -173,7 +173,8 @@ def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
         smoke = docker.get("smoke_test") or {}
         found.append(
             Card("Docker image", "build context: ONNX Runtime server (Open Inference Protocol v2, "
-                 "TF-Serving REST, /metrics), Kubernetes and KServe manifests", out,
+                 "TF-Serving REST, SageMaker and Vertex AI routes, /metrics with drift), "
+                 "Kubernetes and KServe manifests, Grafana dashboard", out,
                  _size(Path(out)), _served(smoke), None,
                  "any Docker host; Kubernetes (k8s/), KServe (kserve/)",
                  f"docker build -t {image} {_q(out, root)} && docker run --rm -p 8080:8080 "

@@ -421,6 +421,13 @@ def export_lines(r: dict[str, Any]) -> list[str]:
             else "hadolint: "
             + "; ".join(f"{f['code']} line {f['line']}: {f['message']}" for f in findings)
         )
+    drift = r.get("drift_monitoring")
+    lines.append(
+        f"drift monitoring: reference profile of {drift['reference']} ({drift['samples']} "
+        f"samples, {drift['features']} input features)"
+        if drift
+        else "drift monitoring: off (give --reference DATA, the data the model should see)"
+    )
     build = r.get("build", {})
     if build.get("built"):
         lines.append(f"image {build['image']}: {build['size_bytes'] / 2**20:.0f} MB")

@@ -82,6 +82,9 @@ class ExportPage(Page):
             user["labels"] = quant["labels"]
         if target == "tflite":
             user.update(calibration=quant.get("calibration"), evaluation=quant.get("evaluation"))
+        if target == "docker" and (quant.get("evaluation") or quant.get("calibration")):
+            # The data the model is expected to see: the server's drift reference.
+            user["reference"] = quant.get("evaluation") or quant.get("calibration")
         if target in ("docker", "torchserve") and self.session.preprocess:
             user["preprocess"] = self.session.preprocess  # the server also takes raw images
         return user

@@ -123,6 +123,8 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     docker = Path(results["export-docker"]["output"])
     assert (docker / "Dockerfile").is_file() and (docker / "server" / "app.py").is_file()
     assert json.loads((docker / "manifest.json").read_text())["validation"]["smoke_test"]["passed"]
+    drift = results["export-docker"]["drift_monitoring"]  # the quantize step's data as reference
+    assert drift["samples"] > 0 and drift["features"] == 2
     mar = Path(results["export-torchserve"]["archive"])
     assert mar.is_file() and results["export-torchserve"]["smoke_test"]["passed"]
     tflite = results["export-tflite"]

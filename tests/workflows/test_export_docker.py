@@ -227,6 +227,39 @@ def test_kubernetes_and_kserve_manifests(exported):
     assert isvc["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] == 8080
 
 
+def test_manifests_pass_the_kubernetes_schemas(exported):
+    """Every Kubernetes manifest against Kubernetes' own OpenAPI schemas (kubernetes-validate,
+    offline, strict: no unknown fields); the KServe InferenceService's predictor containers
+    against Kubernetes' Container schema, which KServe's CRD embeds. (KServe's own CRD schema is
+    not checked: the kserve package's pins conflict with this project's and importing its models
+    starts its model server's imports.)"""
+    kv = pytest.importorskip("kubernetes_validate")
+    import jsonschema
+    from kubernetes_validate.utils import schema_contents
+    from referencing import Registry, Resource
+
+    folder, _ = exported
+    version = kv.utils.latest_version()
+    kinds = []
+    for path in sorted((folder / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            kv.validate(doc, version, strict=True)  # raises kubernetes_validate.ValidationError
+            kinds.append(doc["kind"])
+    assert sorted(kinds) == ["Deployment", "HorizontalPodAutoscaler", "Service"]
+    schemas = f"kubernetes-json-schema/v{kv.utils.all_versions()[-1]}-local-strict"
+    container = schema_contents(f"{schemas}/container-v1.json", version)
+    registry = Resource.from_contents(schema_contents(f"{schemas}/_definitions.json", version)) @ (
+        Resource.from_contents(container) @ Registry()
+    )
+    isvc = yaml.safe_load((folder / "kserve" / "inferenceservice.yaml").read_text())
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    for item in isvc["spec"]["predictor"]["containers"]:
+        jsonschema.Draft202012Validator(container, registry=registry).validate(item)
+    broken = {**isvc["spec"]["predictor"]["containers"][0], "imagePullPolicee": "Always"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(container, registry=registry).validate(broken)
+
+
 def test_every_endpoint(server, exported, sample_dir):
     folder, _ = exported
     assert server.call("GET", "/v2/health/live") == (200, {"live": True})

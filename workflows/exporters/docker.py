@@ -35,6 +35,7 @@ from workflows.exporters.common import (
     v2_datatype,
     v2_tensor,
 )
+from workflows.exporters.monitoring import reference_profile, write_dashboard
 from workflows.formats import onnx_format
 from workflows.formats.onnx_format import copy_onnx
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
@@ -68,6 +69,12 @@ class DockerExportOptions(Options):
         True,
         "Dynamic batching in the server when every input and output has a dynamic first "
         "dimension (BATCHING=0/1 overrides it at run time)",
+    )
+    reference: str | None = option(
+        None,
+        "Data the model is expected to see (.npz, .npy, image folder; its calibration or "
+        "evaluation data): the reference profile the server's drift metrics compare live "
+        "traffic with",
     )
 
 
@@ -320,6 +327,7 @@ class DockerExporter(Exporter):
         (out / "requirements.txt").write_text(requirements)
         shutil.copyfile(templates / "dockerignore", out / ".dockerignore")
         self._sample_request()
+        self.profile = self._reference_profile() if self.opts.reference else None
         values = self._template_values()
         for sub in (
             "Dockerfile",
@@ -329,8 +337,10 @@ class DockerExporter(Exporter):
             "k8s/service.yaml",
             "k8s/hpa.yaml",
             "kserve/inferenceservice.yaml",
+            "monitoring/alerts.yaml",
         ):
             _fill(templates / sub, out / sub, values)
+        write_dashboard(out, self.name)
 
     @property
     def image(self) -> str:
@@ -362,6 +372,22 @@ class DockerExporter(Exporter):
         (self.out / "sample_request.json").write_text(json.dumps(self.request))
         (self.out / "sample_response.json").write_text(json.dumps(response))
         self.image_check = self._sample_image(session) if self.opts.preprocess else None
+
+    def _reference_profile(self) -> dict[str, Any]:
+        """model/reference_profile.json from opts.reference: what drift is measured against."""
+        self.progress.update(0.5, f"Profiling the reference data {self.opts.reference}")
+        model_file = self.out / "model" / "model.onnx"
+        session = onnx_format.ort_session(model_file)
+        names = [o.name for o in session.get_outputs()]
+        profile = reference_profile(
+            str(self.opts.reference),
+            self.served.inputs,
+            self.opts.preprocess,
+            lambda feeds: session.run(None, feeds),
+            names,
+        )
+        (self.out / "model" / "reference_profile.json").write_text(json.dumps(profile))
+        return profile
 
     def _sample_image(self, session: Any) -> tuple[bytes, dict[str, np.ndarray]]:
         """sample_image.png (a fixed pattern at the model's input size) and ONNX Runtime's answer
@@ -423,13 +449,25 @@ class DockerExporter(Exporter):
             "response": "sample_response.json",
             "input_dtypes": {k: v2_datatype(v.dtype) for k, v in self.feeds.items()},
         }
+        profile = self.profile
+        drift = (
+            {
+                "reference": profile["source"],
+                "samples": profile["samples"],
+                "features": sum(len(i["features"]) for i in profile["inputs"].values()),
+                "outputs": sorted(profile["outputs"]),
+            }
+            if profile
+            else None
+        )
         result = {
             "image": self.image,
+            "drift_monitoring": drift,
             "smoke_test": validation["smoke_test"],
             "hadolint": validation["hadolint"],
             "build": build,
         }
-        return sample, {"image": self.image, "build": build}, result
+        return sample, {"image": self.image, "build": build, "drift_monitoring": drift}, result
 
 
 def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -> dict[str, Any]:

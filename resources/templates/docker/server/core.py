@@ -5,6 +5,7 @@ and count in the same metrics."""
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -17,7 +18,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from server.batcher import Batcher, batchable
 from server.decode import RequestError
 from server.model import ServedModel
+from server.monitor import Monitor, MonitorCollector
 from server.settings import Settings
+
+log = logging.getLogger("uvicorn.error")
 
 
 class Metrics:
@@ -109,11 +113,19 @@ class Serving:
             else None
         )
         self.metrics.batching.set(1 if self.batcher else 0)
+        self.monitor = Monitor.load(settings.model_dir, settings.drift_half_life)
+        if self.monitor is not None:
+            self.metrics.registry.register(MonitorCollector(self.monitor))
 
     def _timed_infer(self, feeds: dict[str, np.ndarray], wanted: list[str] | None) -> Any:
         started = time.perf_counter()
         result = self.model.infer(feeds, wanted)
         self.metrics.inference.observe(time.perf_counter() - started)
+        if self.monitor is not None:
+            try:
+                self.monitor.observe(feeds, result)
+            except Exception:  # monitoring never costs an answer
+                log.exception("drift monitoring failed on a batch; the answer is sent anyway")
         return result
 
     async def _in_thread(self, function: Callable[..., Any], *args: Any) -> Any:

@@ -49,6 +49,7 @@ class Settings:
     batching: str  # "auto" (the export's choice), "1" or "0"
     batch_max_size: int
     batch_max_delay_ms: float
+    drift_half_life: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -95,4 +96,7 @@ class Settings:
             batching=os.environ.get("BATCHING", "auto").strip().lower() or "auto",
             batch_max_size=_int("BATCH_MAX_SIZE", 32),
             batch_max_delay_ms=_float("BATCH_MAX_DELAY_MS", 0.0),
+            # Drift monitoring (server/monitor.py, when the export made a reference profile):
+            # live figures weigh a sample half as much DRIFT_HALF_LIFE samples later.
+            drift_half_life=_float("DRIFT_HALF_LIFE", 500.0),
         )
