@@ -50,7 +50,7 @@ class ArtifactCard(QFrame):
         self.figures.setWordWrap(True)
         layout.addWidget(self.figures)
         if card.verdict:
-            verdict = QLabel(card.verdict.split(". ")[0] + ".")
+            verdict = QLabel(card.verdict.split(". ")[0].rstrip(".") + ".")  # its first sentence
             verdict.setToolTip(card.verdict)
             verdict.setWordWrap(True)
             layout.addWidget(verdict)
