@@ -69,6 +69,7 @@ def build_profile(
     values: dict[str, dict[str, list[np.ndarray]]] = {}
     ranges: dict[str, list[float]] = {}
     classes: dict[str, list[np.ndarray]] = {}
+    class_count: dict[str, int] = {}
     samples = 0
     for feeds, outputs in batches:
         samples += len(next(iter(feeds.values())))
@@ -84,6 +85,7 @@ def build_profile(
             predicted = predicted_classes(scores)
             if predicted is not None:
                 classes.setdefault(name, []).append(predicted)
+                class_count[name] = int(np.shape(scores)[1])
     inputs = {}
     for name, by_feature in values.items():
         profiled = {}
@@ -102,9 +104,11 @@ def build_profile(
     outputs = {}
     for name, parts in classes.items():
         predicted = np.concatenate(parts)
-        count = int(predicted.max()) + 1 if predicted.size else 0
-        outputs[name] = {"class_shares": (np.bincount(predicted) / len(predicted)).tolist()}
-        outputs[name]["classes"] = count
+        counts = np.bincount(predicted, minlength=class_count[name])
+        outputs[name] = {
+            "classes": class_count[name],
+            "class_shares": (counts / len(predicted)).tolist(),
+        }
     return {
         "source": source,
         "samples": samples,
