@@ -46,8 +46,8 @@ OK_STATUSES = {200, 413, 429}
 
 
 def manifest_memory_limit(folder: Path) -> int:
-    """The memory limit in the export's k8s/deployment.yaml, in bytes."""
-    text = (folder / "k8s" / "deployment.yaml").read_text()
+    """The memory limit in the export's k8s/base/deployment.yaml, in bytes."""
+    text = (folder / "k8s" / "base" / "deployment.yaml").read_text()
     value, unit = re.search(r"limits:.*memory:\s*(\d+)(Mi|Gi)", text).groups()
     return int(value) * (2**20 if unit == "Mi" else 2**30)
 

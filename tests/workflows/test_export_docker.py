@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,15 +214,31 @@ def test_the_images_serve_command_starts_the_server(exported, tmp_path):
 
 def test_kubernetes_and_kserve_manifests(exported):
     folder, _ = exported
-    dep = yaml.safe_load((folder / "k8s" / "deployment.yaml").read_text())
+    dep = yaml.safe_load((folder / "k8s" / "base" / "deployment.yaml").read_text())
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["image"] == "dockyard/digits-cnn:1"
-    hpa = yaml.safe_load((folder / "k8s" / "hpa.yaml").read_text())
+    hpa = yaml.safe_load((folder / "k8s" / "base" / "hpa.yaml").read_text())
     assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
-    svc = yaml.safe_load((folder / "k8s" / "service.yaml").read_text())
-    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    svc = yaml.safe_load((folder / "k8s" / "base" / "service.yaml").read_text())
+    # The Service selects the app's pods, stable and canary alike.
+    assert svc["spec"]["selector"] == {"app": "digits-cnn"}
+    assert dep["spec"]["selector"]["matchLabels"] == {"app": "digits-cnn", "track": "stable"}
+    canary = yaml.safe_load(
+        (folder / "k8s" / "overlays" / "canary" / "deployment-canary.yaml").read_text()
+    )
+    assert canary["metadata"]["name"] == "digits-cnn-canary" and canary["spec"]["replicas"] == 1
+    assert canary["spec"]["selector"]["matchLabels"] == {"app": "digits-cnn", "track": "canary"}
+    assert canary["spec"]["template"]["spec"]["containers"][0]["image"] == "dockyard/digits-cnn:2"
+    # Everything else is the stable Deployment's (probes, limits, security context).
+    stable_pod, canary_pod = dep["spec"]["template"]["spec"], canary["spec"]["template"]["spec"]
+    assert {**canary_pod["containers"][0], "image": None} == {
+        **stable_pod["containers"][0],
+        "image": None,
+    }
+    kserve_canary = yaml.safe_load((folder / "kserve" / "canary.yaml").read_text())
+    assert kserve_canary["spec"]["predictor"]["canaryTrafficPercent"] == 10
     isvc = yaml.safe_load((folder / "kserve" / "inferenceservice.yaml").read_text())
     assert isvc["kind"] == "InferenceService"
     assert isvc["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] == 8080
@@ -241,23 +258,59 @@ def test_manifests_pass_the_kubernetes_schemas(exported):
     folder, _ = exported
     version = kv.utils.latest_version()
     kinds = []
-    for path in sorted((folder / "k8s").glob("*.yaml")):
+    for path in sorted((folder / "k8s").rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
         for doc in yaml.safe_load_all(path.read_text()):
             kv.validate(doc, version, strict=True)  # raises kubernetes_validate.ValidationError
             kinds.append(doc["kind"])
-    assert sorted(kinds) == ["Deployment", "HorizontalPodAutoscaler", "Service"]
+    assert sorted(kinds) == ["Deployment", "Deployment", "HorizontalPodAutoscaler", "Service"]
     schemas = f"kubernetes-json-schema/v{kv.utils.all_versions()[-1]}-local-strict"
     container = schema_contents(f"{schemas}/container-v1.json", version)
     registry = Resource.from_contents(schema_contents(f"{schemas}/_definitions.json", version)) @ (
         Resource.from_contents(container) @ Registry()
     )
-    isvc = yaml.safe_load((folder / "kserve" / "inferenceservice.yaml").read_text())
-    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
-    for item in isvc["spec"]["predictor"]["containers"]:
-        jsonschema.Draft202012Validator(container, registry=registry).validate(item)
+    for name in ("inferenceservice.yaml", "canary.yaml"):
+        isvc = yaml.safe_load((folder / "kserve" / name).read_text())
+        assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+        for item in isvc["spec"]["predictor"]["containers"]:
+            jsonschema.Draft202012Validator(container, registry=registry).validate(item)
     broken = {**isvc["spec"]["predictor"]["containers"][0], "imagePullPolicee": "Always"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(container, registry=registry).validate(broken)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not found")
+def test_kustomize_overlays_build_to_valid_manifests(exported):
+    """`kubectl kustomize` builds each overlay; every resource passes Kubernetes' schemas."""
+    kv = pytest.importorskip("kubernetes_validate")
+    folder, _ = exported
+    built = {}
+    for overlay in ("dev", "prod", "canary"):
+        r = subprocess.run(
+            ["kubectl", "kustomize", str(folder / "k8s" / "overlays" / overlay)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        docs = list(yaml.safe_load_all(r.stdout))
+        for doc in docs:
+            kv.validate(doc, kv.utils.latest_version(), strict=True)
+        built[overlay] = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    replicas = {
+        overlay: {n: d["spec"]["replicas"] for (k, n), d in docs.items() if k == "Deployment"}
+        for overlay, docs in built.items()
+    }
+    assert replicas == {
+        "dev": {"digits-cnn": 1},
+        "prod": {"digits-cnn": 3},
+        "canary": {"digits-cnn": 3, "digits-cnn-canary": 1},
+    }
+    hpa = built["dev"][("HorizontalPodAutoscaler", "digits-cnn")]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 2)
+    service = built["canary"][("Service", "digits-cnn")]["spec"]["selector"]
+    for name in ("digits-cnn", "digits-cnn-canary"):
+        pod = built["canary"][("Deployment", name)]["spec"]["template"]["metadata"]["labels"]
+        assert service.items() <= pod.items()  # the Service reaches stable and canary pods
 
 
 def test_every_endpoint(server, exported, sample_dir):

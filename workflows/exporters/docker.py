@@ -333,14 +333,50 @@ class DockerExporter(Exporter):
             "Dockerfile",
             "README.md",
             "client.py",
-            "k8s/deployment.yaml",
-            "k8s/service.yaml",
-            "k8s/hpa.yaml",
+            "k8s/base/kustomization.yaml",
+            "k8s/base/deployment.yaml",
+            "k8s/base/service.yaml",
+            "k8s/base/hpa.yaml",
+            "k8s/overlays/dev/kustomization.yaml",
+            "k8s/overlays/prod/kustomization.yaml",
+            "k8s/overlays/canary/kustomization.yaml",
             "kserve/inferenceservice.yaml",
             "monitoring/alerts.yaml",
         ):
             _fill(templates / sub, out / sub, values)
+        self._canaries()
         write_dashboard(out, self.name)
+
+    def _canaries(self) -> None:
+        """The canary manifests, made from the stable ones so that they cannot drift apart: a
+        Deployment NAME-canary (one pod, track: canary, the next image) beside the stable one,
+        and a KServe InferenceService that sends canaryTrafficPercent of requests to it."""
+        import yaml
+
+        repo, _, tag = self.image.rpartition(":")
+        following = f"{repo}:{int(tag) + 1}" if repo and tag.isdigit() else self.image
+        note = f"# The new release's image: {following} unless you set another.\n"
+        stable = yaml.safe_load((self.out / "k8s/base/deployment.yaml").read_text())
+        canary = json.loads(json.dumps(stable))
+        canary["metadata"]["name"] = f"{self.name}-canary"
+        for labels in (
+            canary["metadata"]["labels"],
+            canary["spec"]["selector"]["matchLabels"],
+            canary["spec"]["template"]["metadata"]["labels"],
+        ):
+            labels["track"] = "canary"
+        canary["spec"]["replicas"] = 1
+        canary["spec"]["template"]["spec"]["containers"][0]["image"] = following
+        path = self.out / "k8s/overlays/canary/deployment-canary.yaml"
+        path.write_text(note + yaml.safe_dump(canary, sort_keys=False))
+        isvc = yaml.safe_load((self.out / "kserve/inferenceservice.yaml").read_text())
+        isvc["spec"]["predictor"]["canaryTrafficPercent"] = 10
+        isvc["spec"]["predictor"]["containers"][0]["image"] = following
+        (self.out / "kserve/canary.yaml").write_text(
+            "# Apply over inferenceservice.yaml: KServe keeps the running revision and sends 10 %\n"
+            "# of requests to this image. Promote: canaryTrafficPercent 100 (or remove it);\n"
+            "# roll back: canaryTrafficPercent 0.\n" + note + yaml.safe_dump(isvc, sort_keys=False)
+        )
 
     @property
     def image(self) -> str:
