@@ -62,7 +62,7 @@ class Decoder:
     body is large. json.loads and np.asarray hold the GIL for
     their whole run, so a 16 MiB body decoded in a thread stalls every other connection for
     ~0.5 s (a liveness probe with a 1 s timeout then fails under load); in another process it
-    stalls nothing here. Small bodies stay in threads: a process round trip costs ~1 ms."""
+    stalls nothing here. Mid-size bodies go to threads: a process round trip costs ~1 ms."""
 
     def __init__(self, process_above: int, processes: int) -> None:
         self.process_above = process_above

@@ -37,12 +37,18 @@ def features(batch: np.ndarray) -> dict[str, np.ndarray]:
     x = np.asarray(batch)
     if x.dtype.kind not in "biuf" or x.ndim == 0:
         return {}
-    x = x.reshape(len(x), -1).astype(np.float64, copy=False)
+    x = x.reshape(len(x), -1)
     if x.shape[1] == 0:
         return {}
-    found = {"mean": x.mean(axis=1), "std": x.std(axis=1)}
+    if x.dtype.kind != "f":
+        x = x.astype(np.float32)
+    # Two passes over the data, in its own precision with float64 sums (a float64 copy of a
+    # 224x224x3 image would cost more than the statistics).
+    mean = x.mean(axis=1, dtype=np.float64)
+    square = np.square(x).mean(axis=1, dtype=np.float64)
+    found = {"mean": mean, "std": np.sqrt(np.maximum(square - mean * mean, 0.0))}
     if np.asarray(batch).ndim == 2 and 1 < x.shape[1] <= TABULAR_COLUMNS:
-        found.update({f"col{i}": x[:, i] for i in range(x.shape[1])})
+        found.update({f"col{i}": x[:, i].astype(np.float64) for i in range(x.shape[1])})
     return found
 
 
@@ -185,7 +191,13 @@ class Monitor:
             if name in feeds and entry.get("range"):
                 x = np.asarray(feeds[name]).reshape(n, -1)
                 low, high = entry["range"]
-                shares[name] = float(np.mean(((x < low) | (x > high)).mean(axis=1)))
+                share = np.zeros(n)
+                # Counted only in the rows that leave the range (most rows do not).
+                outside = (x.min(axis=1) < low) | (x.max(axis=1) > high)
+                if outside.any():
+                    rows = x[outside]
+                    share[outside] = ((rows < low) | (rows > high)).mean(axis=1)
+                shares[name] = float(share.mean())
         predicted = {
             name: predicted_classes(outputs[name]) for name in self.classes if name in outputs
         }
