@@ -98,6 +98,25 @@ def v2_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
     }
 
 
+def max_abs_error(got: dict[str, Any], want: dict[str, np.ndarray]) -> float:
+    """The largest absolute difference between outputs `got` and `want` (keyed by output name;
+    every output of `want` must be in `got`, with its shape)."""
+    from workflows.errors import ExportError
+
+    worst = 0.0
+    for name, expected in want.items():
+        actual = np.asarray(got[name])
+        if actual.shape != np.shape(expected):
+            raise ExportError(
+                f"output {name!r} has shape {list(actual.shape)}, expected "
+                f"{list(np.shape(expected))}"
+            )
+        if actual.size:
+            diff = np.abs(actual.astype(np.float64) - np.asarray(expected, np.float64))
+            worst = max(worst, float(diff.max()))
+    return worst
+
+
 def export_step(target: str, options: Any) -> dict[str, Any]:
     """The manifest's record of an export: its target and options (the output path left out)."""
     from workflows.options import to_dict

@@ -5,6 +5,7 @@ then reports success; where a Docker engine answers it also builds the image and
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from workflows.exporters.common import (
     DIM_VALUES_HELP,
     SAMPLE_INPUTS_HELP,
     free_port,
+    max_abs_error,
     run_sample,
     v2_datatype,
     v2_tensor,
@@ -207,7 +209,7 @@ def smoke_test(
 
 def _worst(answer: dict[str, Any], expected: dict[str, np.ndarray]) -> float:
     """The largest deviation of a v2 JSON answer from the expected outputs."""
-    worst = 0.0
+    got = {}
     for out in answer["outputs"]:
         want = expected[out["name"]]
         # Read as the datatype the server declared, as a client does: an FP32 value is written
@@ -218,12 +220,8 @@ def _worst(answer: dict[str, Any], expected: dict[str, np.ndarray]) -> float:
                 f"output {out['name']}: datatype {out.get('datatype')}, expected "
                 f"{v2_datatype(want.dtype)}"
             )
-        got = np.asarray(out["data"], dtype=want.dtype).reshape(out["shape"]).astype(np.float64)
-        want = want.astype(np.float64)
-        if got.shape != want.shape:
-            raise ExportError(f"output {out['name']}: shape {got.shape}, expected {want.shape}")
-        worst = max(worst, float(np.abs(got - want).max()) if got.size else 0.0)
-    return worst
+        got[out["name"]] = np.asarray(out["data"], dtype=want.dtype).reshape(out["shape"])
+    return max_abs_error(got, {name: expected[name] for name in got})
 
 
 def _client_check(folder: Path, base: str, grpc_target: str) -> list[str]:
@@ -357,7 +355,7 @@ class DockerExporter(Exporter):
         following = f"{repo}:{int(tag) + 1}" if repo and tag.isdigit() else self.image
         note = f"# The new release's image: {following} unless you set another.\n"
         stable = yaml.safe_load((self.out / "k8s/base/deployment.yaml").read_text())
-        canary = json.loads(json.dumps(stable))
+        canary = copy.deepcopy(stable)
         canary["metadata"]["name"] = f"{self.name}-canary"
         for labels in (
             canary["metadata"]["labels"],
@@ -387,7 +385,7 @@ class DockerExporter(Exporter):
         model_file = self.out / "model" / "model.onnx"
         self.served = onnx_format.load(model_file)
         opts = self.opts
-        session = onnx_format.ort_session(model_file)
+        session = self.session = onnx_format.ort_session(model_file)
         names = [o.name for o in session.get_outputs()]
         self.feeds, answer = run_sample(
             self.served.inputs,
@@ -412,15 +410,12 @@ class DockerExporter(Exporter):
     def _reference_profile(self) -> dict[str, Any]:
         """model/reference_profile.json from opts.reference: what drift is measured against."""
         self.progress.update(0.5, f"Profiling the reference data {self.opts.reference}")
-        model_file = self.out / "model" / "model.onnx"
-        session = onnx_format.ort_session(model_file)
-        names = [o.name for o in session.get_outputs()]
         profile = reference_profile(
             str(self.opts.reference),
             self.served.inputs,
             self.opts.preprocess,
-            lambda feeds: session.run(None, feeds),
-            names,
+            lambda feeds: self.session.run(None, feeds),
+            list(self.expected),
         )
         (self.out / "model" / "reference_profile.json").write_text(json.dumps(profile))
         return profile

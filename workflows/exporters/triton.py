@@ -34,6 +34,7 @@ from workflows.exporters.common import (
     DIM_VALUES_HELP,
     SAMPLE_INPUTS_HELP,
     TRITON_IMAGE,
+    max_abs_error,
     run_sample,
     v2_tensor,
 )
@@ -318,7 +319,7 @@ class TritonExporter(Exporter):
             raise ExportError("Triton would refuse config.pbtxt: " + "; ".join(problems))
         self.progress.update(0.7, "Running the repository's model against the original")
         got = dict(zip(self.expected, self.run_repository(self.feeds), strict=True))
-        worst = _worst(got, self.expected)
+        worst = max_abs_error(got, self.expected)
         if worst > TOLERANCE:
             raise ExportError(
                 f"the repository's model.onnx differs from the original by {worst:.3g} "
@@ -350,7 +351,8 @@ class TritonExporter(Exporter):
             ) from exc
         alone = [dict(zip(names, self.run_repository(f), strict=True)) for f in (self.feeds, other)]
         worst = max(
-            _worst({k: v[i : i + 1] for k, v in together.items()}, alone[i]) for i in range(2)
+            max_abs_error({k: v[i : i + 1] for k, v in together.items()}, alone[i])
+            for i in range(2)
         )
         if worst > BATCH_TOLERANCE:
             raise ExportError(
@@ -371,21 +373,6 @@ class TritonExporter(Exporter):
         sample = {"request": "sample_request.json", "response": "sample_response.json"}
         result = {**facts, "validation": validation}
         return sample, facts, result
-
-
-def _worst(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
-    worst = 0.0
-    for name, expected in want.items():
-        actual = np.asarray(got[name])
-        if actual.shape != np.shape(expected):
-            raise ExportError(
-                f"output {name!r} has shape {list(actual.shape)}, expected "
-                f"{list(np.shape(expected))}"
-            )
-        if actual.size:
-            diff = np.abs(actual.astype(np.float64) - np.asarray(expected, np.float64))
-            worst = max(worst, float(diff.max()))
-    return worst
 
 
 def export_triton(opts: TritonExportOptions, progress: Progress | None = None) -> dict[str, Any]:
