@@ -45,6 +45,7 @@ from workflows.exporters.docker import (  # noqa: E402
     export_docker,
     exported_server,
 )
+from workflows.exporters.model_versions import model_folder  # noqa: E402
 from workflows.exporters.torchserve import (  # noqa: E402
     TorchServe,
     TorchServeExportOptions,
@@ -405,7 +406,7 @@ def main() -> None:
                     model={"path": str(model["pt2"])}, output=str(ctx), name="bench"
                 )
             )
-            onnx = ctx / "model" / "model.onnx"
+            onnx = model_folder(ctx) / "1" / "model.onnx"
             files = bodies(tmp, "x", model["x"])
             raw = raw_ort(onnx, "x", model["x"])
             rows = bench_dockyard(ctx, "bench", files, clients, args.seconds)

@@ -415,6 +415,13 @@ def export_lines(r: dict[str, Any]) -> list[str]:
         f"smoke test: server ready in {smoke['server_ready_seconds']} s, outputs match ONNX "
         f"Runtime (max abs error {smoke['max_abs_error']:.2g})"
     ]
+    versions = r.get("versions", [])
+    if len(versions) > 1:
+        lines.append(
+            f"version {r['version']} added beside {', '.join(v for v in versions if v != r['version'])}"
+            f"; each answers like its own model; requests naming no version get "
+            f"{r['default_version']}"
+        )
     lint = r.get("hadolint", {})
     if lint.get("ran"):
         findings = lint["findings"]

@@ -9,7 +9,9 @@ from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QCheckBox,
+    QFileDialog,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -22,6 +24,8 @@ from PySide6.QtWidgets import (
 from app.pages.base import Page
 from app.widgets.path_label import PathLabel
 from workflows import catalogue
+from workflows.errors import DockyardError
+from workflows.exporters.model_versions import earlier_versions
 
 
 class ExportPage(Page):
@@ -37,6 +41,8 @@ class ExportPage(Page):
             box.setChecked(key == "docker")
             self.targets[key] = box
             layout.addWidget(box)
+            if key == "docker":
+                layout.addLayout(self._versions_row())
         row = QHBoxLayout()
         self.folder_label = PathLabel()
         row.addWidget(self.folder_label, 1)
@@ -60,6 +66,49 @@ class ExportPage(Page):
         split.setSizes([300, 700])
         layout.addWidget(split, 1)
         self._queue: list[str] = []
+
+    def _versions_row(self) -> QHBoxLayout:
+        """Docker: add this model as a new version of an earlier export (its versions are
+        carried into the new export; the earlier folder is replaced only when it is the
+        export's own output, and only once every version passed)."""
+        row = QHBoxLayout()
+        row.setContentsMargins(24, 0, 0, 0)
+        self.add_to_button = QPushButton("Add as a version of an earlier export…")
+        self.add_to_button.clicked.connect(self._choose_earlier)
+        row.addWidget(self.add_to_button)
+        self.add_to_label = QLabel("")
+        self.add_to_label.setWordWrap(True)
+        row.addWidget(self.add_to_label, 1)
+        self.add_to_clear = QPushButton("Clear")
+        self.add_to_clear.clicked.connect(lambda: self.set_add_to(None))
+        row.addWidget(self.add_to_clear)
+        self.set_add_to(None)
+        return row
+
+    def _choose_earlier(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "An earlier Docker export (its folder)")
+        if folder:
+            self.set_add_to(folder)
+
+    def set_add_to(self, folder: str | None) -> None:
+        """Docker exports add this model as a new version of `folder` (None: a first version)."""
+        self.add_to = None
+        self.add_to_clear.setVisible(folder is not None)
+        if folder is None:
+            self.add_to_label.setText("a first version (1)")
+            return
+        try:
+            versions = earlier_versions(Path(folder))
+        except DockyardError as exc:
+            self.add_to_label.setText(f"<span style='color:#c0392b'>{exc}</span>")
+            return
+        self.add_to = folder
+        held = ", ".join(versions.sorted())
+        self.add_to_label.setText(
+            f"{versions.name} in {Path(folder).name}: holds version(s) {held}; this model "
+            f"becomes version {versions.next()} and the default; the new export holds every version"
+        )
+        self.add_to_label.setToolTip(folder)
 
     def on_enter(self) -> None:
         if self.session.model:
@@ -85,6 +134,8 @@ class ExportPage(Page):
         if target == "docker" and (quant.get("evaluation") or quant.get("calibration")):
             # The data the model is expected to see: the server's drift reference.
             user["reference"] = quant.get("evaluation") or quant.get("calibration")
+        if target == "docker" and self.add_to:
+            user["add_to"] = self.add_to
         if target in ("docker", "torchserve") and self.session.preprocess:
             user["preprocess"] = self.session.preprocess  # the server also takes raw images
         return user
@@ -100,11 +151,16 @@ class ExportPage(Page):
         def done(result: dict) -> None:
             self.session.record(step, user, result)
             # The export's folder name (export-docker, …), the full path on hover and for Open.
-            item = QListWidgetItem(Path(result["output"]).name)
+            label = Path(result["output"]).name
+            if len(result.get("versions", [])) > 1:
+                label += f" (versions {', '.join(result['versions'])})"
+            item = QListWidgetItem(label)
             item.setData(Qt.ItemDataRole.UserRole, result["output"])
             item.setToolTip(result["output"])
             self.done.addItem(item)
             self.done.setCurrentRow(self.done.count() - 1)
+            if target == "docker" and self.add_to:
+                self.set_add_to(self.add_to)  # it holds one version more now
             self._next()
 
         def failed(message: str) -> None:

@@ -192,6 +192,30 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
         assert absolute_paths(json.loads(manifest.read_text())) == [], manifest
 
 
+def test_a_docker_export_adds_a_version_to_an_earlier_one(qtbot, window, tmp_path):
+    run(qtbot, window, "inspect", window.page(LoadPage).open_sample)
+    window.go_to(4)
+    export = window.page(ExportPage)
+    for key, box in export.targets.items():
+        box.setChecked(key == "docker")
+    assert export.add_to is None and export.add_to_label.text() == "a first version (1)"
+    run(qtbot, window, "export-docker", export.export)
+    docker = Path(window.session.results["export-docker"]["output"])
+    export.set_add_to(str(tmp_path))  # not an export: said so, and not used
+    assert export.add_to is None and "not a Dockyard export" in export.add_to_label.text()
+    export.set_add_to(str(docker))
+    assert "holds version(s) 1; this model becomes version 2" in export.add_to_label.text()
+    run(qtbot, window, "export-docker", export.export)
+    result = window.session.results["export-docker"]
+    assert result["versions"] == ["1", "2"] and result["output"] == str(docker), window.last_error
+    assert result["smoke_test"]["versions_checked"] == ["1", "2"]
+    assert window.session.step_options["export-docker"]["add_to"] == str(docker)
+    assert export.done.item(1).text() == "export-docker (versions 1, 2)"
+    assert "holds version(s) 1, 2; this model becomes version 3" in export.add_to_label.text()
+    export.set_add_to(None)
+    assert export.add_to is None and export.add_to_clear.isHidden()
+
+
 def test_bad_files_give_a_message_and_the_app_stays_usable(qtbot, window, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not a model")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from workflows.exporters.model_versions import model_folder
 from workflows.formats import by_name, load_model
 from workflows.steps.convert import convert_model
 from workflows.steps.inspect import inspect_model
@@ -448,7 +449,7 @@ def test_docker_export_serves_the_model(model_id, real_model, tmp_path):
     smoke = result["smoke_test"]
     assert smoke["passed"] and smoke["max_abs_error"] <= 1e-5
     assert (tmp_path / "ctx" / "Dockerfile").exists()
-    assert (tmp_path / "ctx" / "model" / "warmup.npz").exists()
+    assert (model_folder(tmp_path / "ctx") / "1" / "warmup.npz").exists()
 
 
 def _tones(n: int, seed: int) -> np.ndarray:

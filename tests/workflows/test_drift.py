@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from workflows.exporters.docker import DockerExportOptions, export_docker
+from workflows.exporters.model_versions import model_folder
 from workflows.exporters.monitoring import grafana_dashboard, server_monitor
 
 from .served import Server
@@ -151,7 +152,7 @@ def test_without_reference_data_there_are_no_drift_metrics(tmp_path, sample_dir)
         DockerExportOptions(model={"path": str(sample_dir / "digits_cnn.pt2")}, output=str(out))
     )
     assert result["drift_monitoring"] is None
-    assert not (out / "model" / "reference_profile.json").exists()
+    assert not (model_folder(out) / "1" / "reference_profile.json").exists()
     assert (out / "monitoring" / "dashboard.json").is_file()
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.workflows import model_factory as mf
 from workflows.exporters.docker import DockerExportOptions, export_docker
+from workflows.exporters.model_versions import model_folder
 from workflows.formats.onnx_format import copy_onnx, onnx_files
 
 
@@ -37,7 +38,7 @@ def test_docker_export_serves_a_model_with_external_data(tmp_path):
     path = mf.save_onnx_external(tmp_path)
     out = tmp_path / "ctx"
     r = export_docker(DockerExportOptions(model={"path": str(path)}, output=str(out), build=False))
-    assert (out / "model" / "tiny_weights.bin").is_file()
+    assert (model_folder(out) / "1" / "tiny_weights.bin").is_file()
     assert r["smoke_test"]["passed"] and r["smoke_test"]["max_abs_error"] <= 1e-5
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["target"] == "docker" and manifest["steps"][-1]["step"] == "export"

@@ -24,6 +24,7 @@ from workflows.atomic import OWNER_MARK
 from workflows.errors import ExportError
 from workflows.exporters.common import free_port
 from workflows.exporters.docker import DockerExportOptions, export_docker
+from workflows.exporters.model_versions import model_folder
 
 from .served import Server
 
@@ -51,7 +52,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 def _reference(folder: Path, x: np.ndarray) -> np.ndarray:
     sess = ort.InferenceSession(
-        str(folder / "model" / "model.onnx"), providers=["CPUExecutionProvider"]
+        str(model_folder(folder) / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
     )
     return sess.run(None, {"x": x})[0]
 
@@ -655,8 +656,8 @@ def test_dynamic_sizes_the_model_refuses_are_named_with_the_fix(tmp_path):
     assert request["inputs"][0]["shape"] == [1, 1, 32, 20]
     # The server warms up on that sample; without it (an older context), zeros with unknown
     # sizes as 1 are refused: it still starts, says why, and serves.
-    assert (tmp_path / "b" / "model" / "warmup.npz").exists()
-    (tmp_path / "b" / "model" / "warmup.npz").unlink()
+    assert (model_folder(tmp_path / "b") / "1" / "warmup.npz").exists()
+    (model_folder(tmp_path / "b") / "1" / "warmup.npz").unlink()
     server = Server(tmp_path / "b")
     try:
         status, answer = server.call("POST", "/v2/models/dyn/infer", request)
@@ -735,9 +736,9 @@ def test_dynamic_batching_gives_64_concurrent_clients_exactly_their_rows(exporte
 
 def test_an_export_without_batching_serves_without_it(exported, tmp_path):
     out = tmp_path / "unbatched"
-    export_docker(DockerExportOptions(model={"path": str(exported[0] / "model" / "model.onnx")},
+    export_docker(DockerExportOptions(model={"path": str(model_folder(exported[0]) / "1" / "model.onnx")},
                                       output=str(out), batching=False, build=False))  # fmt: skip
-    assert json.loads((out / "model" / "config.json").read_text())["batching"] is False
+    assert json.loads((model_folder(out) / "1" / "config.json").read_text())["batching"] is False
     s = Server(out)
     try:
         _, text = s.call("GET", "/metrics")
@@ -827,7 +828,9 @@ def test_image_requests_give_the_answer_of_dockyards_preprocessing(tmp_path, sam
     )
     assert result["smoke_test"]["protocols"][-1] == "image"
     assert "pillow==" in (out / "requirements.txt").read_text()
-    assert json.loads((out / "model" / "config.json").read_text())["preprocess"]["size"] == [8, 8]
+    assert json.loads((model_folder(out) / "1" / "config.json").read_text())["preprocess"][
+        "size"
+    ] == [8, 8]
     photo = tmp_path / "digit.jpg"  # another size and format: resized by the server
     rng = np.random.default_rng(3)
     Image.fromarray(rng.integers(0, 256, (37, 29, 3), dtype=np.uint8)).save(photo, quality=90)

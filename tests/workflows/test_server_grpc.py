@@ -23,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from workflows.errors import ExportError
 from workflows.exporters.docker import DockerExportOptions, export_docker, exported_server
+from workflows.exporters.model_versions import model_folder
 
 from .served import Server
 
@@ -53,7 +54,7 @@ def server(exported):
 def digits(sample_dir, exported):
     x = np.load(sample_dir / "digits_test.npz")["x"][:12].astype(np.float32)
     sess = ort.InferenceSession(
-        str(exported / "model" / "model.onnx"), providers=["CPUExecutionProvider"]
+        str(model_folder(exported) / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
     )
     return x, sess.run(None, {"x": x})[0]
 
@@ -377,6 +378,7 @@ def _our_descriptors() -> descriptor_pb2.FileDescriptorSet:
         out = Path(tmp) / "set.pb"
         code = f"""
 import grpc_tools, sys
+from workflows.exporters.model_versions import model_folder
 from pathlib import Path
 from grpc_tools import protoc
 root = Path({str(TEMPLATE)!r})

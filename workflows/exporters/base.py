@@ -96,6 +96,11 @@ class Exporter:
     def check(cls, opts: Any, model: Model) -> None:
         """Refuse a source this target cannot take, before anything is written."""
 
+    @classmethod
+    def artifact_name(cls, opts: Any, model: Model) -> str:
+        """The name the artifact serves the model under (URLs, Kubernetes objects)."""
+        return safe_name(opts.name or model.name)
+
     def stage(self) -> None:
         """Write the artifact into `out`."""
         raise NotImplementedError
@@ -124,7 +129,7 @@ class Exporter:
                 progress.update(0.02, f"Loading {opts.model.path}")
                 model = opts.model.load()
                 cls.check(opts, model)
-                name = safe_name(opts.name or model.name)
+                name = cls.artifact_name(opts, model)
                 with atomic_dir(out_path) as out:
                     exporter = cls(opts, model, name, work, out, progress, early=early)
                     exporter.stage()

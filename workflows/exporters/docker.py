@@ -34,8 +34,17 @@ from workflows.exporters.common import (
     free_port,
     max_abs_error,
     run_sample,
+    safe_name,
     v2_datatype,
     v2_tensor,
+)
+from workflows.exporters.model_versions import (
+    Versions,
+    check_version,
+    copy_versions,
+    earlier_versions,
+    model_folder,
+    write_model_config,
 )
 from workflows.exporters.monitoring import reference_profile, write_dashboard
 from workflows.formats import onnx_format
@@ -45,6 +54,9 @@ from workflows.progress import Progress
 from workflows.resources import resource
 
 TOLERANCE = 1e-5
+
+# A v2 request and the outputs it must get.
+Sample = tuple[dict[str, Any], dict[str, np.ndarray]]
 
 
 @dataclass
@@ -77,6 +89,19 @@ class DockerExportOptions(Options):
         "Data the model is expected to see (.npz, .npy, image folder; its calibration or "
         "evaluation data): the reference profile the server's drift metrics compare live "
         "traffic with",
+    )
+    add_to: str | None = option(
+        None,
+        "An earlier Docker export: this model becomes a new version beside the versions it "
+        "holds (the output may be that same folder: it is replaced only when all passed)",
+    )
+    model_version: str | None = option(
+        None, "This model's version number (default: one more than the newest in --add-to, or 1)"
+    )
+    default_version: str | None = option(
+        None,
+        "The version served to requests that name none (default: this model's); switch it "
+        "later in models/NAME/model.json or with DEFAULT_VERSION",
     )
 
 
@@ -119,7 +144,7 @@ def exported_server(
         "PORT": str(port),
         "GRPC_PORT": str(free_port()),
         "HOST": "127.0.0.1",
-        "MODEL_DIR": str(folder / "model"),
+        "MODEL_DIR": str(model_folder(folder)),
         "PYTHONPATH": str(folder),
         "LOG_LEVEL": "warning",
         "API_KEY": "",
@@ -165,46 +190,75 @@ def exported_server(
 def smoke_test(
     folder: Path,
     name: str,
+    version: str,
     request: dict[str, Any],
     expected: dict[str, np.ndarray],
     image: tuple[bytes, dict[str, np.ndarray]] | None = None,
+    earlier: dict[str, Sample | None] | None = None,
+    default: str | None = None,
     timeout: float = 60.0,
 ) -> dict[str, Any]:
     """Start the exported server from `folder` on a free loopback port, query it, stop it.
-    `image`: an image body and the outputs its preprocessed tensor gives, checked too."""
+
+    `version`: the new version, asked for by number with `request`, answered as `expected`;
+    `image`: an image body and the outputs its preprocessed tensor gives; `earlier`: each
+    earlier version's (request, outputs), None where it has no sample; `default`: the version
+    a request naming none gets."""
     started = time.perf_counter()
     grpc_port = free_port()
+    earlier = earlier or {}
+    default = default or version
     with exported_server(folder, {"GRPC_PORT": str(grpc_port)}, timeout) as (base, proc):
         ready_s = time.perf_counter() - started
         status, meta = _get(f"{base}/v2/models/{name}")
         if status != 200 or meta.get("name") != name:
             raise ExportError(f"model metadata request failed: {status} {meta}")
-        status, answer = _get(f"{base}/v2/models/{name}/infer", 30, json.dumps(request).encode())
-        if status != 200:
-            raise ExportError(
-                f"the exported server answered {status} to the sample request: {answer}"
-            )
-        worst = _worst(answer, expected)
-        if worst > TOLERANCE:
-            raise ExportError(
-                f"the server's outputs differ from ONNX Runtime's by {worst:.3g} "
-                f"(tolerance {TOLERANCE})"
-            )
-        protocols = ["rest", *_client_check(folder, base, f"127.0.0.1:{grpc_port}")]
+        served = sorted(meta.get("versions", []))
+        if served != sorted([version, *earlier]):
+            raise ExportError(f"the server serves versions {served}, not {[version, *earlier]}")
+        route = f"{base}/v2/models/{name}/versions/{version}/infer"
+        worst = _ask(route, request, expected, version)
+        protocols = ["rest", *_client_check(folder, base, f"127.0.0.1:{grpc_port}", version)]
         if image is not None:
-            status, answer = _get(f"{base}/v2/models/{name}/infer", 30, image[0], "image/png")
+            status, answer = _get(route, 30, image[0], "image/png")
             if status != 200:
                 raise ExportError(f"the exported server answered {status} to an image: {answer}")
             worst = max(worst, _worst(answer, image[1]))
             protocols.append("image")
+        samples = {version: (request, expected), **earlier}
+        for number, sample in samples.items():
+            if sample is not None and number != version:
+                route = f"{base}/v2/models/{name}/versions/{number}/infer"
+                worst = max(worst, _ask(route, *sample, number))
+        if samples[default] is not None:  # a request naming no version gets the default
+            worst = max(worst, _ask(f"{base}/v2/models/{name}/infer", *samples[default], default))
     return {
         "server_ready_seconds": round(ready_s, 2),
         "max_abs_error": worst,
         "tolerance": TOLERANCE,
         "protocols": protocols,
+        "versions_checked": sorted([version, *earlier]),
         "exit_code": proc.returncode,
         "passed": True,
     }
+
+
+def _ask(url: str, request: dict[str, Any], expected: dict[str, np.ndarray], version: str) -> float:
+    """POST a v2 request; the answer's largest deviation from `expected` (checked)."""
+    status, answer = _get(url, 30, json.dumps(request).encode())
+    if status != 200:
+        raise ExportError(f"the exported server answered {status} to {url}: {answer}")
+    if answer.get("model_version") != version:
+        raise ExportError(
+            f"{url} was answered by version {answer.get('model_version')}, not {version}"
+        )
+    worst = _worst(answer, expected)
+    if worst > TOLERANCE:
+        raise ExportError(
+            f"version {version}'s outputs differ from ONNX Runtime's by {worst:.3g} "
+            f"(tolerance {TOLERANCE})"
+        )
+    return worst
 
 
 def _worst(answer: dict[str, Any], expected: dict[str, np.ndarray]) -> float:
@@ -224,11 +278,12 @@ def _worst(answer: dict[str, Any], expected: dict[str, np.ndarray]) -> float:
     return max_abs_error(got, {name: expected[name] for name in got})
 
 
-def _client_check(folder: Path, base: str, grpc_target: str) -> list[str]:
+def _client_check(folder: Path, base: str, grpc_target: str, version: str) -> list[str]:
     """The export's own client.py, run as a user would, for the protocols smoke_test has not
     called itself: REST binary tensors, OIP v2 gRPC and TF Serving gRPC, each compared with
     sample_response.json."""
     command = [sys.executable, "client.py", "--url", base, "--grpc", grpc_target, "--api-key", ""]
+    command += ["--version", version]
     r = subprocess.run(
         [*command, "--protocol", "rest-binary,grpc,tf-serving"],
         cwd=folder,
@@ -295,17 +350,50 @@ class DockerExporter(Exporter):
 
     target = "docker"
 
+    @classmethod
+    def artifact_name(cls, opts: DockerExportOptions, model: Any) -> str:
+        # A new version keeps the earlier export's name: its clients' URLs stay as they are.
+        name = super().artifact_name(opts, model)
+        if not opts.add_to:
+            return name
+        earlier = earlier_versions(Path(opts.add_to)).name or name
+        if opts.name and safe_name(opts.name) != earlier:
+            raise ExportError(
+                f"--name {opts.name}: {opts.add_to} serves the model as {earlier!r}, and its "
+                "versions keep that name; leave --name out"
+            )
+        return earlier
+
+    @classmethod
+    def check(cls, opts: DockerExportOptions, model: Any) -> None:
+        versions = earlier_versions(Path(opts.add_to)) if opts.add_to else Versions()
+        version = check_version(opts.model_version or versions.next(), versions)
+        default = opts.default_version
+        if default is not None and default not in versions.sorted(version):
+            raise ExportError(
+                f"--default-version {default}: the export would hold version(s) "
+                f"{', '.join(versions.sorted(version))}"
+            )
+
     def stage(self) -> None:
         onnx_path = self.onnx(self.progress.scaled(0.05, 0.4))
         self.progress.update(0.45, "Writing the build context")
         out, templates = self.out, resource("templates", "docker")
-        (out / "model").mkdir()
-        copy_onnx(onnx_path, out / "model")
-        (out / "model" / "config.json").write_text(
+        opts = self.opts
+        self.versions = earlier_versions(Path(opts.add_to)) if opts.add_to else Versions()
+        self.version = opts.model_version or self.versions.next()
+        self.default_version = opts.default_version or self.version
+        self.model_dir = out / "models" / self.name
+        self.version_dir = self.model_dir / self.version
+        self.version_dir.mkdir(parents=True)
+        copy_versions(self.versions, self.model_dir)
+        write_model_config(self.model_dir, self.name, self.default_version)
+        copy_onnx(onnx_path, self.version_dir)
+        (self.version_dir / "config.json").write_text(
             json.dumps(
                 {
                     "name": self.name,
-                    "version": "1",
+                    "version": self.version,
                     "file": "model.onnx",
                     "exported_by": f"dockyard {__version__}",
                     # True: the server batches when the model's batch dimension is dynamic.
@@ -382,7 +470,7 @@ class DockerExporter(Exporter):
 
     def _sample_request(self) -> None:
         """The sample request and ONNX Runtime's answer to it, the smoke test's reference."""
-        model_file = self.out / "model" / "model.onnx"
+        model_file = self.version_dir / "model.onnx"
         self.served = onnx_format.load(model_file)
         opts = self.opts
         session = self.session = onnx_format.ort_session(model_file)
@@ -397,18 +485,40 @@ class DockerExporter(Exporter):
         self.expected = dict(zip(names, answer, strict=True))
         # The server warms up on this sample (it fits the model's dynamic sizes; zeros with
         # unknown dimensions as 1 may not).
-        np.savez(self.out / "model" / "warmup.npz", **self.feeds)
+        np.savez(self.version_dir / "warmup.npz", **self.feeds)
         self.request = {"inputs": [v2_tensor(k, v) for k, v in self.feeds.items()]}
         response = {
             "model_name": self.name,
+            "model_version": self.version,
             "outputs": [v2_tensor(k, v) for k, v in self.expected.items()],
         }
         (self.out / "sample_request.json").write_text(json.dumps(self.request))
         (self.out / "sample_response.json").write_text(json.dumps(response))
         self.image_check = self._sample_image(session) if self.opts.preprocess else None
 
+    def _earlier_samples(self) -> dict[str, Sample | None]:
+        """Each earlier version's warm-up sample as a v2 request, and what its own model.onnx
+        answers to it here: the server must answer each version like its model."""
+        samples: dict[str, Sample | None] = {}
+        for version in self.versions.folders:
+            folder = self.model_dir / version
+            config = json.loads((folder / "config.json").read_text())
+            warmup = folder / "warmup.npz"
+            if not warmup.is_file():
+                samples[version] = None  # an export from before warm-up samples: not compared
+                continue
+            with np.load(warmup, allow_pickle=False) as data:
+                feeds = {k: data[k] for k in data.files}
+            session = onnx_format.ort_session(folder / config.get("file", "model.onnx"))
+            names = [o.name for o in session.get_outputs()]
+            outputs = dict(zip(names, session.run(None, feeds), strict=True))
+            request = {"inputs": [v2_tensor(k, v) for k, v in feeds.items()]}
+            samples[version] = (request, outputs)
+        return samples
+
     def _reference_profile(self) -> dict[str, Any]:
-        """model/reference_profile.json from opts.reference: what drift is measured against."""
+        """reference_profile.json (in the version's folder) from opts.reference: what drift is
+        measured against."""
         self.progress.update(0.5, f"Profiling the reference data {self.opts.reference}")
         profile = reference_profile(
             str(self.opts.reference),
@@ -417,7 +527,7 @@ class DockerExporter(Exporter):
             lambda feeds: self.session.run(None, feeds),
             list(self.expected),
         )
-        (self.out / "model" / "reference_profile.json").write_text(json.dumps(profile))
+        (self.version_dir / "reference_profile.json").write_text(json.dumps(profile))
         return profile
 
     def _sample_image(self, session: Any) -> tuple[bytes, dict[str, np.ndarray]]:
@@ -464,7 +574,16 @@ class DockerExporter(Exporter):
 
     def validate(self) -> dict[str, Any]:
         self.progress.update(0.55, "Smoke test: starting the exported server")
-        smoke = smoke_test(self.out, self.name, self.request, self.expected, self.image_check)
+        smoke = smoke_test(
+            self.out,
+            self.name,
+            self.version,
+            self.request,
+            self.expected,
+            self.image_check,
+            self._earlier_samples(),
+            self.default_version,
+        )
         self.progress.update(0.8, "Linting the Dockerfile")
         return {"smoke_test": smoke, "hadolint": hadolint(self.out / "Dockerfile")}
 
@@ -491,14 +610,21 @@ class DockerExporter(Exporter):
             if profile
             else None
         )
+        versions = {
+            "version": self.version,
+            "versions": self.versions.sorted(self.version),
+            "default_version": self.default_version,
+        }
         result = {
             "image": self.image,
+            **versions,
             "drift_monitoring": drift,
             "smoke_test": validation["smoke_test"],
             "hadolint": validation["hadolint"],
             "build": build,
         }
-        return sample, {"image": self.image, "build": build, "drift_monitoring": drift}, result
+        extra = {"image": self.image, **versions, "build": build, "drift_monitoring": drift}
+        return sample, extra, result
 
 
 def export_docker(opts: DockerExportOptions, progress: Progress | None = None) -> dict[str, Any]:

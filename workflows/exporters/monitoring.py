@@ -74,7 +74,7 @@ def _thresholds(*steps: tuple[float | None, str]) -> dict[str, Any]:
 def grafana_dashboard(model_name: str) -> dict[str, Any]:
     """A Grafana dashboard (JSON model) of the server's metrics: throughput, latency, errors,
     batching, and the drift figures when the export has a reference profile."""
-    infer = '{endpoint="/v2/models/{name}/infer"}'
+    infer = '{endpoint=~"/v2/models/.*infer"}'  # with and without /versions/{version}
     panels = [
         _panel("Requests per second", [
             ("sum by (endpoint, status) (rate(dockyard_requests_total[1m]))",
@@ -85,8 +85,8 @@ def grafana_dashboard(model_name: str) -> dict[str, Any]:
              "p50"),
             (f"histogram_quantile(0.99, sum by (le) (rate(dockyard_request_seconds_bucket{infer}[5m])))",
              "p99"),
-            ("histogram_quantile(0.5, sum by (le) (rate(dockyard_inference_seconds_bucket[5m])))",
-             "model run p50"),
+            ("histogram_quantile(0.5, sum by (version, le) "
+             "(rate(dockyard_inference_seconds_bucket[5m])))", "model run p50, version {{version}}"),
         ], 12, 0, "s"),
         _panel("Errors", [
             ('sum(rate(dockyard_requests_total{status=~"5.."}[5m])) '
@@ -103,17 +103,17 @@ def grafana_dashboard(model_name: str) -> dict[str, Any]:
              "queue p99 (ms)"),
         ], 12, 8),
         _panel("Input drift (PSI; 0.1 moderate, 0.25 significant)", [
-            ("dockyard_drift_psi", "{{input}} {{feature}}"),
+            ("dockyard_drift_psi", "v{{version}} {{input}} {{feature}}"),
         ], 0, 16, defaults=_thresholds((None, "green"), (0.1, "orange"), (0.25, "red"))),
         _panel("Prediction drift (PSI) and out-of-range inputs", [
-            ("dockyard_prediction_drift_psi", "predictions {{output}}"),
-            ("dockyard_input_out_of_range_share", "{{input}} out of range"),
+            ("dockyard_prediction_drift_psi", "v{{version}} predictions {{output}}"),
+            ("dockyard_input_out_of_range_share", "v{{version}} {{input}} out of range"),
         ], 12, 16, defaults=_thresholds((None, "green"), (0.25, "red"))),
         _panel("Predicted class shares", [
-            ("dockyard_prediction_class_share", "class {{class}}"),
+            ("dockyard_prediction_class_share", "v{{version}} class {{class}}"),
         ], 0, 24, "percentunit"),
         _panel("Input features: live against reference", [
-            ('dockyard_input_feature{stat="mean"}', "{{input}} {{feature}} {{traffic}}"),
+            ('dockyard_input_feature{stat="mean"}', "v{{version}} {{input}} {{feature}} {{traffic}}"),
         ], 12, 24),
     ]  # fmt: skip
     for i, panel in enumerate(panels, start=1):

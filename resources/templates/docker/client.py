@@ -51,7 +51,13 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def rest(url: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -> dict:
+def _route(url: str, model: str, version: str) -> str:
+    return f"{url}/v2/models/{model}" + (f"/versions/{version}" if version else "")
+
+
+def rest(
+    url: str, model: str, version: str, inputs: dict[str, np.ndarray], key: str | None
+) -> dict:
     body = {
         "inputs": [
             {"name": n, "shape": list(a.shape), "datatype": NUMPY_TO_V2[a.dtype.name],
@@ -60,7 +66,7 @@ def rest(url: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -
         ]
     }  # fmt: skip
     request = urllib.request.Request(
-        f"{url}/v2/models/{model}/infer",
+        f"{_route(url, model, version)}/infer",
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **_headers(key)},
     )
@@ -68,7 +74,9 @@ def rest(url: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -
         return arrays(json.loads(response.read())["outputs"])
 
 
-def rest_binary(url: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -> dict:
+def rest_binary(
+    url: str, model: str, version: str, inputs: dict[str, np.ndarray], key: str | None
+) -> dict:
     tensors = [little_endian_bytes(a) for a in inputs.values()]
     header = json.dumps(
         {
@@ -81,7 +89,7 @@ def rest_binary(url: str, model: str, inputs: dict[str, np.ndarray], key: str | 
         }
     ).encode()  # fmt: skip
     request = urllib.request.Request(
-        f"{url}/v2/models/{model}/infer",
+        f"{_route(url, model, version)}/infer",
         data=header + b"".join(tensors),
         headers={
             "Content-Type": "application/octet-stream",
@@ -105,11 +113,13 @@ def _metadata(key: str | None) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {key}")] if key else []
 
 
-def grpc_v2(target: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -> dict:
+def grpc_v2(
+    target: str, model: str, version: str, inputs: dict[str, np.ndarray], key: str | None
+) -> dict:
     import grpc
     from server.protos import oip_v2_pb2, oip_v2_pb2_grpc
 
-    request = oip_v2_pb2.ModelInferRequest(model_name=model)
+    request = oip_v2_pb2.ModelInferRequest(model_name=model, model_version=version)
     for name, array in inputs.items():
         request.inputs.add(name=name, datatype=NUMPY_TO_V2[array.dtype.name], shape=array.shape)
         request.raw_input_contents.append(little_endian_bytes(array))
@@ -122,7 +132,9 @@ def grpc_v2(target: str, model: str, inputs: dict[str, np.ndarray], key: str | N
     }
 
 
-def tf_serving(target: str, model: str, inputs: dict[str, np.ndarray], key: str | None) -> dict:
+def tf_serving(
+    target: str, model: str, version: str, inputs: dict[str, np.ndarray], key: str | None
+) -> dict:
     import grpc
     from server.grpc_codec import NUMPY_TO_TF, TF_TO_NUMPY
     from server.protos import tensorflow_pb2, tensorflow_serving_pb2, tensorflow_serving_pb2_grpc
@@ -130,6 +142,8 @@ def tf_serving(target: str, model: str, inputs: dict[str, np.ndarray], key: str 
     request = tensorflow_serving_pb2.PredictRequest()
     request.model_spec.name = model
     request.model_spec.signature_name = "serving_default"
+    if version:
+        request.model_spec.version.value = int(version)
     for name, array in inputs.items():
         request.inputs[name].CopyFrom(
             tensorflow_pb2.TensorProto(
@@ -154,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=f"http://localhost:{os.environ.get('PORT', '$port')}")
     parser.add_argument("--grpc", default=f"localhost:{os.environ.get('GRPC_PORT', '$grpc_port')}")
     parser.add_argument("--model", default="$model_name")
+    parser.add_argument("--version", default="", help="a version number (default: the server's)")
     parser.add_argument(
         "--protocol", default="all", help=f"all, or some of {', '.join(PROTOCOLS)}, comma-separated"
     )
@@ -173,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         {} if args.no_check else arrays(json.loads(Path(args.expected).read_text())["outputs"])
     )
     calls = {
-        "rest": lambda: rest(args.url, args.model, inputs, args.api_key),
-        "rest-binary": lambda: rest_binary(args.url, args.model, inputs, args.api_key),
-        "grpc": lambda: grpc_v2(args.grpc, args.model, inputs, args.api_key),
-        "tf-serving": lambda: tf_serving(args.grpc, args.model, inputs, args.api_key),
+        "rest": lambda: rest(args.url, args.model, args.version, inputs, args.api_key),
+        "rest-binary": lambda: rest_binary(
+            args.url, args.model, args.version, inputs, args.api_key
+        ),
+        "grpc": lambda: grpc_v2(args.grpc, args.model, args.version, inputs, args.api_key),
+        "tf-serving": lambda: tf_serving(args.grpc, args.model, args.version, inputs, args.api_key),
     }
     failed = False
     for protocol in chosen:

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from server import decode as decoding
-from server.core import AUTH_HINT, INLINE_PARSE_BYTES, INLINE_RENDER_VALUES, Serving
+from server.core import AUTH_HINT, INLINE_PARSE_BYTES, INLINE_RENDER_VALUES, Serving, Version
 from server.decode import NUMPY_TO_V2, RequestError, image_feeds, little_endian_bytes
 from server.grpc_api import SERVER_METADATA, start_grpc, stop_grpc
 from server.settings import Settings
@@ -227,9 +227,12 @@ def create_app(settings: Settings | None = None) -> Any:
     """The served app (a Starlette app wrapped in the Guard middleware)."""
     settings = settings or Settings.from_env()
     serving = Serving(settings)
-    model, metrics = serving.model, serving.metrics
+    metrics = serving.metrics
     decode = Decoder(settings.decode_process_above, settings.decode_processes)
-    run_model, check_model_name = serving.run, serving.check_model_name
+
+    def asked(request: Request) -> Version:
+        """The version a /v2/models/{name}[/versions/{version}]/... request asks for."""
+        return serving.version(request.path_params["name"], request.path_params.get("version"))
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -241,43 +244,43 @@ def create_app(settings: Settings | None = None) -> Any:
         return JSONResponse(SERVER_METADATA)
 
     async def model_metadata(request: Request) -> Response:
-        check_model_name(request.path_params["name"])
-        return JSONResponse(model.metadata())
+        return JSONResponse(serving.metadata(asked(request)))
 
     async def model_ready(request: Request) -> Response:
-        check_model_name(request.path_params["name"])
+        model = asked(request).model
         return JSONResponse(
-            {"name": model.name, "ready": serving.ready},
+            {"name": model.name, "version": model.version, "ready": serving.ready},
             status_code=200 if serving.ready else 503,
         )
 
     async def infer_v2(request: Request) -> Response:
-        check_model_name(request.path_params["name"])
-        return await infer(request, v2_only=True)
+        return await infer(request, asked(request), v2_only=True)
 
     async def invocations(request: Request) -> Response:
         # SageMaker's route: any request the v2 route takes, or TF Serving's {"instances": ...},
-        # answered in the format it was asked in.
-        return await infer(request, v2_only=False)
+        # answered in the format it was asked in, by the default version.
+        return await infer(request, serving.version(serving.name), v2_only=False)
 
-    async def infer(request: Request, v2_only: bool) -> Response:
+    async def infer(request: Request, version: Version, v2_only: bool) -> Response:
         kind = request.headers.get("content-type", "").lower()
         if kind.startswith("image/"):
-            return await infer_image(request)
+            return await infer_image(request, version)
         header_length = binary_header_length(request)
         body = await read_body(request, settings.max_body_bytes)
+        signature = version.model.signature
         if v2_only or header_length is not None:
             decoded = await decode(
-                decoding.v2_request, body, model.signature, header_length, parsed=header_length
+                decoding.v2_request, body, signature, header_length, parsed=header_length
             )
         else:
-            decoded = await decode(decoding.any_request, body, model.signature)
+            decoded = await decode(decoding.any_request, body, signature)
             if not isinstance(decoded, decoding.V2Request):
-                return await predictions_answer(decoded)
-        return await v2_answer(decoded)
+                return await predictions_answer(decoded, version)
+        return await v2_answer(decoded, version)
 
-    async def v2_answer(decoded: decoding.V2Request) -> Response:
-        results = await run_model(decoded.feeds, decoded.wanted or None)
+    async def v2_answer(decoded: decoding.V2Request, version: Version) -> Response:
+        model = version.model
+        results = await version.run(decoded.feeds, decoded.wanted or None)
         binary = {n for n in results if decoded.binary_all or n in decoded.binary_outputs}
         outputs, tail = [], []
         for name, arr in results.items():
@@ -310,7 +313,8 @@ def create_app(settings: Settings | None = None) -> Any:
             headers={BINARY_HEADER: str(len(header))},
         )
 
-    async def infer_image(request: Request) -> Response:
+    async def infer_image(request: Request, version: Version) -> Response:
+        model = version.model
         recipe = model.config.get("preprocess")
         if not recipe:
             raise RequestError(
@@ -322,7 +326,7 @@ def create_app(settings: Settings | None = None) -> Any:
         feeds = await decode(  # never inline: a small PNG can hold a large image
             image_feeds, body, recipe, model.signature, settings.max_image_pixels, inline=False
         )
-        results = await run_model(feeds)
+        results = await version.run(feeds)
         outputs = [
             {
                 "name": name,
@@ -338,22 +342,31 @@ def create_app(settings: Settings | None = None) -> Any:
         )
 
     async def predict_v1(request: Request) -> Response:
-        # TF Serving's REST route is /v1/models/{name}:predict; Starlette sees "name:predict".
-        name, _, verb = request.path_params["name_verb"].partition(":")
-        check_model_name(name)
+        # TF Serving's REST routes are /v1/models/{name}[/versions/{version}]:predict; Starlette
+        # sees "name:predict" (or "version:predict").
+        params = request.path_params
+        if "version_verb" in params:
+            version, _, verb = params["version_verb"].partition(":")
+            name = params["name"]
+        else:
+            name, _, verb = params["name_verb"].partition(":")
+            version = None
         if verb != "predict":
             raise RequestError(f"unsupported verb {verb!r}; use :predict", 404)
-        return await predict_instances(request)
+        return await predict_instances(request, serving.version(name, version or None))
 
-    async def predict_instances(request: Request) -> Response:
+    async def vertex_predict(request: Request) -> Response:
+        return await predict_instances(request, serving.version(serving.name))
+
+    async def predict_instances(request: Request, version: Version) -> Response:
         # TF Serving's predict, and Vertex AI's AIP_PREDICT_ROUTE: {"instances": [...]} (or
         # columnar "inputs") -> {"predictions": [...]}.
         body = await read_body(request, settings.max_body_bytes)
-        feeds = await decode(decoding.v1_request, body, model.signature)
-        return await predictions_answer(feeds)
+        feeds = await decode(decoding.v1_request, body, version.model.signature)
+        return await predictions_answer(feeds, version)
 
-    async def predictions_answer(feeds: dict[str, np.ndarray]) -> Response:
-        results = await run_model(feeds)
+    async def predictions_answer(feeds: dict[str, np.ndarray], version: Version) -> Response:
+        results = await version.run(feeds)
         if len(results) == 1:
             predictions: Any = next(iter(results.values()))
         else:
@@ -392,7 +405,11 @@ def create_app(settings: Settings | None = None) -> Any:
         Route("/v2/models/{name}", model_metadata),
         Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer_v2, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", model_metadata),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready),
+        Route("/v2/models/{name}/versions/{version}/infer", infer_v2, methods=["POST"]),
         Route("/v1/models/{name_verb}", predict_v1, methods=["POST"]),
+        Route("/v1/models/{name}/versions/{version_verb}", predict_v1, methods=["POST"]),
         Route("/metrics", metrics_endpoint),
         # SageMaker's contract (port 8080; `docker run IMAGE serve`: the image has `serve`).
         Route("/ping", ready),
@@ -403,11 +420,10 @@ def create_app(settings: Settings | None = None) -> Any:
         routes.append(Route(settings.vertex_health_route, ready))
         open_paths.add(settings.vertex_health_route)
     if settings.vertex_predict_route:
-        routes.append(Route(settings.vertex_predict_route, predict_instances, methods=["POST"]))
+        routes.append(Route(settings.vertex_predict_route, vertex_predict, methods=["POST"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={RequestError: request_error, ModelOutputError: output_error},
     )
-    app.state.model = model
     return Guard(app, serving, routes, open_paths)

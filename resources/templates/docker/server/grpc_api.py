@@ -22,7 +22,7 @@ from google.protobuf import any_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from server import grpc_codec
-from server.core import AUTH_HINT, INLINE_PARSE_BYTES, Serving
+from server.core import AUTH_HINT, INLINE_PARSE_BYTES, Serving, Version, version_order
 from server.decode import RequestError
 from server.protos import (
     oip_v2_pb2,
@@ -111,14 +111,8 @@ class InferenceService(oip_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, serving: Serving) -> None:
         self.serving = serving
 
-    def _check(self, name: str, version: str) -> None:
-        self.serving.check_model_name(name)
-        model = self.serving.model
-        if version and version != model.version:
-            raise RequestError(
-                f"model {name!r} has no version {version!r}; it serves version {model.version!r}",
-                404,
-            )
+    def _check(self, name: str, version: str) -> Version:
+        return self.serving.version(name, version)
 
     @_rpc(_OIP, open_=True)
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -142,8 +136,7 @@ class InferenceService(oip_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_rpc(_OIP)
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        self._check(request.name, request.version)
-        meta = self.serving.model.metadata()
+        meta = self.serving.metadata(self._check(request.name, request.version))
         response = oip_v2_pb2.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"]
         )
@@ -156,15 +149,15 @@ class InferenceService(oip_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_rpc(_OIP)
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        self._check(request.model_name, request.model_version)
-        model = self.serving.model
+        version = self._check(request.model_name, request.model_version)
+        model = version.model
         if request.raw_input_contents or request.ByteSize() <= INLINE_PARSE_BYTES:
             feeds, wanted = grpc_codec.v2_feeds(request, model.signature)
         else:  # typed contents: a long list to convert
             feeds, wanted = await anyio.to_thread.run_sync(
                 grpc_codec.v2_feeds, request, model.signature
             )
-        results = await self.serving.run(feeds, wanted or None)
+        results = await version.run(feeds, wanted or None)
         # Answered in raw_output_contents: bytes copied, fast at any size.
         return grpc_codec.v2_response(request, results, model.name, model.version)
 
@@ -175,21 +168,19 @@ class PredictionService(tensorflow_serving_pb2_grpc.PredictionServiceServicer):
     def __init__(self, serving: Serving) -> None:
         self.serving = serving
 
-    def _spec(self, spec: Any) -> tensorflow_serving_pb2.ModelSpec:
-        """Check the request's ModelSpec; the one to answer with."""
-        model = self.serving.model
-        self.serving.check_model_name(spec.name)
-        if spec.HasField("version") and str(spec.version.value) != model.version:
-            raise RequestError(
-                f"model {spec.name!r} has no version {spec.version.value}; "
-                f"it serves version {model.version}",
-                404,
-            )
+    def _spec(self, spec: Any) -> tuple[Version, tensorflow_serving_pb2.ModelSpec]:
+        """The version the request's ModelSpec asks for, and the ModelSpec to answer with."""
         if spec.HasField("version_label"):
             raise RequestError(
-                f"version labels are not served here; ask for version {model.version} or none",
+                "version labels are not served here; ask for a version number "
+                f"({', '.join(sorted(self.serving.versions, key=version_order))}) or none "
+                f"(version {self.serving.default})",
                 404,
             )
+        version = self.serving.version(
+            spec.name, str(spec.version.value) if spec.HasField("version") else None
+        )
+        model = version.model
         if spec.signature_name not in ("", SIGNATURE):
             raise RequestError(
                 f"signature {spec.signature_name!r} is not served; the model's signature is "
@@ -198,12 +189,12 @@ class PredictionService(tensorflow_serving_pb2_grpc.PredictionServiceServicer):
         answer = tensorflow_serving_pb2.ModelSpec(name=model.name, signature_name=SIGNATURE)
         if model.version.isdigit():
             answer.version.value = int(model.version)
-        return answer
+        return version, answer
 
     @_rpc(_TFS)
     async def Predict(self, request: Any, context: Any) -> Any:
-        spec = self._spec(request.model_spec)
-        signature = self.serving.model.signature
+        version, spec = self._spec(request.model_spec)
+        signature = version.model.signature
 
         def decode() -> dict[str, Any]:
             return {k: grpc_codec.tf_array(k, v, signature) for k, v in request.inputs.items()}
@@ -213,7 +204,7 @@ class PredictionService(tensorflow_serving_pb2_grpc.PredictionServiceServicer):
             feeds = decode()
         else:  # typed *_val lists: long ones to convert
             feeds = await anyio.to_thread.run_sync(decode)
-        results = await self.serving.run(feeds, list(request.output_filter) or None)
+        results = await version.run(feeds, list(request.output_filter) or None)
         # Answered in tensor_content: bytes copied, fast at any size.
         response = tensorflow_serving_pb2.PredictResponse(model_spec=spec)
         for name, array in results.items():
@@ -222,7 +213,7 @@ class PredictionService(tensorflow_serving_pb2_grpc.PredictionServiceServicer):
 
     @_rpc(_TFS)
     async def GetModelMetadata(self, request: Any, context: Any) -> Any:
-        spec = self._spec(request.model_spec)
+        version, spec = self._spec(request.model_spec)
         fields = list(request.metadata_field)
         if not fields:
             raise RequestError('metadata_field is empty; ask for "signature_def"')
@@ -231,7 +222,7 @@ class PredictionService(tensorflow_serving_pb2_grpc.PredictionServiceServicer):
             raise RequestError(
                 f'metadata field {unknown[0]!r} is not served; ask for "signature_def"'
             )
-        model = self.serving.model
+        model = version.model
         signatures = tensorflow_serving_pb2.SignatureDefMap()
         signatures.signature_def[SIGNATURE].CopyFrom(
             grpc_codec.tf_signature(model.inputs, model.outputs)

@@ -1,7 +1,7 @@
 """What the model sees, against what it was expected to see: drift monitoring of live traffic.
 
-A reference profile (model/reference_profile.json) is made at export from data the user says the
-model should see (its calibration or evaluation data). It holds, per input, a few per-sample
+A reference profile (reference_profile.json in a version's folder) is made at export from data the
+user says the model should see (its calibration or evaluation data). It holds, per input, a few per-sample
 features — the sample's mean and standard deviation, and for a small tabular input each column —
 with the reference's decile edges and its share in each of the ten bins, the input's value range,
 and the share of each predicted class. The server bins every sample it runs into the same ten
@@ -253,66 +253,65 @@ class Monitor:
         return {"samples": weight, "features": rows, "outside": outside, "outputs": predictions}
 
 
-def metric_families(monitor: Monitor) -> Iterator[Any]:
-    """Prometheus metric families of a snapshot (a custom collector's collect())."""
+def metric_families(monitors: dict[str, Monitor]) -> Iterator[Any]:
+    """Prometheus metric families of each served version's snapshot (a custom collector's
+    collect()), labelled with the version."""
     from prometheus_client.core import GaugeMetricFamily
 
-    snap = monitor.snapshot()
     samples = GaugeMetricFamily(
-        "dockyard_drift_samples", "Samples behind the drift figures (exponentially decayed)"
+        "dockyard_drift_samples",
+        "Samples behind the drift figures (exponentially decayed)",
+        labels=["version"],
     )
-    samples.add_metric([], snap["samples"])
-    yield samples
     drift = GaugeMetricFamily(
         "dockyard_drift_psi",
         f"Population Stability Index of an input feature, live against the reference profile "
         f"({PSI_WARNING}: moderate, {PSI_ALERT}: significant)",
-        labels=["input", "feature"],
+        labels=["version", "input", "feature"],
     )
     stats = GaugeMetricFamily(
         "dockyard_input_feature",
         "A per-sample input feature's mean and quantiles, live and in the reference profile",
-        labels=["input", "feature", "stat", "traffic"],
+        labels=["version", "input", "feature", "stat", "traffic"],
     )
-    for row in snap["features"]:
-        drift.add_metric([row["input"], row["feature"]], row["psi"])
-        for traffic in ("live", "reference"):
-            for stat, value in row[traffic].items():
-                label = "mean" if stat == "mean" else f"p{round(float(stat) * 100):02d}"
-                stats.add_metric([row["input"], row["feature"], label, traffic], value)
-    yield drift
-    yield stats
     outside = GaugeMetricFamily(
         "dockyard_input_out_of_range_share",
         "Share of an input's values outside the range seen in the reference profile",
-        labels=["input"],
+        labels=["version", "input"],
     )
-    for name, share in snap["outside"].items():
-        outside.add_metric([name], share)
-    yield outside
     prediction = GaugeMetricFamily(
         "dockyard_prediction_drift_psi",
         "Population Stability Index of the predicted classes, live against the reference",
-        labels=["output"],
+        labels=["version", "output"],
     )
     shares = GaugeMetricFamily(
         "dockyard_prediction_class_share",
         "Share of live predictions per class (exponentially decayed)",
-        labels=["output", "class"],
+        labels=["version", "output", "class"],
     )
-    for row in snap["outputs"]:
-        prediction.add_metric([row["output"]], row["psi"])
-        for i, share in enumerate(row["shares"]):
-            shares.add_metric([row["output"], str(i)], share)
-    yield prediction
-    yield shares
+    for version, monitor in monitors.items():
+        snap = monitor.snapshot()
+        samples.add_metric([version], snap["samples"])
+        for row in snap["features"]:
+            drift.add_metric([version, row["input"], row["feature"]], row["psi"])
+            for traffic in ("live", "reference"):
+                for stat, value in row[traffic].items():
+                    label = "mean" if stat == "mean" else f"p{round(float(stat) * 100):02d}"
+                    stats.add_metric([version, row["input"], row["feature"], label, traffic], value)
+        for name, share in snap["outside"].items():
+            outside.add_metric([version, name], share)
+        for row in snap["outputs"]:
+            prediction.add_metric([version, row["output"]], row["psi"])
+            for i, share in enumerate(row["shares"]):
+                shares.add_metric([version, row["output"], str(i)], share)
+    yield from (samples, drift, stats, outside, prediction, shares)
 
 
 class MonitorCollector:
     """A prometheus_client collector: the figures are computed when /metrics is read."""
 
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor = monitor
+    def __init__(self, monitors: dict[str, Monitor]) -> None:
+        self.monitors = monitors
 
     def collect(self) -> Iterator[Any]:
-        yield from metric_families(self.monitor)
+        yield from metric_families(self.monitors)

@@ -50,12 +50,14 @@ class Settings:
     batch_max_size: int
     batch_max_delay_ms: float
     drift_half_life: float
+    default_version: str | None
+    version_poll_seconds: float
 
     @classmethod
     def from_env(cls) -> Settings:
-        default_dir = Path(__file__).resolve().parents[1] / "model"
         return cls(
-            model_dir=Path(os.environ.get("MODEL_DIR", str(default_dir))),
+            # The model's folder: model.json and one folder per version (server/core.py).
+            model_dir=Path(os.environ.get("MODEL_DIR") or _only_model()),
             # Loopback unless told otherwise: `python -m server` on a laptop (auth off by default)
             # must not serve the network; the Dockerfile sets HOST=0.0.0.0 inside the container.
             host=os.environ.get("HOST", "127.0.0.1"),
@@ -99,4 +101,21 @@ class Settings:
             # Drift monitoring (server/monitor.py, when the export made a reference profile):
             # live figures weigh a sample half as much DRIFT_HALF_LIFE samples later.
             drift_half_life=_float("DRIFT_HALF_LIFE", 500.0),
+            # The version a request that names none gets: DEFAULT_VERSION pins it; otherwise
+            # model.json's default_version (re-read when the file changes, checked every
+            # VERSION_POLL_SECONDS; 0: read at start only), else the newest version.
+            default_version=os.environ.get("DEFAULT_VERSION", "").strip() or None,
+            version_poll_seconds=_float("VERSION_POLL_SECONDS", 5.0),
         )
+
+
+def _only_model() -> Path:
+    """models/NAME beside the server package, when models/ holds one model."""
+    models = Path(__file__).resolve().parents[1] / "models"
+    found = sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+    if len(found) != 1:
+        raise SystemExit(
+            f"set MODEL_DIR to the model's folder: {models} holds "
+            + (", ".join(p.name for p in found) if found else "no model folder")
+        )
+    return found[0]
