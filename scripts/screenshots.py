@@ -111,7 +111,7 @@ def main() -> None:
         for box in export.targets.values():
             box.setChecked(True)  # the Summary then shows every kind of card
         export.export()
-        wait_for(window, "export-triton")  # the last target
+        wait_for(window, "export-tfserving")  # the last target
         grab(window, 4, "export")
         grab(window, 5, "summary")
         from app.settings import SettingsDialog, apply_theme

@@ -1,8 +1,9 @@
 """Compare two runs of the same steps file by file: the wizard's and its saved workflow's replay.
 
 Every file must be byte-identical, except (1) the run folder's own location wherever a result
-names it, and (2) the fields listed in VOLATILE: timestamps and durations. Archives (.mar) are
-compared member by member, since a zip records when each member was written.
+names it, (2) the fields listed in VOLATILE: timestamps and durations, and (3) a SavedModel's
+fingerprint.pb (its uuid is new at every save). Archives (.mar) are compared member by member,
+since a zip records when each member was written.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def _same(a: bytes, b: bytes, name: str, roots: tuple[str, str]) -> bool:
         return True
     if name.endswith(".json"):
         return _normalise(json.loads(a), roots[0]) == _normalise(json.loads(b), roots[1])
-    return False
+    # A SavedModel's fingerprint: hashes of the files beside it (compared themselves) and a
+    # uuid TensorFlow draws anew at every save. (Parsing it would import TensorFlow, which
+    # crashes a process that has Qt WebEngine loaded.)
+    return name == "fingerprint.pb"
 
 
 def _zip_members(path: Path) -> dict[str, bytes]:

@@ -74,6 +74,8 @@ STEPS: dict[str, StepSpec] = {
            "TFLite bundle — fp32, fp16, dynamic and INT8 variants for LiteRT (phones, edge)"),
         _S("export-triton", "workflows.exporters.triton", "TritonExportOptions", "export",
            "Triton model repository — config.pbtxt + ONNX for Triton's ONNX Runtime backend"),
+        _S("export-tfserving", "workflows.exporters.tfserving", "TFServingExportOptions", "export",
+           "TF Serving model — SavedModel with the model's own signature names, models.config"),
     ]
 }  # fmt: skip
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workflows.exporters.common import TRITON_IMAGE
+from workflows.exporters.common import TFSERVING_IMAGE, TRITON_IMAGE
 from workflows.model import path_size
 from workflows.present import gate, pct, size
 
@@ -223,6 +223,20 @@ def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
                  "Triton Inference Server (CPU or GPU), KServe with the Triton runtime",
                  f"docker run --rm -p 8000:8000 -p 8001:8001 -v \"$PWD/{relative(out, root)}\":/models "
                  f"{TRITON_IMAGE} tritonserver --model-repository=/models")
+        )  # fmt: skip
+    tfs = results.get("export-tfserving")
+    if tfs:
+        out, name = Path(tfs["output"]), tfs["model_name"]
+        check = tfs["validation"]["savedmodel"]
+        found.append(
+            Card("TF Serving model", f"{name}/1/ SavedModel, serving_default "
+                 f"({', '.join(tfs['inputs'])} → {', '.join(tfs['outputs'])}), models.config",
+                 str(out), _size(out),
+                 f"signature read back; matches the original (max abs error "
+                 f"{check['max_abs_error']:.2g})", None,
+                 "TensorFlow Serving (Docker, Kubernetes), Vertex AI's TF runtime, KServe",
+                 f"docker run --rm -p 8500:8500 -p 8501:8501 -v \"$PWD/{relative(out, root)}\":/models "
+                 f"{TFSERVING_IMAGE} --model_config_file=/models/models.config")
         )  # fmt: skip
     report = results.get("report")
     if report:

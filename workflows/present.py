@@ -392,6 +392,23 @@ def triton_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tfserving_lines(r: dict[str, Any]) -> list[str]:
+    """A TF Serving model's signature and checks."""
+    check = r["validation"]["savedmodel"]
+    layout = (
+        f"; transposes {', '.join(r['transposed_inputs'])} from the original's layout inside"
+        if r["transposed_inputs"]
+        else f"; layout {r['layout']}"
+    )
+    return [
+        f"{r['model_name']}/1/: serving_default takes {', '.join(r['inputs'])} and gives "
+        f"{', '.join(r['outputs'])}{layout}",
+        "saved_model.pb declares the model's own names (what TF Serving reads)",
+        f"serving_default matches the original on {check['samples']} sample(s) "
+        f"(max abs error {check['max_abs_error']:.2g})",
+    ]
+
+
 def export_lines(r: dict[str, Any]) -> list[str]:
     """What an export's own checks found (smoke test, lint, image build, validation data)."""
     target, smoke = r["target"], r.get("smoke_test", {})
@@ -411,6 +428,8 @@ def export_lines(r: dict[str, Any]) -> list[str]:
         return lines
     if target == "triton":
         return triton_lines(r)
+    if target == "tfserving":
+        return tfserving_lines(r)
     lines = [
         f"smoke test: server ready in {smoke['server_ready_seconds']} s, outputs match ONNX "
         f"Runtime (max abs error {smoke['max_abs_error']:.2g})"

@@ -53,7 +53,8 @@ FORMAT_FAMILY = {
     "keras": "tensorflow",
     "savedmodel": "tensorflow",
 }
-STEP_FAMILY = {"export-tflite": "tensorflow"}  # TFLiteConverter, whatever the source
+# TFLiteConverter and TF Serving's SavedModel, whatever the source.
+STEP_FAMILY = {"export-tflite": "tensorflow", "export-tfserving": "tensorflow"}
 DISABLE_ENV = "DOCKYARD_NO_WARM_WORKERS"  # set to 1: every step starts a fresh process
 
 

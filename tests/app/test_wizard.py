@@ -113,13 +113,12 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     with qtbot.waitSignal(
         window.step_finished,
         timeout=TIMEOUT,
-        check_params_cb=lambda s, ok: s == "export-triton" or not ok,
+        check_params_cb=lambda s, ok: s == "export-tfserving" or not ok,
     ):
         export.export()
     results = window.session.results
-    assert {"export-docker", "export-torchserve", "export-tflite", "export-triton"} <= set(
-        results
-    ), window.last_error
+    exports = {"export-docker", "export-torchserve", "export-tflite", "export-triton"}
+    assert exports | {"export-tfserving"} <= set(results), window.last_error
     docker = Path(results["export-docker"]["output"])
     assert (docker / "Dockerfile").is_file() and (docker / "server" / "app.py").is_file()
     assert json.loads((docker / "manifest.json").read_text())["validation"]["smoke_test"]["passed"]
@@ -133,9 +132,12 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     triton = Path(results["export-triton"]["output"])
     assert (triton / "digits-cnn" / "config.pbtxt").is_file()
     assert (triton / "digits-cnn" / "labels.txt").is_file()  # the quantize step's labels
-    assert export.done.count() == 4 and "Triton model repository" in export.readme.toPlainText()
-    assert [export.done.item(i).text() for i in range(4)] == [
-        "export-docker", "export-torchserve", "export-tflite", "export-triton"
+    tfserving = results["export-tfserving"]
+    assert tfserving["inputs"] == ["x"] and tfserving["outputs"] == ["linear_1"]
+    assert tfserving["validation"]["savedmodel"]["max_abs_error"] <= 1e-4
+    assert export.done.count() == 5 and "TF Serving model" in export.readme.toPlainText()
+    assert [export.done.item(i).text() for i in range(5)] == [
+        "export-docker", "export-torchserve", "export-tflite", "export-triton", "export-tfserving"
     ]  # fmt: skip
     assert export.done.item(0).toolTip() == str(docker)
     assert export.folder_label.toolTip().startswith(str(window.session.root))
@@ -148,7 +150,7 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     # (98.44 % on an AVX-512 VNNI Xeon, 98.89 % on an AVX2-only EPYC): asserted within the gate.
     assert [c.card.title for c in summary.cards] == [
         "ONNX model", "int8-static variant", "Docker image", "TorchServe archive", "TFLite bundle",
-        "Triton model repository",
+        "Triton model repository", "TF Serving model",
     ]  # fmt: skip
     int8 = window.session.results["quantize"]["variants"][0]
     top1 = int8["accuracy"]["top1"]
@@ -178,6 +180,7 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
         "export-torchserve",
         "export-tflite",
         "export-triton",
+        "export-tfserving",
     ]
     run(qtbot, window, "report", summary.open_report)
     assert Path(window.session.results["report"]["html"]).is_file()
@@ -186,7 +189,7 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     wf.output = str(tmp_path / "replay")
     run_workflow(wf)
     made = window.session.root
-    parts = ["convert", "validate.json", "quantize", *[s.name for s in wf.steps[-3:]]]
+    parts = ["convert", "validate.json", "quantize", *[s.name for s in wf.steps[-4:]]]
     assert differences(made, tmp_path / "replay" / "digits_cnn", parts) == []
     for manifest in made.glob("export-*/manifest.json"):
         assert absolute_paths(json.loads(manifest.read_text())) == [], manifest

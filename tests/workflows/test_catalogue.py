@@ -36,7 +36,9 @@ def test_unknown_step_lists_the_known_ones():
 def test_workflow_steps_and_targets_come_from_the_catalogue():
     assert catalogue.workflow_steps()[:3] == ["convert", "validate", "quantize"]
     assert "inspect" not in catalogue.workflow_steps()
-    assert list(catalogue.export_targets()) == ["docker", "torchserve", "tflite", "triton"]
+    assert list(catalogue.export_targets()) == [
+        "docker", "torchserve", "tflite", "triton", "tfserving"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -174,6 +174,10 @@ def write_manifest(
 # tritonclient the tests parse config.pbtxt with (2.73.0 is NGC release 26.08: 2.51.0, measured
 # in nvidia-pytriton's server, is 24.10, and Triton gains a minor version a month).
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:26.08-py3"
+# The TF Serving release a TF Serving export's Dockerfile pins: the one of the TensorFlow that
+# writes its SavedModel (tensorflow-cpu 2.21.0; an older server may not know a newer op) and of
+# the tensorflow-serving-api the tests read models.config with.
+TFSERVING_IMAGE = "tensorflow/serving:2.21.0"
 
 # The options of the targets that send a sample request, described once for both.
 SAMPLE_INPUTS_HELP = (

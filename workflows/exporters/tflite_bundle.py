@@ -30,6 +30,7 @@ from workflows.data import (
 from workflows.errors import ExportError, first_line
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import CONVERTED_HELP, sha256
+from workflows.exporters.savedmodel_source import source_savedmodel, start_onnx2tf
 from workflows.formats import _tf
 from workflows.machine import measured_on
 from workflows.metrics import compare
@@ -205,25 +206,7 @@ class TFLiteExporter(Exporter):
 
     @classmethod
     def start_early(cls, opts: TFLiteExportOptions, work: Path) -> Any:
-        """onnx2tf, when the ONNX to convert is on disk already (an ONNX source, or the
-        workflow's convert output) and its environment is built: it then runs beside the
-        original model's loading (1.9 s for a .pt2 in a TensorFlow worker) instead of after."""
-        from workflows import toolenv
-        from workflows.converters.onnx_tf import Onnx2TF
-
-        onnx_path = None
-        if opts.converted and Path(opts.converted).is_file():
-            onnx_path = Path(opts.converted)
-        else:
-            try:
-                if formats.detect(Path(opts.model.path)).NAME == "onnx":
-                    onnx_path = Path(opts.model.path)
-            except Exception:  # the load reports a bad file, with its reason
-                return None
-        bin_dir = toolenv.ready(toolenv.ONNX2TF)
-        if onnx_path is None or bin_dir is None:
-            return None
-        return Onnx2TF(bin_dir, onnx_path, work / "onnx2tf_savedmodel")
+        return start_onnx2tf(opts, work)
 
     def stage(self) -> None:
         opts, model = self.opts, self.model
@@ -266,30 +249,12 @@ class TFLiteExporter(Exporter):
 
     def _saved_model(self, progress: Progress) -> Path:
         """A SavedModel to feed TFLiteConverter (steps taken to get it recorded)."""
-        model = self.model
-        if model.format == "savedmodel":
-            return model.path
-        if model.format == "keras":
-            out = self.work / "keras_savedmodel"
-            model.native.export(str(out), verbose=False)
-            self.steps.append({"step": "keras.Model.export", "format": "savedmodel"})
-            return out
-        if model.format == "tflite":
+        if self.model.format == "tflite":
             raise ExportError(
-                f"{model.path}: already TFLite. Export the bundle from the original model "
+                f"{self.model.path}: already TFLite. Export the bundle from the original model "
                 "(Keras, SavedModel, ONNX or PyTorch) so every variant is made from full precision."
             )
-        from workflows.converters.onnx_tf import onnx_to_savedmodel
-
-        onnx_path = self.onnx(progress.scaled(0.0, 0.2))
-        if self.early is not None and self.early.onnx_path.resolve() == Path(onnx_path).resolve():
-            out = self.early.finish(progress.scaled(0.2, 1.0))
-        else:
-            out = onnx_to_savedmodel(
-                onnx_path, self.work / "onnx2tf_savedmodel", progress.scaled(0.2, 1.0)
-            )
-        self.steps.append({"step": "onnx2tf", "version": "1.29.24", "format": "savedmodel"})
-        return out
+        return source_savedmodel(self, progress)
 
     def _convert(self, saved_model: Path, variant: str, progress: Progress) -> bytes:
         """One variant's flatbuffer; the first (fp32) also fixes the input spec and layout."""
