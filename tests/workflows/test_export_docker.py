@@ -245,16 +245,13 @@ def test_kubernetes_and_kserve_manifests(exported):
     assert isvc["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] == 8080
 
 
-def test_manifests_pass_the_kubernetes_schemas(exported):
+def test_manifests_pass_the_kubernetes_and_kserve_schemas(exported):
     """Every Kubernetes manifest against Kubernetes' own OpenAPI schemas (kubernetes-validate,
-    offline, strict: no unknown fields); the KServe InferenceService's predictor containers
-    against Kubernetes' Container schema, which KServe's CRD embeds. (KServe's own CRD schema is
-    not checked: the kserve package's pins conflict with this project's and importing its models
-    starts its model server's imports.)"""
+    offline, strict: no unknown fields); each KServe InferenceService against KServe's own
+    schema (the kserve package's generated models, with the Kubernetes types they embed checked
+    against Kubernetes' schemas: tests/workflows/kserve_schema.py)."""
     kv = pytest.importorskip("kubernetes_validate")
-    import jsonschema
-    from kubernetes_validate.utils import schema_contents
-    from referencing import Registry, Resource
+    from .kserve_schema import problems  # kserve: a test client (tests/clients.txt)
 
     folder, _ = exported
     version = kv.utils.latest_version()
@@ -266,19 +263,22 @@ def test_manifests_pass_the_kubernetes_schemas(exported):
             kv.validate(doc, version, strict=True)  # raises kubernetes_validate.ValidationError
             kinds.append(doc["kind"])
     assert sorted(kinds) == ["Deployment", "Deployment", "HorizontalPodAutoscaler", "Service"]
-    schemas = f"kubernetes-json-schema/v{kv.utils.all_versions()[-1]}-local-strict"
-    container = schema_contents(f"{schemas}/container-v1.json", version)
-    registry = Resource.from_contents(schema_contents(f"{schemas}/_definitions.json", version)) @ (
-        Resource.from_contents(container) @ Registry()
-    )
     for name in ("inferenceservice.yaml", "canary.yaml"):
         isvc = yaml.safe_load((folder / "kserve" / name).read_text())
         assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
-        for item in isvc["spec"]["predictor"]["containers"]:
-            jsonschema.Draft202012Validator(container, registry=registry).validate(item)
-    broken = {**isvc["spec"]["predictor"]["containers"][0], "imagePullPolicee": "Always"}
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft202012Validator(container, registry=registry).validate(broken)
+        assert problems(isvc) == [], name
+    # The check can fail: a misspelt KServe field, a wrong type, a misspelt container field.
+    predictor = isvc["spec"]["predictor"]
+    container = {**predictor["containers"][0], "imagePullPolicee": "Always"}
+    broken = {**isvc, "spec": {**isvc["spec"], "predictor": {
+        **predictor, "canaryTrafficPercentage": 10, "minReplicas": "one", "containers": [container],
+    }}}  # fmt: skip
+    found = problems(broken)
+    assert any("canaryTrafficPercentage: not a field of KServe's V1beta1PredictorSpec" in p
+               for p in found), found  # fmt: skip
+    assert any("minReplicas: expected int" in p for p in found), found
+    assert any("imagePullPolicee" in p for p in found), found
+    assert problems({**isvc, "spec": {}}) != []  # the predictor is required
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not found")
