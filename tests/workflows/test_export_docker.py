@@ -281,6 +281,37 @@ def test_manifests_pass_the_kubernetes_and_kserve_schemas(exported):
     assert problems({**isvc, "spec": {}}) != []  # the predictor is required
 
 
+# yamllint's defaults, but for lines up to 150 characters (descriptions and PromQL), no
+# "---" required, and sequences indented or not as long as a file is consistent (the templates
+# indent them, PyYAML's dumps of the canary manifests do not).
+YAMLLINT = """
+extends: default
+rules:
+  line-length: {max: 150}
+  document-start: disable
+  indentation: {spaces: consistent, indent-sequences: consistent}
+"""
+
+
+def test_generated_yaml_lints_clean(exported):
+    from yamllint import linter
+    from yamllint.config import YamlLintConfig
+
+    folder, _ = exported
+    config = YamlLintConfig(YAMLLINT)
+    files = sorted(
+        p for sub in ("k8s", "kserve", "monitoring") for p in (folder / sub).rglob("*.yaml")
+    )
+    assert len(files) == 11
+    found = [
+        f"{path.relative_to(folder)}:{problem.line}: {problem.message} ({problem.rule})"
+        for path in files
+        for problem in linter.run(path.read_text(), config, str(path))
+    ]
+    assert found == []
+    assert list(linter.run("a: {b: 1}\na: 2\n", config))  # it can fail: a duplicate key
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not found")
 def test_kustomize_overlays_build_to_valid_manifests(exported):
     """`kubectl kustomize` builds each overlay; every resource passes Kubernetes' schemas."""
