@@ -85,6 +85,7 @@ def test_an_export_adds_a_version_beside_the_earlier_ones(two_versions):
         ["1", "2"],
         "2",
     )
+    assert (first["image"], second["image"]) == ("dockyard/affine:1", "dockyard/affine:2")
     # The smoke test asked each version for its own sample, by number and without one.
     assert second["smoke_test"]["versions_checked"] == ["1", "2"]
     assert second["smoke_test"]["max_abs_error"] <= 1e-5

@@ -466,7 +466,8 @@ class DockerExporter(Exporter):
 
     @property
     def image(self) -> str:
-        return self.opts.image or f"dockyard/{self.name}:1"
+        # Tagged with the version it adds: the image holding versions 1 and 2 is NAME:2.
+        return self.opts.image or f"dockyard/{self.name}:{getattr(self, 'version', '1')}"
 
     def _sample_request(self) -> None:
         """The sample request and ONNX Runtime's answer to it, the smoke test's reference."""
