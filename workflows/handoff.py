@@ -171,10 +171,16 @@ def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
     if docker:
         out, image, name = docker["output"], docker.get("image"), docker["model_name"]
         smoke = docker.get("smoke_test") or {}
+        versions = docker.get("versions") or []
+        held = (
+            f"; versions {', '.join(versions)} (default {docker['default_version']})"
+            if len(versions) > 1
+            else ""
+        )
         found.append(
             Card("Docker image", "build context: ONNX Runtime server (Open Inference Protocol v2, "
                  "TF-Serving REST, SageMaker and Vertex AI routes, /metrics with drift), "
-                 "Kubernetes and KServe manifests, Grafana dashboard", out,
+                 f"Kubernetes and KServe manifests, Grafana dashboard{held}", out,
                  _size(Path(out)), _served(smoke), None,
                  "any Docker host; Kubernetes (k8s/), KServe (kserve/)",
                  f"docker build -t {image} {_q(out, root)} && docker run --rm -p 8080:8080 "

@@ -20,6 +20,7 @@ import tritonclient.grpc as tritonclient_grpc
 from workflows.errors import ExportError
 from workflows.exporters.docker import DockerExportOptions, export_docker
 from workflows.exporters.model_versions import model_folder
+from workflows.handoff import cards
 
 from .served import Server
 
@@ -98,6 +99,9 @@ def test_an_export_adds_a_version_beside_the_earlier_ones(two_versions):
     manifest = json.loads((ctx / "manifest.json").read_text())
     assert manifest["versions"] == ["1", "2"] and manifest["default_version"] == "2"
     assert "models/affine/1/model.onnx" in second["files"]
+    (card,) = cards({"export-docker": second}, ctx.parent)  # the app's Summary card
+    assert card.what.endswith("; versions 1, 2 (default 2)")
+    assert "dockyard/affine:2" in card.command
 
 
 def test_two_versions_answer_side_by_side(two_versions):
