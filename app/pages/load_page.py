@@ -43,7 +43,7 @@ class LoadPage(Page):
         drop = QLabel(
             "Drop a model file or folder anywhere on this window\n"
             "ONNX · TorchScript · torch.export .pt2 · PyTorch state_dict · "
-            "SavedModel · Keras · TFLite"
+            "SavedModel · Keras · TFLite · scikit-learn (.skops)"
         )
         drop.setObjectName("dropZone")
         drop.setAlignment(Qt.AlignmentFlag.AlignCenter)

@@ -73,6 +73,8 @@ def valid(folder: Path, kind: str) -> Path:
         "h5": lambda f: mf.save_keras(f, ".h5"),
         "savedmodel": mf.save_savedmodel,
         "tflite": mf.save_tflite,
+        "skops": mf.save_skops,
+        "skops_forest": lambda f: mf.save_skops(f, "forest"),
     }
     return makers[kind](folder)
 
@@ -453,4 +455,24 @@ def onnx_node_without_weights(folder: Path) -> Path:
     )
     path = folder / "no_weights.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def skops_damaged_tree(folder: Path) -> Path:
+    """A random forest whose first tree's root points outside the tree (a crafted .skops)."""
+    return mf.damage_first_tree(mf.save_skops(folder, "forest"), folder / "crafted.skops")
+
+
+class Untrusted:
+    """A type skops does not know: a .skops file that builds one needs the user's trust."""
+
+    def __init__(self) -> None:
+        self.value = 1
+
+
+def skops_untrusted(folder: Path) -> Path:
+    import skops.io as sio
+
+    path = folder / "untrusted.skops"
+    sio.dump({"model": Untrusted()}, path)
     return path

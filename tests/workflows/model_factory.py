@@ -276,3 +276,45 @@ def save_tf1_savedmodel(folder: Path) -> Path:
             builder.add_meta_graph(["train"])
             builder.save()
     return path
+
+
+def save_skops(folder: Path, kind: str = "pipeline") -> Path:
+    """A scikit-learn model fitted on scikit-learn's bundled digits, saved with skops: a scaler +
+    logistic regression pipeline, or a small random forest (which holds decision trees)."""
+    import skops.io as sio
+    from sklearn.datasets import load_digits
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_digits(return_X_y=True)
+    if kind == "forest":
+        model = RandomForestClassifier(n_estimators=4, max_depth=5, random_state=0)
+    else:
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    path = folder / f"digits_{kind}.skops"
+    sio.dump(model.fit(x.astype(np.float32), y), path)
+    return path
+
+
+def damage_first_tree(path: Path, target: Path) -> Path:
+    """A copy of a .skops file whose first decision tree's root points to child 1,000,000 (a
+    crafted file: scikit-learn would follow it out of bounds at predict time)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(target, "w") as out:
+        done = False
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.endswith(".npy") and not done:
+                array = np.load(io.BytesIO(data), allow_pickle=False)
+                if array.dtype.names and "left_child" in array.dtype.names:
+                    array = array.copy()
+                    array["left_child"][0] = 10**6
+                    buffer = io.BytesIO()
+                    np.save(buffer, array, allow_pickle=False)
+                    data, done = buffer.getvalue(), True
+            out.writestr(item, data)
+    return target

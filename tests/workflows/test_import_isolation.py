@@ -6,7 +6,8 @@ import sys
 
 import workflows
 
-HEAVY = ["torch", "tensorflow", "keras", "PySide6", "onnxruntime", "tf2onnx", "ai_edge_litert"]
+HEAVY = ["torch", "tensorflow", "keras", "PySide6", "onnxruntime", "tf2onnx", "ai_edge_litert",
+         "sklearn", "skops", "skl2onnx"]  # fmt: skip
 
 
 def _all_modules() -> list[str]:

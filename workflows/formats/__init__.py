@@ -22,6 +22,7 @@ FORMAT_MODULES = (
     "torchscript",
     "keras_format",
     "savedmodel",
+    "sklearn_format",  # before pytorch_eager: a .pkl pickle may be either
     "pytorch_eager",
 )
 

@@ -36,6 +36,10 @@ def _converter(model: Model):
         from workflows.converters import tf_onnx
 
         return tf_onnx.to_onnx
+    if model.format == "sklearn":
+        from workflows.converters import sklearn_onnx
+
+        return sklearn_onnx.to_onnx
     raise ConversionError(f"{model.path}: no converter from {model.format} to ONNX")
 
 

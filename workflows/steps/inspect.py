@@ -196,6 +196,9 @@ def native_histogram(model: Model) -> dict[str, int]:
         counts.update(str(n.target) for n in native.graph.nodes if n.op == "call_function")
     elif model.format == "pytorch_eager":
         counts.update(type(m).__name__ for m in native.modules() if not list(m.children()))
+    elif model.format == "sklearn":  # a pipeline's steps, or the estimator itself
+        steps = getattr(native, "steps", None) or [(None, native)]
+        counts.update(type(step).__name__ for _, step in steps)
     elif model.format == "savedmodel":
         from workflows.formats.savedmodel import V1Graph, signature
 
