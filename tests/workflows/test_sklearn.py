@@ -129,3 +129,21 @@ def test_not_a_model(tmp_path):
     sio.dump({"a": np.arange(3)}, path)
     with pytest.raises(FormatError, match="holds a dict, not a fitted scikit-learn model"):
         LoadOptions(path=str(path)).load()
+
+
+def test_a_skops_model_is_served_by_the_docker_export(tmp_path):
+    from workflows.exporters.docker import DockerExportOptions, export_docker
+
+    path = mf.save_skops(tmp_path)
+    result = export_docker(
+        DockerExportOptions(model={"path": str(path)}, output=str(tmp_path / "ctx"), build=False)
+    )
+    smoke = result["smoke_test"]
+    # Served as ONNX (skl2onnx's), checked over REST JSON and binary, gRPC and TF Serving gRPC.
+    assert smoke["passed"] and smoke["max_abs_error"] <= 1e-5
+    assert smoke["protocols"] == ["rest", "rest-binary", "grpc", "tf-serving"]
+    assert [s["step"] for s in result["manifest"]["steps"]] == ["convert", "export"]
+    response = json.loads((tmp_path / "ctx" / "sample_response.json").read_text())
+    assert [(o["name"], o["datatype"]) for o in response["outputs"]] == [
+        ("label", "INT64"), ("probabilities", "FP32")
+    ]  # fmt: skip
