@@ -203,6 +203,14 @@ class NetronView(QWidget):
         view.setUrl(QUrl(self.url))
         self._stack.setCurrentWidget(view)
 
+    def show_text(self, text: str) -> None:
+        """Show `text` where the graph would be (a file Netron cannot draw: not a failure)."""
+        self.stop()
+        self.drawn = 0
+        self._stack.setCurrentIndex(0)
+        self.message.setText(text)
+        self.browser_button.setVisible(False)
+
     def prepare(self) -> None:
         """Start Chromium now (the window is idle), not when the first model is shown: its
         start stalls the event loop for 0.1-0.5 s, which would otherwise land in a step."""

@@ -32,6 +32,10 @@ from app.widgets.tables import fill_table, text_table
 Index = QModelIndex | QPersistentModelIndex
 
 
+# Model files Netron cannot open (its sklearn reader takes pickles only).
+NETRON_CANNOT_DRAW = (".skops",)
+
+
 def _shape(shape) -> str:
     return (
         "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
@@ -202,10 +206,13 @@ class InspectPage(Page):
         fill_table(self.ops, [[op, str(n)] for op, n in r.get("op_histogram", {}).items()])
         graph = r.get("graph")
         self.graph_note.setVisible(graph is None)
+        drawn = (
+            "" if m["path"].lower().endswith(NETRON_CANNOT_DRAW) else " and drawn in the Graph tab"
+        )
         self.graph_note.setText(
             f"Node by node: listed for ONNX and TFLite models. This {m['format']} model's operators "
-            "are counted on the left and drawn in the Graph tab; convert it to ONNX (next page) to "
-            "list every node and tensor."
+            f"are counted on the left{drawn}; convert it to ONNX (next page) to list every node "
+            "and tensor."
         )
         self.nodes.set_nodes((graph or {}).get("nodes", []))
         self._show_graph()
@@ -235,4 +242,11 @@ class InspectPage(Page):
             shown = path
         if shown != self._shown:
             self._shown = shown
+            if Path(path).suffix.lower() in NETRON_CANNOT_DRAW:
+                self.netron.show_text(
+                    f"Netron cannot draw {Path(path).name}: it reads scikit-learn pickles, not "
+                    ".skops files. Convert the model to ONNX (next page) and choose it under "
+                    "Show to see its graph; its steps are listed under Inputs, operators, nodes."
+                )
+                return
             self.netron.show_model(path)

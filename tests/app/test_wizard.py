@@ -383,3 +383,21 @@ def test_quantize_results_show_the_gate_data_and_the_fallback_search(window):
     report["variants"][0]["excluded_nodes"] = []
     convert.show_results(report)
     assert not convert.search.isVisibleTo(window)
+
+
+def test_a_skops_model_opens_and_says_why_netron_cannot_draw_it(qtbot, window, tmp_path):
+    from tests.workflows import model_factory as mf
+
+    path = mf.save_skops(tmp_path)
+    run(qtbot, window, "inspect", lambda: window.page(LoadPage).load(str(path)))
+    window.go_to(1)
+    inspect = window.page(InspectPage)
+    assert "format: sklearn" in inspect.summary.text()
+    assert inspect.ops.rowCount() == 2  # StandardScaler, LogisticRegression
+    qtbot.waitUntil(
+        lambda: "Netron cannot draw digits_pipeline.skops" in inspect.netron.message.text()
+    )
+    assert "drawn in the Graph tab" not in inspect.graph_note.text()
+    window.go_to(2)
+    run(qtbot, window, "validate", window.page(ConvertPage).convert)  # convert, then validate
+    assert window.session.results["validate"]["passed"], window.last_error
