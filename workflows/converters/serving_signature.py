@@ -110,11 +110,14 @@ def plan(
     feeds: dict[str, np.ndarray],
     expected: dict[str, np.ndarray],
     keep_layout: bool,
+    channels_last_source: bool = False,
 ) -> Plan:
     """The wrapper for `saved_model` that takes the original's `inputs` (TensorSpecs) and gives
     its `outputs` (names): names matched, layouts found from the shapes of one sample (`feeds`
-    and the original's answer `expected`). `keep_layout`: the converted model's input layout is
-    kept (NHWC for an ONNX source) instead of the original's."""
+    and the original's answer `expected`). `keep_layout`: the converted model's layout is kept
+    (NHWC for an ONNX source, inputs and outputs) instead of the original's.
+    `channels_last_source`: the SavedModel is onnx2tf's, which makes every image input
+    channels-last, so a sample that fits either way (3 channels of 3x3) is transposed."""
     import tensorflow as tf
 
     _, fn = _signature(saved_model)
@@ -127,10 +130,11 @@ def plan(
         target = specs[key]
         sample = feeds[spec.name]
         dims = [None if d is None else int(d) for d in target.shape]
-        if _fits(sample.shape, dims):
-            perm = None
-        elif sample.ndim >= 3 and _fits(sample.transpose(channels_last(sample.ndim)).shape, dims):
+        moved = sample.ndim >= 3 and _fits(sample.transpose(channels_last(sample.ndim)).shape, dims)
+        if moved and (channels_last_source or not _fits(sample.shape, dims)):
             perm = channels_last(sample.ndim)
+        elif _fits(sample.shape, dims):
+            perm = None
         else:
             raise ExportError(
                 f"{saved_model}: input {key!r} has shape {dims}; the model's sample "

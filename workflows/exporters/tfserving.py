@@ -124,6 +124,7 @@ class TFServingExporter(Exporter):
             self.feeds,
             self.expected,
             keep_layout=opts.signature_layout == "NHWC" or not via_onnx,
+            channels_last_source=via_onnx,
         )
         self.version_dir = self.out / self.name / "1"
         serving_signature.write(converted, self.plan, self.version_dir)

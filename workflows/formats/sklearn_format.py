@@ -39,6 +39,8 @@ def why_not(path: Path) -> str:
 def load(path: Path, allow_unsafe: bool = False, **_: Any) -> Model:
     """The estimator, loaded without running code from the file unless `allow_unsafe`."""
     estimator = _read(path, allow_unsafe)
+    # Trees are checked whatever the trust: a damaged one would crash the process that runs it.
+    check_trees(estimator, path)
     return describe(estimator, path)
 
 
@@ -50,7 +52,6 @@ def _read(path: Path, allow_unsafe: bool) -> Any:
             untrusted = sio.get_untrusted_types(file=str(path))
         except Exception as exc:  # a damaged zip or schema
             raise FormatError(f"{path}: skops cannot read this file ({exc})") from exc
-        checked = [t for t in untrusted if t in CHECKED_TYPES]
         unchecked = [t for t in untrusted if t not in CHECKED_TYPES]
         if unchecked and not allow_unsafe:
             shown = ", ".join(unchecked[:5]) + (" …" if len(unchecked) > 5 else "")
@@ -62,8 +63,6 @@ def _read(path: Path, allow_unsafe: bool) -> Any:
             estimator = sio.load(str(path), trusted=untrusted or None)
         except Exception as exc:
             raise FormatError(f"{path}: skops cannot load this file ({exc})") from exc
-        if checked and not allow_unsafe:
-            check_trees(estimator, path)
         return estimator
     if not allow_unsafe:
         raise UnsafeModelError(
