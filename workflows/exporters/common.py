@@ -60,6 +60,16 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def mirrored_batch(
+    feeds: dict[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A second sample and the batch of both: the first sample mirrored along its last axis
+    (same sizes and the same values, so valid for any input: pixels, token ids, a sample rate),
+    and each input's two rows joined."""
+    other = {k: np.ascontiguousarray(np.flip(v, axis=-1)) for k, v in feeds.items()}
+    return other, {k: np.concatenate([feeds[k], other[k]]) for k in feeds}
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:

@@ -36,6 +36,7 @@ from workflows.exporters.common import (
     SAMPLE_INPUTS_HELP,
     TFSERVING_IMAGE,
     max_abs_error,
+    mirrored_batch,
 )
 from workflows.exporters.docker import hadolint
 from workflows.exporters.savedmodel_source import source_savedmodel, start_onnx2tf
@@ -180,7 +181,7 @@ class TFServingExporter(Exporter):
             "first_input": first_name,
             "first_shape": list(first.shape),
             "first_dtype": first.dtype.name,
-            "tensorflow_version": _version("tensorflow-cpu", "tensorflow"),
+            "tensorflow_version": _tensorflow_version(),
         }
 
     def validate(self) -> dict[str, Any]:
@@ -217,8 +218,7 @@ class TFServingExporter(Exporter):
         signature's layout, and the original's answer; None when the batch size is fixed."""
         if any(t["shape"] and t["shape"][0] is not None for t in self.plan.inputs):
             return None
-        other = {k: np.ascontiguousarray(np.flip(v, axis=-1)) for k, v in self.feeds.items()}
-        joined = {k: np.concatenate([self.feeds[k], other[k]]) for k in self.feeds}
+        _, joined = mirrored_batch(self.feeds)
         try:
             expected = dict(zip(self.expected, self.run_original(joined), strict=True))
         except Exception:  # the original refuses a batch of two: nothing to compare with
@@ -279,15 +279,12 @@ def _signature_problems(declared: dict[str, Any], plan: Any) -> list[str]:
     return problems
 
 
-def _version(*packages: str) -> str:
-    import importlib.metadata
+def _tensorflow_version() -> str:
+    """The TensorFlow that wrote the SavedModel (already imported: it did the writing), whether
+    it came as tensorflow or tensorflow-cpu."""
+    import tensorflow as tf
 
-    for package in packages:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "?"
+    return tf.__version__
 
 
 def export_tfserving(

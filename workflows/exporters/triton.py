@@ -35,6 +35,7 @@ from workflows.exporters.common import (
     SAMPLE_INPUTS_HELP,
     TRITON_IMAGE,
     max_abs_error,
+    mirrored_batch,
     run_sample,
     v2_tensor,
 )
@@ -337,10 +338,7 @@ class TritonExporter(Exporter):
 
     def _batch_check(self) -> dict[str, Any]:
         """A batch of two samples, as Triton's batcher makes it, against each sample alone."""
-        # The second sample: the first mirrored along its last axis (same sizes and the same
-        # values, so valid for any input: pixels, token ids, a sample rate).
-        other = {k: np.ascontiguousarray(np.flip(v, axis=-1)) for k, v in self.feeds.items()}
-        joined = {k: np.concatenate([self.feeds[k], other[k]]) for k in self.feeds}
+        other, joined = mirrored_batch(self.feeds)
         names = list(self.expected)
         try:
             together = dict(zip(names, self.run_repository(joined), strict=True))
