@@ -3,7 +3,8 @@
     xvfb-run -a -s "-screen 0 1280x800x24" python scripts/screenshots.py
 
 Opens the sample, converts and quantizes it, runs a test input and a benchmark, exports the Docker
-target, then grabs each page. Keep it: the pictures can be regenerated after UI changes.
+target, then grabs each page; then prunes the sample as eager PyTorch (`--only prune`: just that).
+Keep it: the pictures can be regenerated after UI changes.
 """
 
 from __future__ import annotations
@@ -58,7 +59,27 @@ def wait_until(condition, timeout_ms: int = 60_000) -> None:
         settle(100)
 
 
+def prune_screen(tmp: Path) -> None:
+    """The Convert & Quantize page after pruning the sample as eager PyTorch (live plot)."""
+    window = MainWindow(Session(output_root=Path(tmp) / "prune"))
+    window.show()
+    settle()
+    load = window.page(LoadPage)
+    load.model_file.edit.setText(str(ROOT / "resources/sample/digits_cnn.py"))
+    load.input_shape.setText("x=1x1x8x8")
+    load.load(str(ROOT / "resources/sample/digits_cnn.safetensors"))
+    wait_for(window, "inspect")
+    window.go_to(2)
+    convert = window.page(ConvertPage)
+    convert.distill_steps.setValue(300)
+    convert.prune()
+    wait_for(window, "prune")
+    grab(window, 2, "prune")
+    window.close()
+
+
 def main() -> None:
+    only_prune = sys.argv[1:] == ["--only", "prune"]
     prepare_environment()
     app = QApplication.instance() or QApplication(sys.argv)
     app.setOrganizationName("Dockyard-screenshots")
@@ -74,6 +95,9 @@ def main() -> None:
         QSettings.setPath(
             QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(Path(tmp) / "settings")
         )
+        if only_prune:
+            prune_screen(Path(tmp))
+            return
         window = MainWindow(Session(output_root=Path(tmp)))
         window.show()
         settle()
@@ -124,6 +148,7 @@ def main() -> None:
         apply_theme("Dark")
         grab(window, 2, "dark")
         window.close()
+        prune_screen(Path(tmp))
     print(f"wrote {len(list(OUT.glob('*.png')))} screenshots to {OUT}")
 
 

@@ -58,6 +58,8 @@ STEPS: dict[str, StepSpec] = {
         _S("inspect", "workflows.steps.inspect", "InspectOptions", None, "describe a model"),
         _S("convert", "workflows.steps.convert", "ConvertOptions", "onnx", "convert to ONNX"),
         _S("validate", "workflows.steps.validate", "ValidateOptions", "compare", "compare"),
+        _S("prune", "workflows.steps.prune", "PruneOptions", "pruned",
+           "structured pruning + distillation", timed=True),
         _S("quantize", "workflows.steps.quantize", "QuantizeOptions", "variants", "INT8, FP16",
            timed=True),
         _S("benchmark", "workflows.steps.benchmark", "BenchmarkOptions", "timing", "latency",

@@ -107,31 +107,59 @@ def _accuracy(acc: dict[str, Any] | None) -> str:
     return ", ".join(parts) or "not measured"
 
 
+def _gate_point(name: str, size_bytes: int, p50: float | None, acc: dict[str, Any],
+                relative_to_original: bool = True) -> Point:  # fmt: skip
+    g = acc.get("gate") or {}
+    ci = tuple(g["ci_points"]) if g.get("ci_points") and relative_to_original else None
+    return Point(name, size_bytes, p50, acc.get("top1"), ci, g.get("passed"))  # type: ignore[arg-type]
+
+
 def points(results: dict[str, dict[str, Any]]) -> list[Point]:
-    """The float model and every quantized variant, with what was measured of each."""
-    q = results.get("quantize")
-    if not q:
-        return []
+    """The float model and every variant made of it (pruned, quantized, pruned + quantized),
+    with what was measured of each; the original first.
+
+    After pruning, the quantize step quantizes the pruned model: its variants are named
+    "pruned+..." and their gate (judged against the pruned model) gives no interval here, since
+    the chart's intervals are drops from the original."""
+    q, pr = results.get("quantize"), results.get("prune")
     p50 = latencies(results)
     found = []
-    fm = q["float_model"]
-    found.append(
-        Point("fp32", fm["size_bytes"], p50.get("fp32"), fm["accuracy"].get("top1"), None, None)
-    )
-    for v in q["variants"]:
-        g = v["accuracy"].get("gate") or {}
-        ci = tuple(g["ci_points"]) if g.get("ci_points") else None
+    if pr:
+        o, pruned = pr["original"], pr["pruned"]
+        found.append(Point("fp32", o["size_bytes"], o["latency"]["p50_ms"],
+                           o["accuracy"].get("top1"), None, None))  # fmt: skip
+        # The benchmark times the quantize folder, whose float model is the pruned one.
+        timed = p50.get("fp32") if q else None
+        found.append(_gate_point("pruned", pruned["size_bytes"],
+                                 timed or pruned["latency"]["p50_ms"], pruned["accuracy"]))  # fmt: skip
+    if not q:
+        return found
+    if not pr:
+        fm = q["float_model"]
         found.append(
-            Point(
-                v["name"],
-                v["size_bytes"],
-                p50.get(v["name"]),
-                v["accuracy"].get("top1"),
-                ci,  # type: ignore[arg-type]
-                g.get("passed"),
-            )
+            Point("fp32", fm["size_bytes"], p50.get("fp32"), fm["accuracy"].get("top1"), None, None)
         )
+    prefix = "pruned+" if pr else ""
+    for v in q["variants"]:
+        found.append(_gate_point(prefix + v["name"], v["size_bytes"], p50.get(v["name"]),
+                                 v["accuracy"], relative_to_original=not pr))  # fmt: skip
     return found
+
+
+def pareto(found: list[Point]) -> list[str]:
+    """Names of the variants no other beats on every count: top-1 (higher), p50 and size (lower).
+
+    A figure that was not measured does not count; variants without a top-1 are left out."""
+    measured = [p for p in found if p.top1 is not None]
+
+    def at_least_as_good(a: Point, b: Point) -> bool:
+        faster = a.p50_ms is None or b.p50_ms is None or a.p50_ms <= b.p50_ms
+        return a.top1 >= b.top1 and a.size_bytes <= b.size_bytes and faster  # type: ignore[operator]
+
+    def beats(a: Point, b: Point) -> bool:
+        return at_least_as_good(a, b) and not at_least_as_good(b, a)
+
+    return [p.name for p in measured if not any(beats(o, p) for o in measured if o is not p)]
 
 
 def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
@@ -156,13 +184,25 @@ def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
                  c.get("size_bytes"), check, p50.get("fp32"), ort,
                  f"dockyard-cli test {_q(c['output'], root)} --input {YOUR_INPUT}")
         )  # fmt: skip
+    pr = results.get("prune")
+    if pr:
+        folder, p = Path(pr["output"]), pr["pruned"]
+        file = folder / p["file"]
+        found.append(
+            Card("Pruned model", f"{pr['pruning']['macs_reduction']:.0%} fewer MACs, distilled "
+                 f"from the original; {pr['speedup_p50']}x faster measured (also "
+                 f"{p['program']}, a torch.export program)", str(file), p["size_bytes"],
+                 _accuracy(p["accuracy"]), p["latency"]["p50_ms"], ort,
+                 f"dockyard-cli test {_q(file, root)} --input {YOUR_INPUT}")
+        )  # fmt: skip
     q = results.get("quantize")
     if q:
         folder = Path(q["output"])
+        prefix = "pruned+" if pr else ""
         for v in q["variants"]:
             file = folder / v["file"]
             found.append(
-                Card(f"{v['name']} variant", f"{v['name']} ONNX, {v['size_ratio']:.2f}x smaller",
+                Card(f"{prefix}{v['name']} variant", f"{v['name']} ONNX, {v['size_ratio']:.2f}x smaller",
                      str(file), v["size_bytes"], _accuracy(v["accuracy"]), p50.get(v["name"]),
                      ort, f"dockyard-cli test {_q(file, root)} --input {YOUR_INPUT}",
                      said.get(v["name"], ""))

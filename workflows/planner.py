@@ -44,8 +44,15 @@ class Layout:
         return self.root / "benchmark.json"
 
     @property
+    def pruned(self) -> Path:
+        return self.root / "prune"
+
+    @property
     def onnx_source(self) -> dict[str, Any]:
-        """What ONNX-only steps read: the converted model when the workflow converts."""
+        """What ONNX-only steps read: the pruned model when the workflow prunes, else the
+        converted model when it converts."""
+        if "prune" in self.steps:
+            return {"path": str(self.pruned / f"{self.name}.pruned.onnx")}
         return {"path": str(self.converted)} if "convert" in self.steps else self.model
 
     @property
@@ -72,6 +79,10 @@ def _compare(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
     return {"original": L.model, "candidate": {"path": str(L.converted)}, "output": str(out)}, out
 
 
+def _pruned(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
+    return {"model": L.model, "output": str(L.pruned)}, L.pruned
+
+
 def _variants(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
     return {"model": L.onnx_source, "output": str(L.quantized)}, L.quantized
 
@@ -81,7 +92,9 @@ def _timing(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
 
 
 def _report(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
-    inputs = [str(L.quantized)] if "quantize" in L.steps else []
+    inputs = [str(L.pruned)] if "prune" in L.steps else []
+    if "quantize" in L.steps:
+        inputs.append(str(L.quantized))
     if "benchmark" in L.steps:
         inputs.append(str(L.benchmark))
     out = L.root / "report.html"
@@ -100,6 +113,7 @@ def _export(L: Layout, step: str) -> tuple[dict[str, Any], Path]:
 RULES: dict[str, Rule] = {
     "onnx": Rule(frozenset({"model", "output"}), _onnx),
     "compare": Rule(frozenset({"original", "candidate", "output"}), _compare),
+    "pruned": Rule(frozenset({"model", "output"}), _pruned),
     "variants": Rule(frozenset({"model", "output"}), _variants),
     "timing": Rule(frozenset({"models", "output"}), _timing),
     "report": Rule(frozenset({"inputs", "output"}), _report),

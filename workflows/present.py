@@ -98,7 +98,8 @@ def quantize_data_lines(r: dict[str, Any]) -> list[str]:
             note += ", labelled"
         lines.append(f"{kind}: {d['source']} ({d['samples']} samples{note})")
     lines.append(gate_rule(r))
-    lines += machine_lines(r.get("measured_on"))
+    if r.get("measured_on"):
+        lines.append(f"Measured on: {r['measured_on']['label']}.")
     return lines
 
 
@@ -142,6 +143,53 @@ def quantize_variants(r: dict[str, Any]) -> Table:
             ]
         )
     return table
+
+
+def prune_models(r: dict[str, Any]) -> Table:
+    """The original and the pruned model side by side (a prune result)."""
+    p = r["pruning"]
+    table = Table(["model", "MACs", "parameters", "size", "top-1", "top-1 agree", "p50 (batch 1)",
+                   "gate"], title="structured pruning")  # fmt: skip
+    for name, m, macs, params in (
+        ("original", r["original"], p["macs_before"], p["parameters_before"]),
+        ("pruned", r["pruned"], p["macs_after"], p["parameters_after"]),
+    ):
+        acc = m["accuracy"]
+        table.rows.append(
+            [
+                m["file"],
+                f"{macs:,}",
+                f"{params:,}",
+                size(m["size_bytes"]),
+                pct(acc.get("top1")),
+                pct(acc.get("deviation", {}).get("top1_agreement")) if name == "pruned" else DASH,
+                f"{m['latency']['p50_ms']:.4f} ms",
+                gate(acc["gate"]) if name == "pruned" else DASH,
+            ]
+        )
+    return table
+
+
+def prune_lines(r: dict[str, Any]) -> list[str]:
+    """What pruning removed, what distillation did and what it cost, in sentences."""
+    p, d = r["pruning"], r.get("distillation")
+    lines = [
+        f"removed {p['macs_reduction']:.0%} of MACs and "
+        f"{1 - p['parameters_after'] / p['parameters_before']:.0%} of parameters "
+        f"({p['importance']} importance); kept whole: {', '.join(p['kept_layers']) or 'none'}",
+        f"{r['speedup_p50']}x faster at batch 1 in ONNX Runtime (measured), "
+        f"{r['size_ratio']}x smaller",
+    ]
+    before = r["pruned"]["accuracy_before_distillation"]
+    if d:
+        lines.append(
+            f"distillation: {d['steps_run']} steps in {d['seconds']} s on {d['samples']} samples"
+            f"{' with labels' if d['labels_used'] else ' without labels'} ({d['stopped']}); "
+            f"top-1 right after pruning {pct(before.get('top1'))}"
+        )
+    lines.append(f"judged on {r['evaluation']['samples']} samples: {r['evaluation']['source']}")
+    lines += machine_lines(r.get("measured_on"))
+    return lines
 
 
 def accuracy(r: dict[str, Any]) -> Table:

@@ -128,16 +128,92 @@ def _benchmark_section(b: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _prune_section(r: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = ["<h2>Structured pruning</h2>", _table(present.prune_models(r))]
+    parts += [f"<p>{html.escape(line)}</p>" for line in present.prune_lines(r)]
+    d = r.get("distillation")
+    if d and d["history"]:
+        steps = [h["step"] for h in d["history"]]
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        ax.plot(steps, [h["figure"] for h in d["history"]], marker="o", label=d["figure_name"])
+        ax.set_xlabel("distillation step")
+        ax.set_ylabel(d["figure_name"])
+        losses = [(h["step"], h["loss"]) for h in d["history"] if h["loss"] is not None]
+        if losses:
+            twin = ax.twinx()
+            twin.plot(*zip(*losses, strict=True), color="tab:orange", label="loss")
+            twin.set_ylabel("loss")
+        ax.set_title("Distillation from the original (held-out figure and training loss)")
+        parts.append(_png(fig))
+    return "".join(parts)
+
+
+def _tradeoff_section(results: dict[str, dict[str, Any]]) -> str:
+    """Every variant on one chart: top-1 against p50 latency and against size; Pareto-best
+    variants starred (the Summary page's chart)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from workflows.handoff import pareto, points
+
+    found = [p for p in points(results) if p.top1 is not None]
+    if len(found) < 2:
+        return ""
+    best = pareto(found)
+    base = found[0].top1 or 0.0
+    panels = [("size, KB", lambda p: p.size_bytes / 1024)]
+    if all(p.p50_ms is not None for p in found):
+        panels.insert(0, ("p50 latency at batch 1, ms", lambda p: p.p50_ms))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, (label, x_of) in zip(axes[0], panels, strict=True):
+        for p in found:
+            x, y = x_of(p), 100 * (p.top1 or 0.0)
+            yerr = None
+            if p.ci_points is not None:  # the drop's interval, as accuracy: original - drop
+                lo, hi = 100 * base - p.ci_points[1], 100 * base - p.ci_points[0]
+                yerr = [[max(y - lo, 0.0)], [max(hi - y, 0.0)]]
+            ax.errorbar([x], [y], yerr=yerr, fmt="*" if p.name in best else "o",
+                        markersize=13 if p.name in best else 7, capsize=3, label=p.name)  # fmt: skip
+            ax.annotate(p.name, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 %")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_title("Upper left is better; ★ Pareto-best")
+    rows = Table(["variant", "size", "p50 (batch 1)", "top-1", "Pareto-best"])
+    for p in found:
+        rows.rows.append([
+            p.name, present.size(p.size_bytes),
+            f"{p.p50_ms:.4f} ms" if p.p50_ms is not None else present.DASH,
+            present.pct(p.top1), "★" if p.name in best else "",
+        ])  # fmt: skip
+    return "<h2>Trade-off</h2>" + _png(fig) + _table(rows)
+
+
 def render(
     quantize: dict[str, Any] | None = None,
     benchmark: dict[str, Any] | None = None,
     title: str | None = None,
+    prune: dict[str, Any] | None = None,
 ) -> str:
     """The report as one HTML string with everything embedded."""
     name = None
-    if quantize:
+    if prune:
+        name = prune["source"]["path"]
+    elif quantize:
         name = quantize["source"]["path"]
     body = []
+    results = {k: v for k, v in (("prune", prune), ("quantize", quantize),
+                                 ("benchmark", benchmark)) if v}  # fmt: skip
+    body.append(_tradeoff_section(results))
+    if prune:
+        body.append(_prune_section(prune))
     if quantize:
         body.append(_quantize_section(quantize))
     if benchmark:

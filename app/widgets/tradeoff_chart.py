@@ -8,7 +8,7 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QPainter
 
 from app.widgets.latency_plot import follow_palette
-from workflows.handoff import Point
+from workflows.handoff import Point, pareto
 from workflows.present import size
 
 
@@ -28,6 +28,7 @@ class TradeoffChart(QChartView):
         chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
         chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
         self.points: list[Point] = []
+        self.best: list[str] = []  # the Pareto-best variants' names (★ in the legend)
 
     def show_points(self, points: list[Point]) -> None:
         chart = self.chart()
@@ -45,13 +46,16 @@ class TradeoffChart(QChartView):
         chart.setTitle(
             "Variants: accuracy against "
             + ("latency (upper left is better)" if timed else "size (upper left is better)")
+            + "; ★ Pareto-best (nothing beats it on accuracy, latency and size)"
         )
         float_top1 = next((p.top1 for p in measured if p.ci_points is None), None)
+        self.best = pareto(measured)
         ys: list[float] = []
         for p in measured:
             x, y = x_of(p), p.top1 * 100
             dot = QScatterSeries()
-            dot.setName(f"{p.name} · {size(p.size_bytes)}")
+            star = " ★" if p.name in self.best and len(measured) > 1 else ""
+            dot.setName(f"{p.name} · {size(p.size_bytes)}{star}")
             dot.setMarkerSize(12 if p.passed is not False else 9)
             dot.append(QPointF(x, y))
             chart.addSeries(dot)

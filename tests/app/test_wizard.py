@@ -401,3 +401,40 @@ def test_a_skops_model_opens_and_says_why_netron_cannot_draw_it(qtbot, window, t
     window.go_to(2)
     run(qtbot, window, "validate", window.page(ConvertPage).convert)  # convert, then validate
     assert window.session.results["validate"]["passed"], window.last_error
+
+
+def test_prune_an_eager_model_with_a_live_distillation_plot_then_quantize_it(
+    qtbot, window, sample_dir
+):
+    load = window.page(LoadPage)
+    load.model_file.edit.setText(str(sample_dir / "digits_cnn.py"))
+    load.input_shape.setText("x=1x1x8x8")
+    run(qtbot, window, "inspect", lambda: load.load(str(sample_dir / "digits_cnn.safetensors")))
+    window.go_to(2)
+    page = window.page(ConvertPage)
+    assert page.prune_button.isEnabled()
+    assert page.calibration.value().endswith("digits_calibration.npz")  # the sample's own data
+    page.distill_steps.setValue(200)
+    run(qtbot, window, "prune", page.prune)
+    r = window.session.results["prune"]
+    assert r["pruning"]["macs_reduction"] >= 0.6
+    # The plot drew every judged point: step 0 (pruned only) and every 50 steps after.
+    steps = [p["step"] for p in page.distill_plot.points]
+    assert steps[0] == 0 and steps[-1] == r["distillation"]["steps_run"]
+    assert page.distill_plot.figure.count() == len(steps)
+    assert page.distill_plot.figure_axis.titleText() == "top-1 %"
+    assert page.results.rowCount() == 2
+    assert "of MACs" in page.results_notes.text()
+    assert page.quantize_note.isVisible()
+    run(qtbot, window, "quantize", page.quantize)
+    q = window.session.results["quantize"]
+    assert q["source"]["path"].endswith("digits_cnn.pruned.onnx")
+    assert [s.name for s in window.session.workflow().steps] == ["prune", "quantize"]
+
+
+def test_prune_is_offered_only_for_eager_pytorch(qtbot, window):
+    run(qtbot, window, "inspect", window.page(LoadPage).open_sample)  # the sample's .pt2
+    window.go_to(2)
+    page = window.page(ConvertPage)
+    assert not page.prune_button.isEnabled()
+    assert "eager PyTorch" in page.prune_button.toolTip()

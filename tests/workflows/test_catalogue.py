@@ -34,7 +34,8 @@ def test_unknown_step_lists_the_known_ones():
 
 
 def test_workflow_steps_and_targets_come_from_the_catalogue():
-    assert catalogue.workflow_steps()[:3] == ["convert", "validate", "quantize"]
+    # In the order the wizard runs them: prune before quantize (which then takes the pruned model).
+    assert catalogue.workflow_steps()[:4] == ["convert", "validate", "prune", "quantize"]
     assert "inspect" not in catalogue.workflow_steps()
     assert list(catalogue.export_targets()) == [
         "docker", "torchserve", "tflite", "triton", "tfserving"

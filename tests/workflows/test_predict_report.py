@@ -88,7 +88,9 @@ def test_report_html_is_self_contained(variants, tmp_path):
     result = report(ReportOptions(inputs=[str(variants)], output=str(out), title="digits"))
     assert result["sections"] == ["benchmark", "quantize"]
     page = out.read_text()
-    assert page.count("data:image/png;base64,") == 2  # error distribution + latency
+    # trade-off (fp32 and its variants, timed) + error distribution + latency
+    assert page.count("data:image/png;base64,") == 3
+    assert "<h2>Trade-off</h2>" in page and "★" in page
     assert not re.search(r'(src|href)="(https?:|//)', page), "must not load anything remotely"
     for text in ("int8-static", "fp16", "top-1", "p99 ms", "INT8 verdict", "98.44 %"):
         assert text in page
@@ -98,7 +100,7 @@ def test_report_html_is_self_contained(variants, tmp_path):
 
 def test_report_rejects_foreign_json(tmp_path):
     (tmp_path / "x.json").write_text('{"hello": 1}')
-    with pytest.raises(DataError, match="not a Dockyard quantize or benchmark result"):
+    with pytest.raises(DataError, match="not a Dockyard prune, quantize or benchmark result"):
         report(ReportOptions(inputs=[str(tmp_path / "x.json")], output=str(tmp_path / "r.html")))
     assert not (tmp_path / "r.html").exists()
 

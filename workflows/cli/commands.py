@@ -155,6 +155,28 @@ def _quantize(sub: Any) -> None:
     _load_flags(p)
 
 
+def _prune(sub: Any) -> None:
+    cls = _options("prune")
+
+    def build(a: argparse.Namespace) -> Built:
+        options = {**values(a, cls), "model": load_options(a, a.model),
+                   "preprocess": preprocess(a)}  # fmt: skip
+        return "prune", options, [Path(a.output)]
+
+    p = _command(sub, "prune", "remove whole channels (torch-pruning), then distil from the "
+                 "original on your data", build, render.prune)  # fmt: skip
+    p.add_argument("model")
+    _output(p, cls)
+    for name in ("ratio", "target_macs_reduction", "importance", "round_to", "data",
+                 "data_samples", "evaluation", "evaluation_samples", "labels", "holdout",
+                 "distill_steps", "batch_size", "learning_rate", "temperature", "eval_every",
+                 "max_accuracy_drop", "confidence", "min_sqnr_db", "seed"):  # fmt: skip
+        add(p, cls, name)
+    _preprocess_flags(p)
+    _json(p)
+    _load_flags(p)
+
+
 def _test(sub: Any) -> None:
     cls = _options("predict")
     p = _command(sub, "test", "run one input through the original and its variants",
@@ -247,7 +269,18 @@ def _run(sub: Any) -> None:
     _json(p)
 
 
-COMMANDS = (_inspect, _convert, _validate, _quantize, _test, _benchmark, _export, _run, _report)
+COMMANDS = (
+    _inspect,
+    _convert,
+    _validate,
+    _quantize,
+    _prune,
+    _test,
+    _benchmark,
+    _export,
+    _run,
+    _report,
+)
 
 
 def add_commands(sub: Any) -> None:

@@ -86,6 +86,13 @@ def quantize(console: Any, r: dict[str, Any]) -> None:
     _say(console, f"wrote {r['output']}")
 
 
+def prune(console: Any, r: dict[str, Any]) -> None:
+    table(console, present.prune_models(r))
+    for line in present.prune_lines(r):
+        _say(console, line)
+    _say(console, f"wrote {r['output']}")
+
+
 def predict(console: Any, r: dict[str, Any]) -> None:
     _say(console, f"input: {r['input']}")
     table(console, present.predictions(r))

@@ -1,4 +1,5 @@
-"""Combine quantize and benchmark results into report.json + a self-contained HTML report."""
+"""Combine prune, quantize and benchmark results into report.json + a self-contained HTML
+report."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class ReportOptions(Options):
 
 
 def collect(inputs: list[str]) -> dict[str, dict[str, Any]]:
-    """Results by step name ("quantize", "benchmark") from files or folders."""
+    """Results by step name ("prune", "quantize", "benchmark") from files or folders."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -43,11 +44,13 @@ def collect(inputs: list[str]) -> dict[str, dict[str, Any]]:
         except ValueError as exc:
             raise DataError(f"{f}: not a JSON result file ({exc})") from exc
         step = data.get("step") if isinstance(data, dict) else None
-        if step not in ("quantize", "benchmark"):
-            raise DataError(f"{f}: not a Dockyard quantize or benchmark result")
+        if step not in ("prune", "quantize", "benchmark"):
+            raise DataError(f"{f}: not a Dockyard prune, quantize or benchmark result")
         results[step] = data
     if not results:
-        raise DataError("report: found no quantize or benchmark results in " + ", ".join(inputs))
+        raise DataError(
+            "report: found no prune, quantize or benchmark results in " + ", ".join(inputs)
+        )
     return results
 
 
@@ -60,7 +63,9 @@ def report(opts: ReportOptions, progress: Progress | None = None) -> dict[str, A
         raise DataError("report: give an output file (-o report.html)")
     results = collect(opts.inputs)
     progress.update(0.3, "Drawing plots")
-    page = render(results.get("quantize"), results.get("benchmark"), opts.title)
+    page = render(
+        results.get("quantize"), results.get("benchmark"), opts.title, results.get("prune")
+    )
     out = Path(opts.output)
     twin = out.with_suffix(".json")
     with atomic_file(out) as tmp_html, atomic_file(twin) as tmp_json:

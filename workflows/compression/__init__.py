@@ -1,0 +1,1 @@
+"""Compression beyond INT8: structured channel pruning and recovery by distillation."""
