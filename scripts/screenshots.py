@@ -60,7 +60,8 @@ def wait_until(condition, timeout_ms: int = 60_000) -> None:
 
 
 def prune_screen(tmp: Path) -> None:
-    """The Convert & Quantize page after pruning the sample as eager PyTorch (live plot)."""
+    """The Convert & Quantize page after pruning the sample as eager PyTorch (live plot), and
+    the Summary's trade-off chart once the pruned model is quantized and benchmarked."""
     window = MainWindow(Session(output_root=Path(tmp) / "prune"))
     window.show()
     settle()
@@ -75,6 +76,15 @@ def prune_screen(tmp: Path) -> None:
     convert.prune()
     wait_for(window, "prune")
     grab(window, 2, "prune")
+    # Pruned + quantized variants, timed: the Summary's trade-off chart with five points.
+    for box in convert.modes.values():
+        box.setChecked(True)
+    convert.quantize()
+    wait_for(window, "quantize")
+    window.go_to(3)
+    window.page(TestPage).benchmark()
+    wait_for(window, "benchmark")
+    grab(window, 5, "tradeoff")
     window.close()
 
 

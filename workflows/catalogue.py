@@ -62,6 +62,8 @@ STEPS: dict[str, StepSpec] = {
            "structured pruning + distillation", timed=True),
         _S("quantize", "workflows.steps.quantize", "QuantizeOptions", "variants", "INT8, FP16",
            timed=True),
+        _S("compress", "workflows.steps.compress", "CompressOptions", "compressed",
+           "weight sparsity, clustering (for size)", timed=True),
         _S("benchmark", "workflows.steps.benchmark", "BenchmarkOptions", "timing", "latency",
            timed=True),
         _S("report", "workflows.steps.report", "ReportOptions", "report", "HTML report"),

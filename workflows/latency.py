@@ -60,3 +60,13 @@ def measure(
         "min_ms": float(arr.min()),
         "latencies_ms": [round(v, 4) for v in latencies],
     }
+
+
+def onnx_p50(path: Any, feeds: dict[str, Any]) -> dict[str, float]:
+    """Batch-1 ONNX Runtime latency (p50/p90/p99 ms) of the model at `path` on `feeds`: how the
+    compression steps compare a variant with its original, timed the same way."""
+    from workflows.formats import onnx_format
+
+    sess = onnx_format.ort_session(path)
+    timing = measure(lambda: sess.run(None, feeds), warmup=20, window=50, max_seconds=5.0)
+    return {k: round(timing[k], 4) for k in ("p50_ms", "p90_ms", "p99_ms")}

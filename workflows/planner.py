@@ -83,6 +83,11 @@ def _pruned(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
     return {"model": L.model, "output": str(L.pruned)}, L.pruned
 
 
+def _compressed(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
+    out = L.root / "compress"
+    return {"model": L.onnx_source, "output": str(out)}, out
+
+
 def _variants(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
     return {"model": L.onnx_source, "output": str(L.quantized)}, L.quantized
 
@@ -114,6 +119,7 @@ RULES: dict[str, Rule] = {
     "onnx": Rule(frozenset({"model", "output"}), _onnx),
     "compare": Rule(frozenset({"original", "candidate", "output"}), _compare),
     "pruned": Rule(frozenset({"model", "output"}), _pruned),
+    "compressed": Rule(frozenset({"model", "output"}), _compressed),
     "variants": Rule(frozenset({"model", "output"}), _variants),
     "timing": Rule(frozenset({"models", "output"}), _timing),
     "report": Rule(frozenset({"inputs", "output"}), _report),

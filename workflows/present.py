@@ -98,8 +98,7 @@ def quantize_data_lines(r: dict[str, Any]) -> list[str]:
             note += ", labelled"
         lines.append(f"{kind}: {d['source']} ({d['samples']} samples{note})")
     lines.append(gate_rule(r))
-    if r.get("measured_on"):
-        lines.append(f"Measured on: {r['measured_on']['label']}.")
+    lines += machine_lines(r.get("measured_on"))
     return lines
 
 
@@ -188,7 +187,44 @@ def prune_lines(r: dict[str, Any]) -> list[str]:
             f"top-1 right after pruning {pct(before.get('top1'))}"
         )
     lines.append(f"judged on {r['evaluation']['samples']} samples: {r['evaluation']['source']}")
-    lines += machine_lines(r.get("measured_on"))
+    if r.get("measured_on"):  # not machine_lines: its INT8 caveats do not apply here
+        lines.append(f"Measured on: {r['measured_on']['label']}.")
+    return lines
+
+
+def compress_variants(r: dict[str, Any]) -> Table:
+    """The original and each weight-compressed variant: sizes raw and zipped, figure, gate, p50."""
+    o, name = r["original"], r["figure_name"]
+    table = Table(["variant", "zeros", "size", "zipped", "zip smaller", name, "gate",
+                   "p50 (batch 1)", "outcome"], title="weight compression")  # fmt: skip
+    table.rows.append([o["file"], DASH, size(o["size_bytes"]), size(o["zip_bytes"]), "1.00x",
+                       f"{o['figure']:.2f}", DASH, f"{o['latency']['p50_ms']:.4f} ms", DASH])  # fmt: skip
+    for v in r["variants"]:
+        table.rows.append([v["file"], f"{v['sparsity']:.0%}", size(v["size_bytes"]),
+                           size(v["zip_bytes"]), f"{v['zip_ratio']:.2f}x",
+                           f"{v['accuracy']['figure']:.2f}", gate(v["accuracy"]["gate"]),
+                           f"{v['latency']['p50_ms']:.4f} ms", v["outcome"]])  # fmt: skip
+    return table
+
+
+def compress_lines(r: dict[str, Any]) -> list[str]:
+    """Per variant, the levels the sensitivity analysis chose; what runtimes make of it."""
+    lines = []
+    for v in r["variants"]:
+        unit = "zeros" if v["method"] == "sparsity" else "values"
+        levels = ", ".join(
+            f"{layer['node']} {layer['level']:.0%}"
+            if v["method"] == "sparsity"
+            else f"{layer['node']} {int(layer['level']) or 'as is'}"
+            for layer in v["layers"]
+        )
+        lines.append(f"{v['name']} ({unit} per layer, by sensitivity): {levels}")
+    lines.append(r["runtime_note"])
+    lines.append(f"judged on {r['evaluation']['samples']} samples: {r['evaluation']['source']}")
+    if r.get("warning"):
+        lines.append(f"note: {r['warning']}")
+    if r.get("measured_on"):
+        lines.append(f"Measured on: {r['measured_on']['label']}.")
     return lines
 
 

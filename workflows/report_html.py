@@ -186,6 +186,7 @@ def _tradeoff_section(results: dict[str, dict[str, Any]]) -> str:
         ax.set_ylabel("top-1 %")
         ax.grid(alpha=0.3)
     axes[0][0].set_title("Upper left is better; ★ Pareto-best")
+    fig.tight_layout()
     rows = Table(["variant", "size", "p50 (batch 1)", "top-1", "Pareto-best"])
     for p in found:
         rows.rows.append([

@@ -17,7 +17,8 @@ class TradeoffChart(QChartView):
 
     def __init__(self) -> None:
         chart = QChart()
-        chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
+        # At the right: one line per variant, so long names ("pruned+int8-static") stay whole.
+        chart.legend().setAlignment(Qt.AlignmentFlag.AlignRight)
         super().__init__(chart)
         self.setRenderHint(QPainter.RenderHint.Antialiasing)
         self.setMinimumHeight(240)

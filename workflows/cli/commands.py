@@ -177,6 +177,27 @@ def _prune(sub: Any) -> None:
     _load_flags(p)
 
 
+def _compress(sub: Any) -> None:
+    cls = _options("compress")
+
+    def build(a: argparse.Namespace) -> Built:
+        options = {**values(a, cls), "model": load_options(a, a.model),
+                   "preprocess": preprocess(a)}  # fmt: skip
+        return "compress", options, [Path(a.output)]
+
+    p = _command(sub, "compress", "shrink the weights for size: magnitude sparsity or clustering, "
+                 "per layer by sensitivity", build, render.compress)  # fmt: skip
+    p.add_argument("model")
+    _output(p, cls)
+    add(p, cls, "methods", "--method")
+    for name in ("sparsity", "clusters", "evaluation", "evaluation_samples", "labels",
+                 "max_accuracy_drop", "confidence", "min_sqnr_db", "min_weights", "seed"):  # fmt: skip
+        add(p, cls, name)
+    _preprocess_flags(p)
+    _json(p)
+    _load_flags(p)
+
+
 def _test(sub: Any) -> None:
     cls = _options("predict")
     p = _command(sub, "test", "run one input through the original and its variants",
@@ -275,6 +296,7 @@ COMMANDS = (
     _validate,
     _quantize,
     _prune,
+    _compress,
     _test,
     _benchmark,
     _export,

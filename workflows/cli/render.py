@@ -93,6 +93,13 @@ def prune(console: Any, r: dict[str, Any]) -> None:
     _say(console, f"wrote {r['output']}")
 
 
+def compress(console: Any, r: dict[str, Any]) -> None:
+    table(console, present.compress_variants(r))
+    for line in present.compress_lines(r):
+        _say(console, line)
+    _say(console, f"wrote {r['output']}")
+
+
 def predict(console: Any, r: dict[str, Any]) -> None:
     _say(console, f"input: {r['input']}")
     table(console, present.predictions(r))

@@ -23,6 +23,7 @@ from workflows.compression.distill import Settings, distill, teacher_targets
 from workflows.data import Dataset, Preprocess, calibration_and_evaluation, read_labels
 from workflows.errors import ConversionError, DataError
 from workflows.jsonable import jsonable
+from workflows.latency import onnx_p50
 from workflows.machine import measured_on
 from workflows.metrics import looks_like_class_scores
 from workflows.model import Model
@@ -149,16 +150,6 @@ class _Judge:
         return gate, min(float(deviation.get("sqnr_db", 0.0)), 200.0)  # identical: inf
 
 
-def _latency(path: Path, feeds: dict[str, Any]) -> dict[str, float]:
-    """Batch-1 ONNX Runtime latency of one model, the way the benchmark step measures it."""
-    from workflows.formats import onnx_format
-    from workflows.latency import measure
-
-    sess = onnx_format.ort_session(path)
-    timing = measure(lambda: sess.run(None, feeds), warmup=20, window=50, max_seconds=5.0)
-    return {k: round(timing[k], 4) for k in ("p50_ms", "p90_ms", "p99_ms")}
-
-
 def _write_program(student: Any, model: Model, dst: Path) -> None:
     """The pruned module as a torch.export program (its class no longer fits the weights)."""
     import torch
@@ -268,7 +259,7 @@ def prune_model(
         _write_program(student, model, out / f"{model.name}.pruned.pt2")
         progress.update(0.9, "Timing both in ONNX Runtime (batch 1)")
         feeds = next(evaluation.batches(1))
-        before, after = _latency(original_onnx, feeds), _latency(pruned_onnx, feeds)
+        before, after = onnx_p50(original_onnx, feeds), onnx_p50(pruned_onnx, feeds)
         report = jsonable(
             {
                 "step": "prune",
