@@ -266,15 +266,6 @@ def test_cli_prunes_and_a_workflow_quantizes_the_pruned_model(tmp_path):
     assert titles == ["Pruned model", "pruned+int8-static variant"]
 
 
-@pytest.fixture(scope="module")
-def vgg_digits(tmp_path_factory):
-    """The 1.15 M-parameter VGG-style CNN, trained here on 1,297 digits (500 held out)."""
-    sys.path.insert(0, str(ROOT / "benchmarks" / "models"))
-    from vgg_digits import train
-
-    return train(tmp_path_factory.mktemp("vgg"))
-
-
 def test_real_cnn_pruned_is_faster_and_as_accurate_and_int8_on_top(vgg_digits, tmp_path):
     """Issue 15's acceptance on a CNN of >= 1 M parameters and 500 held-out labelled digits
     (full figures: benchmarks/compress.py; AMD EPYC with AVX-512 VNNI: 74.8 % of MACs removed,

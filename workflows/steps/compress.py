@@ -20,7 +20,7 @@ import numpy as np
 
 from workflows.atomic import atomic_dir, check_replaceable
 from workflows.compression import weights as W
-from workflows.data import Dataset, Preprocess, load_dataset, read_labels
+from workflows.data import Dataset, Preprocess, calibration_and_evaluation, read_labels
 from workflows.errors import DataError
 from workflows.jsonable import jsonable
 from workflows.latency import onnx_p50
@@ -57,6 +57,18 @@ class CompressOptions(Options):
         "the original)"
     )  # fmt: skip
     evaluation_samples: int | None = option(512, "Evaluation samples to use (all if empty)")
+    calibration: str | None = option(
+        None, "Unlabelled inputs for layer-wise reconstruction of sparse layers (image folder, "
+        ".npy, .npz); without them the remaining weights stay as they were"
+    )  # fmt: skip
+    calibration_samples: int = option(256, "Calibration samples for reconstruction")
+    reconstruct: bool = option(
+        True, "Re-solve each sparse layer's remaining weights to keep its outputs on the "
+        "calibration data (needs --calibration)"
+    )  # fmt: skip
+    holdout: float = option(
+        0.5, "Without --evaluation: the share of --calibration held out to judge on"
+    )
     labels: str | None = option(None, "Label names file, one per line")
     preprocess: Preprocess = option(Preprocess(), "How images become input tensors")
     max_accuracy_drop: float = option(1.0, "Accuracy gate: largest allowed top-1 drop, in points")
@@ -149,40 +161,102 @@ def _overall(layers: list[W.Layer], levels: dict[str, float]) -> float:
     return sum(layer.size * levels[layer.name] for layer in layers) / max(total, 1)
 
 
+def _greedy(sens: dict[str, dict[float, float]], levels: tuple[float, ...],
+            layers: list[W.Layer], target: float) -> dict[str, float]:  # fmt: skip
+    """Raise layers one level at a time until `target` of all weights are zeros: always the step
+    whose single-layer loss is lowest, then the lowest level (spread the zeros), then the smallest
+    layer (overshoot the target least)."""
+    at = {layer.name: 0 for layer in layers}
+
+    def chosen() -> dict[str, float]:
+        return {name: levels[i] for name, i in at.items()}
+
+    while _overall(layers, chosen()) < target:
+        steps = [(sens[layer.name][levels[at[layer.name] + 1]], levels[at[layer.name] + 1],
+                  layer.size, layer.name) for layer in layers
+                 if at[layer.name] + 1 < len(levels)]  # fmt: skip
+        if not steps:
+            break
+        at[min(steps)[3]] += 1
+    return chosen()
+
+
 class _Variant:
     """One method's search: sensitivity table, threshold, tries, the chosen model."""
 
     def __init__(self, method: str, proto: Any, layers: list[W.Layer], scorer: _Scorer,
-                 opts: CompressOptions) -> None:  # fmt: skip
+                 opts: CompressOptions, calibration: list[dict[str, np.ndarray]]) -> None:  # fmt: skip
         self.method, self.proto, self.layers, self.scorer, self.opts = (
             method, proto, layers, scorer, opts
         )  # fmt: skip
+        # Reconstruction of sparse layers needs real inputs; clustering needs none.
+        self.calibration = calibration if method == "sparsity" and opts.reconstruct else []
         self.originals = W.weights(proto, layers)
         self.levels = _levels(method, opts)
         self.tries: list[dict[str, Any]] = []
+        self._grams: dict[str, np.ndarray] = {}
+
+    def _gram(self, layer: W.Layer, proto: Any) -> np.ndarray:
+        return W.gram(layer, W.layer_input(proto, layer, self.calibration), self.opts.seed)
+
+    def _compressed(self, layer: W.Layer, level: float, gram: np.ndarray | None) -> np.ndarray:
+        w = self.originals[layer.name]
+        if self.method == "cluster":
+            return W.cluster(w, int(level), self.opts.seed)
+        if gram is not None:
+            return W.reconstruct(layer, w, gram, float(level))
+        return W.magnitude_prune(w, float(level))
+
+    def _reconstructs(self, layer: W.Layer) -> bool:
+        return bool(self.calibration) and layer.reconstructible
+
+    def alone(self, layer: W.Layer, level: float) -> Any:
+        """The original with only `layer` compressed (for sensitivity): reconstructed against
+        the original model's inputs to that layer."""
+        gram = None
+        if self._reconstructs(layer):
+            if layer.name not in self._grams:
+                self._grams[layer.name] = self._gram(layer, self.proto)
+            gram = self._grams[layer.name]
+        return W.replaced(self.proto, {layer.name: self._compressed(layer, level, gram)})
 
     def model(self, levels: dict[str, float]) -> Any:
-        return W.apply(self.proto, self.originals, self.method, levels, self.opts.seed)
+        """Every layer at its level. Sparse layers are reconstructed in graph order, each against
+        its inputs in the model compressed so far (later layers then make up for earlier ones)."""
+        current = self.proto
+        for layer in self.layers:
+            level = levels.get(layer.name)
+            if not level:
+                continue
+            gram = self._gram(layer, current) if self._reconstructs(layer) else None
+            current = W.replaced(current, {layer.name: self._compressed(layer, level, gram)})
+        return current
 
     def sensitivity(self, progress: Progress) -> dict[str, dict[float, float]]:
         sens: dict[str, dict[float, float]] = {}
         total = len(self.layers) * (len(self.levels) - 1)
         done = 0
         for layer in self.layers:
-            sens[layer.name] = {self.levels[0]: 0.0}
-            for level in self.levels[1:]:
-                sens[layer.name][level] = self.scorer.loss(self.model({layer.name: level}))
+            losses = {self.levels[0]: 0.0}
+            # From the most compressed level down: once a level costs nothing, the gentler ones
+            # are taken to cost nothing too (and are not run: for a wide layer, reconstructing at
+            # 50 % is the slowest of all).
+            free = False
+            for level in reversed(self.levels[1:]):
+                losses[level] = 0.0 if free else self.scorer.loss(self.alone(layer, level))
+                free = free or losses[level] <= 0.0
                 done += 1
                 progress.update(done / total, f"Sensitivity: {layer.node} at {self._say(level)}")
+            sens[layer.name] = {level: losses[level] for level in self.levels}
         return sens
 
     def _say(self, level: float) -> str:
         return f"{level:.0%} zeros" if self.method == "sparsity" else f"{int(level)} values"
 
-    def _try(self, tau: float, sens: dict[str, dict[float, float]]) -> dict[str, Any]:
-        levels = _allocation(sens, self.levels, tau)
-        figures = self.scorer.judge(self.model(levels))
-        entry = {"threshold": tau, "levels": levels, "figures": figures,
+    def _try(self, levels: dict[str, float], **label: float) -> dict[str, Any]:
+        proto = self.model(levels)
+        figures = self.scorer.judge(proto)
+        entry = {**label, "levels": levels, "figures": figures, "proto": proto,
                  "decision": figures["gate"]["decision"]}  # fmt: skip
         if self.method == "sparsity":
             entry["sparsity"] = round(_overall(self.layers, levels), 4)
@@ -190,32 +264,44 @@ class _Variant:
         return entry
 
     def search(self, sens: dict[str, dict[float, float]], progress: Progress) -> dict[str, Any]:
-        """The most compressed allocation (down from the target) that passes the gate."""
-        taus = sorted({v for losses in sens.values() for v in losses.values()} | {0.0})
+        """The target allocation, or, when it fails the gate, the most compressed one below it
+        that passes (binary search: on the target sparsity, or on the per-layer loss threshold
+        for clustering)."""
         if self.method == "sparsity":
-            reach = [t for t in taus if _overall(self.layers, _allocation(sens, self.levels, t))
-                     >= self.opts.sparsity]  # fmt: skip
-            target = reach[0] if reach else taus[-1]
+
+            def plan(x: float) -> dict[str, float]:
+                return _greedy(sens, self.levels, self.layers, x)
+
+            def label(x: float) -> dict[str, float]:
+                return {"target": round(x, 4)}
+
+            points: list[float] = list(np.linspace(0.0, self.opts.sparsity, 17))
         else:
-            target = taus[-1]  # every layer at the fewest values
-        first = self._try(target, sens)
+
+            def plan(x: float) -> dict[str, float]:
+                return _allocation(sens, self.levels, x)
+
+            def label(x: float) -> dict[str, float]:
+                return {"threshold": x}
+
+            points = sorted({v for losses in sens.values() for v in losses.values()} | {0.0})
+        first = self._try(plan(points[-1]), **label(points[-1]))
         if first["decision"] != "fail":
             return {**first, "outcome": "target met" if first["decision"] == "pass" else
                     "target kept (gate inconclusive)"}  # fmt: skip
-        # Lower the threshold: binary search for the largest that passes (0 leaves layers whose
-        # single-layer loss is above zero alone, the gentlest there is).
-        low, high = 0, taus.index(target)
+        low, high = (
+            0,
+            len(points) - 1,
+        )  # points[low] passes (nothing compressed), points[high] fails
         best = None
-        while low < high:
-            progress.update(
-                0.5, f"Gate failed: lowering the per-layer threshold ({len(self.tries)})"
-            )
+        while high - low > 1:
+            progress.update(0.5, f"Gate failed: trying less compression ({len(self.tries)})")
             mid = (low + high) // 2
-            entry = self._try(taus[mid], sens)
+            entry = self._try(plan(points[mid]), **label(points[mid]))
             if entry["decision"] == "fail":
                 high = mid
             else:
-                best, low = entry, mid + 1
+                best, low = entry, mid
         if best is None:
             return {**first, "outcome": "failed: no allocation passes the gate"}
         return {**best, "outcome": "below target (the target failed the gate)"}
@@ -248,9 +334,11 @@ def compress_model(
                 f"{model.path}: no Conv/Gemm/MatMul weight with {opts.min_weights} values or "
                 "more: nothing to compress"
             )
-        evaluation = load_dataset(opts.evaluation, float_model.inputs, opts.preprocess,
-                                  opts.evaluation_samples, opts.seed,
-                                  label_names=labels).in_memory()  # fmt: skip
+        calib, evaluation, held_out = calibration_and_evaluation(
+            opts.calibration, opts.evaluation, float_model.inputs, opts.preprocess,
+            opts.calibration_samples, opts.evaluation_samples, opts.holdout, opts.seed, labels,
+        )  # fmt: skip
+        calibration = [] if calib.synthetic else list(calib.batches(64))
         scorer = _Scorer(proto, evaluation, opts)
         feeds = next(evaluation.batches(1))
         original = {"file": float_path.name, "size_bytes": onnx_format.onnx_size(float_path),
@@ -260,14 +348,14 @@ def compress_model(
         for i, method in enumerate(opts.methods):
             span = progress.scaled(0.1 + 0.85 * i / len(opts.methods),
                                    0.1 + 0.85 * (i + 1) / len(opts.methods))  # fmt: skip
-            variant = _Variant(method, proto, layers, scorer, opts)
+            variant = _Variant(method, proto, layers, scorer, opts, calibration)
             sens = variant.sensitivity(span.scaled(0.0, 0.7))
             chosen = variant.search(sens, span.scaled(0.7, 0.95))
             name = "sparse" if method == "sparsity" else "clustered"
             path = out / f"{model.name}.{name}.onnx"
             from onnx import save_model
 
-            compressed = variant.model(chosen["levels"])
+            compressed = chosen["proto"]  # the model judged, not a remake
             save_model(compressed, str(path))
             zipped = W.zip_size([path])
             variants.append({
@@ -275,6 +363,7 @@ def compress_model(
                 "name": name,
                 "file": path.name,
                 "outcome": chosen["outcome"],
+                "reconstructed": bool(variant.calibration),
                 "sparsity": round(W.sparsity_of(compressed, layers), 4),
                 "size_bytes": path.stat().st_size,
                 "zip_bytes": zipped,
@@ -287,7 +376,7 @@ def compress_model(
                      "sensitivity": {str(k): v for k, v in sens[layer.name].items()}}
                     for layer in layers
                 ],
-                "tries": [{k: v for k, v in t.items() if k not in ("levels", "figures")}
+                "tries": [{k: v for k, v in t.items() if k not in ("levels", "figures", "proto")}
                           | {"figure": t["figures"]["figure"]} for t in variant.tries],
             })  # fmt: skip
         report = jsonable({
@@ -298,7 +387,9 @@ def compress_model(
             "variants": variants,
             "evaluation": {"source": evaluation.source, "samples": len(evaluation),
                            "synthetic": evaluation.synthetic,
-                           "labelled": evaluation.y is not None},
+                           "labelled": evaluation.y is not None, "held_out": held_out},
+            "calibration": {"source": calib.source, "samples": len(calib),
+                            "synthetic": calib.synthetic},
             "runtime_note": RUNTIME_NOTE,
             "options": to_dict(opts),
             "seconds": round(time.perf_counter() - started, 2),
