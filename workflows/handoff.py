@@ -137,17 +137,26 @@ def points(results: dict[str, dict[str, Any]]) -> list[Point]:
                            o["accuracy"].get("top1"), None, None))  # fmt: skip
         found.append(_gate_point("pruned", pruned["size_bytes"], _pruned_p50(results),
                                  pruned["accuracy"]))  # fmt: skip
-    if not q:
-        return found
-    if not pr:
-        fm = q["float_model"]
-        found.append(
-            Point("fp32", fm["size_bytes"], p50.get("fp32"), fm["accuracy"].get("top1"), None, None)
-        )
     prefix = "pruned+" if pr else ""
-    for v in q["variants"]:
-        found.append(_gate_point(prefix + v["name"], v["size_bytes"], p50.get(v["name"]),
-                                 v["accuracy"], relative_to_original=not pr))  # fmt: skip
+    if q:
+        if not pr:
+            fm = q["float_model"]
+            found.append(Point("fp32", fm["size_bytes"], p50.get("fp32"),
+                               fm["accuracy"].get("top1"), None, None))  # fmt: skip
+        for v in q["variants"]:
+            found.append(_gate_point(prefix + v["name"], v["size_bytes"], p50.get(v["name"]),
+                                     v["accuracy"], relative_to_original=not pr))  # fmt: skip
+    c = results.get("compress")
+    if c:
+        if not found:
+            o = c["original"]
+            top1 = o["figure"] / 100 if c["figure_name"] == "top-1 %" else None
+            found.append(Point("fp32", o["size_bytes"], o["latency"]["p50_ms"], top1, None, None))
+        # Their point is what they are for: the size once zipped (the file itself is not smaller).
+        for v in c["variants"]:
+            found.append(_gate_point(f"{prefix}{v['name']} (zipped)", v["zip_bytes"],
+                                     v["latency"]["p50_ms"], v["accuracy"],
+                                     relative_to_original=not pr))  # fmt: skip
     return found
 
 
@@ -212,6 +221,22 @@ def cards(results: dict[str, dict[str, Any]], root: Path) -> list[Card]:
                      str(file), v["size_bytes"], judged, p50.get(v["name"]),
                      ort, f"dockyard-cli test {_q(file, root)} --input {YOUR_INPUT}",
                      said.get(v["name"], ""))
+            )  # fmt: skip
+    c = results.get("compress")
+    if c:
+        folder = Path(c["output"])
+        prefix = "pruned+" if pr else ""
+        for v in c["variants"]:
+            file = folder / v["file"]
+            what = (
+                f"{v['sparsity']:.0%} zeros" if v["method"] == "sparsity" else "weights clustered"
+            ) + (", reconstructed" if v["reconstructed"] else "")
+            found.append(
+                Card(f"{prefix}{v['name']} weights", f"{what}; {size(v['zip_bytes'])} zipped, "
+                     f"{v['zip_ratio']:.2f}x smaller than the original zipped ({v['outcome']})",
+                     str(file), v["size_bytes"], _accuracy(v["accuracy"]),
+                     v["latency"]["p50_ms"], ort,
+                     f"dockyard-cli test {_q(file, root)} --input {YOUR_INPUT}")
             )  # fmt: skip
     docker = results.get("export-docker")
     if docker:

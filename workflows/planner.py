@@ -100,6 +100,8 @@ def _report(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
     inputs = [str(L.pruned)] if "prune" in L.steps else []
     if "quantize" in L.steps:
         inputs.append(str(L.quantized))
+    if "compress" in L.steps:
+        inputs.append(str(L.root / "compress"))
     if "benchmark" in L.steps:
         inputs.append(str(L.benchmark))
     out = L.root / "report.html"

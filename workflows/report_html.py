@@ -153,6 +153,12 @@ def _prune_section(r: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _compress_section(r: dict[str, Any]) -> str:
+    parts = ["<h2>Weights for size</h2>", _table(present.compress_variants(r))]
+    parts += [f"<p>{html.escape(line)}</p>" for line in present.compress_lines(r)]
+    return "".join(parts)
+
+
 def _tradeoff_section(results: dict[str, dict[str, Any]]) -> str:
     """Every variant on one chart: top-1 against p50 latency and against size; Pareto-best
     variants starred (the Summary page's chart)."""
@@ -202,19 +208,22 @@ def render(
     benchmark: dict[str, Any] | None = None,
     title: str | None = None,
     prune: dict[str, Any] | None = None,
+    compress: dict[str, Any] | None = None,
 ) -> str:
     """The report as one HTML string with everything embedded."""
     name = None
     if prune:
         name = prune["source"]["path"]
-    elif quantize:
-        name = quantize["source"]["path"]
+    elif quantize or compress:
+        name = (quantize or compress)["source"]["path"]  # type: ignore[index]
     body = []
     results = {k: v for k, v in (("prune", prune), ("quantize", quantize),
-                                 ("benchmark", benchmark)) if v}  # fmt: skip
+                                 ("compress", compress), ("benchmark", benchmark)) if v}  # fmt: skip
     body.append(_tradeoff_section(results))
     if prune:
         body.append(_prune_section(prune))
+    if compress:
+        body.append(_compress_section(compress))
     if quantize:
         body.append(_quantize_section(quantize))
     if benchmark:

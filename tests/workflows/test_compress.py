@@ -190,3 +190,28 @@ def test_reconstruction_sees_what_the_convolution_multiplies_and_keeps_its_outpu
     error = {name: np.linalg.norm(patches @ W.matrix(layer, p).T - patches @ W.matrix(layer, w).T)
              for name, p in (("rebuilt", rebuilt), ("dropped", dropped))}  # fmt: skip
     assert error["rebuilt"] < 0.9 * error["dropped"]
+
+
+def test_a_workflow_compresses_reports_and_charts_the_variants(tmp_path):
+    from workflows import handoff
+    from workflows.options import LoadOptions
+    from workflows.workflow import Step, Workflow, run_workflow
+
+    wf = Workflow(
+        LoadOptions(path=str(SAMPLE / "digits_cnn.pt2")),
+        [Step("compress", {"methods": ["sparsity", "cluster"], "calibration": CALIBRATION,
+                           "evaluation": TEST}), Step("report", {})],
+        str(tmp_path / "run"),
+    )  # fmt: skip
+    compressed, report = (s["result"] for s in run_workflow(wf)["steps"])
+    assert report["sections"] == ["compress"]
+    page = (tmp_path / "run" / "digits_cnn" / "report.html").read_text()
+    assert "<h2>Weights for size</h2>" in page and "<h2>Trade-off</h2>" in page
+    found = handoff.points({"compress": compressed})
+    assert [p.name for p in found] == ["fp32", "sparse (zipped)", "clustered (zipped)"]
+    sparse = found[1]
+    assert sparse.size_bytes == compressed["variants"][0]["zip_bytes"] < found[0].size_bytes
+    assert sparse.top1 == pytest.approx(compressed["variants"][0]["accuracy"]["figure"] / 100)
+    cards = handoff.cards({"compress": compressed}, tmp_path / "run" / "digits_cnn")
+    assert [c.title for c in cards] == ["sparse weights", "clustered weights"]
+    assert "reconstructed" in cards[0].what and "zipped" in cards[0].what

@@ -100,7 +100,9 @@ def test_report_html_is_self_contained(variants, tmp_path):
 
 def test_report_rejects_foreign_json(tmp_path):
     (tmp_path / "x.json").write_text('{"hello": 1}')
-    with pytest.raises(DataError, match="not a Dockyard prune, quantize or benchmark result"):
+    with pytest.raises(
+        DataError, match=r"not a Dockyard result \(prune, quantize, compress, benchmark\)"
+    ):
         report(ReportOptions(inputs=[str(tmp_path / "x.json")], output=str(tmp_path / "r.html")))
     assert not (tmp_path / "r.html").exists()
 

@@ -14,6 +14,8 @@ from workflows.jsonable import jsonable
 from workflows.options import Options, from_dict, option
 from workflows.progress import Progress, null_progress
 
+SECTIONS = ("prune", "quantize", "compress", "benchmark")  # the steps whose results it reports
+
 
 @dataclass
 class ReportOptions(Options):
@@ -27,7 +29,7 @@ class ReportOptions(Options):
 
 
 def collect(inputs: list[str]) -> dict[str, dict[str, Any]]:
-    """Results by step name ("prune", "quantize", "benchmark") from files or folders."""
+    """Results by step name (one of SECTIONS) from files or folders."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -44,13 +46,11 @@ def collect(inputs: list[str]) -> dict[str, dict[str, Any]]:
         except ValueError as exc:
             raise DataError(f"{f}: not a JSON result file ({exc})") from exc
         step = data.get("step") if isinstance(data, dict) else None
-        if step not in ("prune", "quantize", "benchmark"):
-            raise DataError(f"{f}: not a Dockyard prune, quantize or benchmark result")
+        if step not in SECTIONS:
+            raise DataError(f"{f}: not a Dockyard result ({', '.join(SECTIONS)})")
         results[step] = data
     if not results:
-        raise DataError(
-            "report: found no prune, quantize or benchmark results in " + ", ".join(inputs)
-        )
+        raise DataError(f"report: found no results ({', '.join(SECTIONS)}) in " + ", ".join(inputs))
     return results
 
 
@@ -64,8 +64,9 @@ def report(opts: ReportOptions, progress: Progress | None = None) -> dict[str, A
     results = collect(opts.inputs)
     progress.update(0.3, "Drawing plots")
     page = render(
-        results.get("quantize"), results.get("benchmark"), opts.title, results.get("prune")
-    )
+        results.get("quantize"), results.get("benchmark"), opts.title, results.get("prune"),
+        results.get("compress"),
+    )  # fmt: skip
     out = Path(opts.output)
     twin = out.with_suffix(".json")
     with atomic_file(out) as tmp_html, atomic_file(twin) as tmp_json:
