@@ -72,8 +72,8 @@ def prune_screen(tmp: Path) -> None:
     wait_for(window, "inspect")
     window.go_to(2)
     convert = window.page(ConvertPage)
-    convert.distill_steps.setValue(300)
-    convert.prune()
+    convert.compression.distill_steps.setValue(300)
+    convert.compression.prune()
     wait_for(window, "prune")
     grab(window, 2, "prune")
     # Pruned + quantized variants, timed: the Summary's trade-off chart with five points.

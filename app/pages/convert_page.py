@@ -18,8 +18,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.pages.base import Page
+from app.pages.compress_panel import CompressPanel
 from app.widgets.data_preview import DataPreview
-from app.widgets.declared import declared, declared_choice, declared_default
+from app.widgets.declared import declared, declared_default
 from app.widgets.distill_plot import DistillPlot
 from app.widgets.path_picker import PathPicker
 from app.widgets.preprocess_form import PreprocessForm
@@ -28,7 +29,6 @@ from app.workers import LatestOnly
 from workflows import present
 from workflows.handoff import relative
 from workflows.steps.convert import ConvertOptions
-from workflows.steps.prune import PRUNABLE, PruneOptions
 from workflows.steps.quantize import QuantizeOptions
 
 
@@ -137,7 +137,8 @@ class ConvertPage(Page):
         dlayout.addStretch(1)
         right = QVBoxLayout()
         right.addWidget(data, 1)
-        right.addWidget(self._prune_group())
+        self.compression = CompressPanel(self)
+        right.addWidget(self.compression)
         columns.addLayout(right, 1)
         # Bound methods, not lambdas: Qt drops the connections if this page is deleted first.
         self._previews = LatestOnly("preview", self)
@@ -168,101 +169,6 @@ class ConvertPage(Page):
         self.results_notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.results_notes)
 
-    def _prune_group(self) -> QGroupBox:
-        """Structured pruning + distillation: eager PyTorch models only (module + weights)."""
-        group = QGroupBox("Prune channels, then distil from the original")
-        form = QFormLayout(group)
-        self.prune_ratio = QDoubleSpinBox()
-        self.prune_ratio.setRange(0.05, 0.95)
-        self.prune_ratio.setSingleStep(0.05)
-        declared(self.prune_ratio, PruneOptions, "ratio")
-        self.importance = declared_choice(PruneOptions, "importance")
-        self.distill_steps = QSpinBox()
-        self.distill_steps.setRange(0, 100_000)
-        self.distill_steps.setSingleStep(100)
-        declared(self.distill_steps, PruneOptions, "distill_steps")
-        form.addRow("Channels removed", self.prune_ratio)
-        form.addRow("Importance", self.importance)
-        form.addRow("Distillation steps", self.distill_steps)
-        self.prune_hint = QLabel(
-            "Distils on the calibration data above (labels not needed) and judges on the "
-            "evaluation data with the same accuracy gate; stops once the gate passes."
-        )
-        self.prune_hint.setWordWrap(True)
-        self.prune_hint.setObjectName("hint")
-        form.addRow(self.prune_hint)
-        self.prune_button = QPushButton("Prune and distil")
-        self.prune_button.clicked.connect(self.prune)
-        form.addRow("", self.prune_button)
-        return group
-
-    def _prunable(self) -> bool:
-        inspect = self.session.inspect
-        return bool(inspect) and inspect["model"]["format"] in PRUNABLE
-
-    def _update_prune_group(self) -> None:
-        prunable = self._prunable()
-        self.prune_button.setEnabled(prunable)
-        if not prunable and self.session.inspect:
-            fmt = self.session.inspect["model"]["format"]
-            self.prune_button.setToolTip(
-                f"Pruning rewrites PyTorch modules: open the model as its Python file and "
-                f"weights (eager PyTorch), not as {fmt}."
-            )
-        else:
-            self.prune_button.setToolTip("")
-        pruned = "prune" in self.session.results
-        self.quantize_note.setVisible(pruned)
-        self.quantize_note.setText("Quantizes the pruned model (pruned + INT8)." if pruned else "")
-
-    def prune(self) -> None:
-        if not self._prunable():
-            self.window_.show_error(
-                "Pruning needs an eager PyTorch model: load its weights with the Python file "
-                "that defines it (Model file) and an input shape."
-            )
-            return
-        if not self.calibration.value():
-            self.window_.show_error(
-                "Give calibration data: distillation trains the pruned model on it."
-            )
-            return
-        try:
-            recipe = self.preprocess.recipe()
-        except ValueError as exc:
-            self.window_.show_error(f"Check the preprocessing: {exc}")
-            return
-        user = {
-            "ratio": round(self.prune_ratio.value(), 4),
-            "importance": self.importance.currentText(),
-            "distill_steps": self.distill_steps.value(),
-            "data": self.calibration.value(),
-            "evaluation": self.evaluation.value(),
-            "labels": self.labels.value(),
-            "max_accuracy_drop": self.max_drop.value(),
-            "preprocess": recipe,
-        }
-        options, out = self.session.plan("prune", user)
-        self.distill_plot.clear()
-        self.distill_plot.setVisible(True)
-
-        def on_data(event: dict) -> None:
-            if event.get("figure_name"):
-                self.distill_plot.set_figure_title(event["figure_name"])
-            self.distill_plot.add(event)
-
-        def done(result: dict) -> None:
-            self.session.record("prune", user, result)
-            self.show_prune_results(result)
-            self._update_prune_group()
-
-        self.window_.run_step("prune", options, [out], done, "Pruning", on_data=on_data)
-
-    def show_prune_results(self, r: dict) -> None:
-        show_table(self.results, present.prune_models(r))
-        self.search.setVisible(False)
-        self.results_notes.setText("\n".join(present.prune_lines(r)))
-
     def on_enter(self) -> None:
         from workflows.resources import resource
 
@@ -285,7 +191,7 @@ class ConvertPage(Page):
             self._defaults_for = inspect
             self.preprocess.set_defaults(inspect["model"]["inputs"][0]["shape"])
             self._preview_timer.start()
-        self._update_prune_group()
+        self.compression.refresh()
         self.distill_plot.apply_palette()
 
     def shutdown(self) -> None:

@@ -412,10 +412,10 @@ def test_prune_an_eager_model_with_a_live_distillation_plot_then_quantize_it(
     run(qtbot, window, "inspect", lambda: load.load(str(sample_dir / "digits_cnn.safetensors")))
     window.go_to(2)
     page = window.page(ConvertPage)
-    assert page.prune_button.isEnabled()
+    assert page.compression.prune_button.isEnabled()
     assert page.calibration.value().endswith("digits_calibration.npz")  # the sample's own data
-    page.distill_steps.setValue(200)
-    run(qtbot, window, "prune", page.prune)
+    page.compression.distill_steps.setValue(200)
+    run(qtbot, window, "prune", page.compression.prune)
     r = window.session.results["prune"]
     assert r["pruning"]["macs_reduction"] >= 0.6
     # The plot drew every judged point: step 0 (pruned only) and every 50 steps after.
@@ -436,5 +436,22 @@ def test_prune_is_offered_only_for_eager_pytorch(qtbot, window):
     run(qtbot, window, "inspect", window.page(LoadPage).open_sample)  # the sample's .pt2
     window.go_to(2)
     page = window.page(ConvertPage)
-    assert not page.prune_button.isEnabled()
-    assert "eager PyTorch" in page.prune_button.toolTip()
+    assert not page.compression.prune_button.isEnabled()
+    assert "eager PyTorch" in page.compression.prune_button.toolTip()
+
+
+def test_compress_weights_for_size_from_the_convert_page(qtbot, window):
+    run(qtbot, window, "inspect", window.page(LoadPage).open_sample)
+    window.go_to(2)
+    page = window.page(ConvertPage)
+    panel = page.compression
+    assert panel.compress_button.isEnabled()  # any model, unlike pruning
+    panel.cluster_box.setChecked(True)
+    run(qtbot, window, "compress", panel.compress)
+    r = window.session.results["compress"]
+    assert [v["method"] for v in r["variants"]] == ["sparsity", "cluster"]
+    sparse = r["variants"][0]
+    assert sparse["reconstructed"] and sparse["sparsity"] >= 0.8  # the sample's calibration data
+    assert page.results.rowCount() == 3  # the original and two variants
+    assert "dense" in page.results_notes.text()
+    assert [s.name for s in window.session.workflow().steps] == ["compress"]
