@@ -85,6 +85,10 @@ def prune_screen(tmp: Path) -> None:
     window.page(TestPage).benchmark()
     wait_for(window, "benchmark")
     grab(window, 5, "tradeoff")
+    export = window.page(ExportPage)
+    window.go_to(4)
+    export.variant.setCurrentIndex(export.variant.findData("int8-static"))
+    grab(window, 4, "export-variant")
     window.close()
 
 

@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workflows.errors import MissingInputError
 from workflows.model import model_name
+
+# The variants earlier steps make, by the step that makes them (an export may hand one off).
+VARIANT_STEPS = {
+    "pruned": "prune",
+    "int8-static": "quantize",
+    "int8-dynamic": "quantize",
+    "fp16": "quantize",
+    "sparse": "compress",
+    "clustered": "compress",
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,25 @@ class Layout:
         if "prune" in self.steps:
             return {"path": str(self.pruned / f"{self.name}.pruned.onnx")}
         return {"path": str(self.converted)} if "convert" in self.steps else self.model
+
+    def variant(self, name: str) -> Path:
+        """Where the variant `name` ("pruned", "int8-static", "sparse", …) of this workflow is
+        written; MissingInputError when no step of the workflow makes it."""
+        step = VARIANT_STEPS.get(name)
+        if step is None:
+            raise MissingInputError(
+                f"unknown variant {name!r}; variants: original, {', '.join(VARIANT_STEPS)}"
+            )
+        if step not in self.steps:
+            raise MissingInputError(
+                f"the {name} variant is made by the {step} step, which this workflow does not run"
+            )
+        if step == "prune":
+            return self.pruned / f"{self.name}.pruned.onnx"
+        # Quantize and compress name their files after the model they read.
+        source = model_name(self.onnx_source["path"])
+        folder = self.quantized if step == "quantize" else self.root / "compress"
+        return folder / f"{source}.{name}.onnx"
 
     @property
     def variants(self) -> Path:
@@ -145,6 +175,9 @@ def plan_step(layout: Layout, step: str, options: dict[str, Any]) -> tuple[dict[
     if rule is None:
         raise ValueError(f"{step} is not a workflow step")
     updates, out = RULES[rule].derive(layout, step)
+    variant = options.get("source", "original") if rule == "export" else "original"
+    if variant != "original":  # hand off a variant an earlier step made, not the original
+        updates.update(model={"path": str(layout.variant(variant))}, converted=None)
     return {**options, **updates}, out
 
 

@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -35,6 +36,15 @@ class ExportPage(Page):
     def __init__(self, window) -> None:
         super().__init__(window)
         layout = QVBoxLayout(self)
+        pick = QHBoxLayout()
+        pick.addWidget(QLabel("Model to hand off"))
+        self.variant = QComboBox()
+        self.variant.setToolTip(
+            "The original, or a variant made on Convert & Quantize (★: Pareto-best on the "
+            "Summary's trade-off: nothing beats it on accuracy, latency and size)"
+        )
+        pick.addWidget(self.variant, 1)
+        layout.addLayout(pick)
         self.targets: dict[str, QCheckBox] = {}
         for key, text in catalogue.export_targets().items():
             box = QCheckBox(text)
@@ -110,7 +120,36 @@ class ExportPage(Page):
         )
         self.add_to_label.setToolTip(folder)
 
+    def _fill_variants(self) -> None:
+        """The original and every variant this session made, the current choice kept."""
+        from workflows.handoff import pareto, points
+
+        current = self.variant.currentData() or "original"
+        results = self.session.results
+        found = points(results)
+        best = set(pareto(found)) if len(found) > 1 else set()
+        shown = {p.name: p for p in found}
+        choices = [("original", "fp32")]
+        if "prune" in results:
+            choices.append(("pruned", "pruned"))
+        prefix = "pruned+" if "prune" in results else ""
+        for v in (results.get("quantize") or {}).get("variants", []):
+            choices.append((v["name"], prefix + v["name"]))
+        for v in (results.get("compress") or {}).get("variants", []):
+            choices.append((v["name"], f"{prefix}{v['name']} (zipped)"))
+        self.variant.clear()
+        for data, point in choices:
+            p = shown.get(point)
+            text = "original" if data == "original" else point.removesuffix(" (zipped)")
+            if p is not None and p.top1 is not None:
+                text += f" — top-1 {100 * p.top1:.2f} %"
+            if point in best:
+                text += " ★"
+            self.variant.addItem(text, data)
+        self.variant.setCurrentIndex(max(self.variant.findData(current), 0))
+
     def on_enter(self) -> None:
+        self._fill_variants()
         if self.session.model:
             # The run folder, elided in the middle: its end (the model's folder) stays readable.
             self.folder_label.set_path(
@@ -122,10 +161,22 @@ class ExportPage(Page):
             self.window_.show_error("Load a model first.")
             return
         self._queue = [k for k, box in self.targets.items() if box.isChecked()]
+        chosen = self.variant.currentData() or "original"
+        float_only = [k for k in self._queue if k in ("tflite", "tfserving")]
+        if chosen in ("int8-static", "int8-dynamic", "fp16") and float_only:
+            self.window_.show_error(
+                f"The {' and '.join(float_only)} export converts a float model for TensorFlow: "
+                f"hand off the original, pruned or compressed model there, or leave it out "
+                f"({chosen} goes to Docker, TorchServe and Triton as it is)."
+            )
+            self._queue = []
+            return
         self._next()
 
     def _options(self, target: str) -> dict:
         user: dict = {}
+        if (self.variant.currentData() or "original") != "original":
+            user["source"] = self.variant.currentData()
         quant = self.session.step_options.get("quantize") or {}
         if target in ("torchserve", "tflite", "triton") and quant.get("labels"):
             user["labels"] = quant["labels"]

@@ -429,7 +429,22 @@ def test_prune_an_eager_model_with_a_live_distillation_plot_then_quantize_it(
     run(qtbot, window, "quantize", page.quantize)
     q = window.session.results["quantize"]
     assert q["source"]["path"].endswith("digits_cnn.pruned.onnx")
-    assert [s.name for s in window.session.workflow().steps] == ["prune", "quantize"]
+    # Export: the variants made are offered (Pareto-best starred); the one picked is handed off.
+    window.go_to(4)
+    export = window.page(ExportPage)
+    offered = [export.variant.itemData(i) for i in range(export.variant.count())]
+    assert offered == ["original", "pruned", "int8-static"]
+    assert export.variant.itemText(2).startswith("pruned+int8-static — top-1")
+    assert any("★" in export.variant.itemText(i) for i in range(3))
+    export.variant.setCurrentIndex(2)
+    for key, box in export.targets.items():
+        box.setChecked(key == "docker")
+    run(qtbot, window, "export-docker", export.export)
+    docker = window.session.results["export-docker"]
+    assert docker["manifest"]["source"]["file"] == "digits_cnn.pruned.int8-static.onnx"
+    steps = window.session.workflow().steps
+    assert [s.name for s in steps] == ["prune", "quantize", "export-docker"]
+    assert steps[2].options["source"] == "int8-static"  # replayable: the workflow says which
 
 
 def test_prune_is_offered_only_for_eager_pytorch(qtbot, window):

@@ -241,11 +241,12 @@ def test_cli_prunes_and_a_workflow_quantizes_the_pruned_model(tmp_path):
             Step("prune", {"data": CALIBRATION, "evaluation": TEST, "distill_steps": 200}),
             Step("quantize", {"modes": ["static"], "calibration": CALIBRATION, "evaluation": TEST}),
             Step("report", {}),
+            Step("export-docker", {"source": "int8-static"}),
         ],
         str(tmp_path / "run"),
     )
     result = run_workflow(wf)
-    pruned, quantized, report = (s["result"] for s in result["steps"])
+    pruned, quantized, report, docker = (s["result"] for s in result["steps"])
     # The quantize step took the pruned model: its float model is the pruned ONNX.
     assert quantized["source"]["path"].endswith("prune/digits_cnn.pruned.onnx")
     assert quantized["float_model"]["size_bytes"] == pruned["pruned"]["size_bytes"]
@@ -264,6 +265,9 @@ def test_cli_prunes_and_a_workflow_quantizes_the_pruned_model(tmp_path):
     assert page.count("★") >= 2  # the Pareto-best marked in the table (and the title)
     titles = [c.title for c in handoff.cards(results, tmp_path / "run" / "digits_cnn")]
     assert titles == ["Pruned model", "pruned+int8-static variant"]
+    # The export handed off the variant it was told to, served and checked against that file.
+    assert docker["manifest"]["source"]["file"] == "digits_cnn.pruned.int8-static.onnx"
+    assert docker["smoke_test"]["passed"]
 
 
 def test_real_cnn_pruned_is_faster_and_as_accurate_and_int8_on_top(vgg_digits, tmp_path):

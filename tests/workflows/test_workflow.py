@@ -262,3 +262,37 @@ def test_a_run_hands_each_step_a_warm_worker_and_converts_once(sample_dir, tmp_p
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [
         "01-convert.log", "02-validate.log", "03-export-docker.log"
     ]  # fmt: skip
+
+
+def test_an_export_hands_off_the_variant_it_is_told_to(tmp_path):
+    from workflows.planner import plan_steps
+
+    model = {"path": "models/net.pt", "model_file": "net.py"}
+    out = tmp_path / "run"
+    root = out / "net"
+
+    def planned(steps, export_options):
+        found = plan_steps(out, model, [(s, {}) for s in steps] + [("export-docker",
+                                                                      export_options)])  # fmt: skip
+        return found[-1][1]
+
+    # After pruning, quantize reads the pruned model and names its files after it.
+    steps = ["prune", "quantize", "compress"]
+    picked = planned(steps, {"source": "int8-static"})
+    assert picked["model"] == {"path": str(root / "quantize" / "net.pruned.int8-static.onnx")}
+    assert picked["converted"] is None
+    assert planned(steps, {"source": "pruned"})["model"]["path"] == str(
+        root / "prune" / "net.pruned.onnx"
+    )
+    assert planned(steps, {"source": "clustered"})["model"]["path"] == str(
+        root / "compress" / "net.pruned.clustered.onnx"
+    )
+    # Without pruning, after a conversion: the converted model's name.
+    assert planned(["convert", "quantize"], {"source": "fp16"})["model"]["path"] == str(
+        root / "quantize" / "net.fp16.onnx"
+    )
+    assert planned(["convert"], {})["model"] == model  # the original, as before
+    with pytest.raises(DockyardError, match="made by the compress step"):
+        planned(["convert", "quantize"], {"source": "sparse"})
+    with pytest.raises(DockyardError, match=r"unknown variant 'int4'.*original, pruned"):
+        planned(["quantize"], {"source": "int4"})

@@ -249,7 +249,8 @@ def _export(sub: Any) -> None:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="the folder to write")
     for name, targets in owners.items():
-        if name in ("model", "output", "preprocess"):
+        # `source` picks a variant of a workflow's earlier steps: the CLI names the file instead.
+        if name in ("model", "output", "preprocess", "source"):
             continue
         prefix = "" if len(targets) == len(classes) else ", ".join(targets) + ": "
         flags = [EXPORT_FLAGS[name]] if name in EXPORT_FLAGS else []

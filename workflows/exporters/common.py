@@ -198,6 +198,10 @@ CONVERTED_HELP = (
     "The model already converted to ONNX (a workflow's convert step), used instead of "
     "converting again; the export is still validated against the original"
 )
+SOURCE_HELP = (
+    "In a workflow: which model to hand off, the original or a variant an earlier step made "
+    "(pruned, int8-static, int8-dynamic, fp16, sparse, clustered)"
+)
 DIM_VALUES_HELP = (
     "Sizes of named dynamic dimensions in the synthetic sample request (height=320, …)"
 )

@@ -31,6 +31,7 @@ from workflows.exporters.common import (
     CONVERTED_HELP,
     DIM_VALUES_HELP,
     SAMPLE_INPUTS_HELP,
+    SOURCE_HELP,
     free_port,
     max_abs_error,
     run_sample,
@@ -73,6 +74,7 @@ class DockerExportOptions(Options):
     )
     opset: int = option(18, "ONNX opset when the model must be converted")
     converted: str | None = option(None, CONVERTED_HELP)
+    source: str = option("original", SOURCE_HELP)
     sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
     dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
     build: bool = option(True, "Build the image when a Docker engine is reachable")

@@ -29,7 +29,7 @@ from workflows.data import (
 )
 from workflows.errors import ExportError, first_line
 from workflows.exporters.base import Exporter
-from workflows.exporters.common import CONVERTED_HELP, sha256
+from workflows.exporters.common import CONVERTED_HELP, SOURCE_HELP, sha256
 from workflows.exporters.savedmodel_source import source_savedmodel, start_onnx2tf
 from workflows.formats import _tf
 from workflows.machine import measured_on
@@ -81,6 +81,7 @@ class TFLiteExportOptions(Options):
     description: str = option("", "A sentence about the model, stored in the metadata")
     opset: int = option(18, "ONNX opset when a PyTorch model is converted first")
     converted: str | None = option(None, CONVERTED_HELP)
+    source: str = option("original", SOURCE_HELP)
 
 
 def layout_adapter(

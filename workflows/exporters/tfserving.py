@@ -34,6 +34,7 @@ from workflows.exporters.common import (
     CONVERTED_HELP,
     DIM_VALUES_HELP,
     SAMPLE_INPUTS_HELP,
+    SOURCE_HELP,
     TFSERVING_IMAGE,
     max_abs_error,
     mirrored_batch,
@@ -65,6 +66,7 @@ class TFServingExportOptions(Options):
     )
     opset: int = option(18, "ONNX opset when a PyTorch model is converted first")
     converted: str | None = option(None, CONVERTED_HELP)
+    source: str = option("original", SOURCE_HELP)
     sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
     dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
 

@@ -30,6 +30,7 @@ from workflows.exporters.common import (
     CONVERTED_HELP,
     DIM_VALUES_HELP,
     SAMPLE_INPUTS_HELP,
+    SOURCE_HELP,
     free_port,
     run_sample,
     tool_versions,
@@ -64,6 +65,7 @@ class TorchServeExportOptions(Options):
     top_k: int = option(5, "Classes in each answer when labels are given")
     opset: int = option(18, "ONNX opset when the model must be converted")
     converted: str | None = option(None, CONVERTED_HELP)
+    source: str = option("original", SOURCE_HELP)
     sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
     dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
     smoke_test: bool = option(True, "Serve the archive with TorchServe and check its answer")

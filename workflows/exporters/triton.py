@@ -33,6 +33,7 @@ from workflows.exporters.common import (
     CONVERTED_HELP,
     DIM_VALUES_HELP,
     SAMPLE_INPUTS_HELP,
+    SOURCE_HELP,
     TRITON_IMAGE,
     max_abs_error,
     mirrored_batch,
@@ -99,6 +100,7 @@ class TritonExportOptions(Options):
     )
     opset: int = option(18, "ONNX opset when the model must be converted")
     converted: str | None = option(None, CONVERTED_HELP)
+    source: str = option("original", SOURCE_HELP)
     sample_inputs: str | None = option(None, SAMPLE_INPUTS_HELP)
     dim_values: dict[str, int] = option({}, DIM_VALUES_HELP)
 

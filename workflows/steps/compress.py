@@ -1,11 +1,13 @@
-"""Compress an ONNX model's weights for size: magnitude pruning to a target sparsity, or weight
-clustering to k shared values, each layer's share chosen by sensitivity analysis.
+"""Compress an ONNX model's weights for size: magnitude pruning to a target sparsity (sparse
+layers re-solved on calibration inputs), or weight clustering to k shared values, each layer's
+level chosen by sensitivity analysis.
 
-Sensitivity: every layer alone is compressed at every level and judged on the evaluation data;
-one threshold on that per-layer loss then picks each layer's level (a sensitive layer stays
-gentle, a robust one goes further) until the target is met. The whole model is then judged with
-the accuracy gate; when it fails, the threshold is lowered (binary search) to the most compressed
-model that passes. Sizes are reported raw and zipped; latency is measured, never assumed.
+Sensitivity: every layer alone is compressed at every level and judged on the evaluation data.
+Sparsity is then spread greedily (the cheapest next level first) until the target share of zeros
+is reached; clustering takes the fewest values wherever a layer alone stays within a loss
+threshold. The whole model is judged with the accuracy gate; when it fails, a binary search looks
+below the target (or lowers the threshold) for the most compressed model that passes. Sizes are
+reported raw and zipped; latency is measured, never assumed.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import numpy as np
 
 from workflows.atomic import atomic_dir, check_replaceable
 from workflows.compression import weights as W
+from workflows.compression.figure import figure, figure_name
 from workflows.data import Dataset, Preprocess, calibration_and_evaluation, read_labels
 from workflows.errors import DataError
 from workflows.jsonable import jsonable
 from workflows.latency import onnx_p50
 from workflows.machine import measured_on
-from workflows.metrics import compare, looks_like_class_scores
+from workflows.metrics import compare
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress, null_progress
@@ -86,12 +89,7 @@ class _Scorer:
     def __init__(self, proto: Any, evaluation: Dataset, opts: CompressOptions) -> None:
         self.evaluation, self.opts = evaluation, opts
         self.reference = self.outputs(proto)
-        if evaluation.y is not None and looks_like_class_scores(self.reference[0]):
-            self.figure_name = "top-1 %"
-        elif looks_like_class_scores(self.reference[0]) and len(self.reference) == 1:
-            self.figure_name = "top-1 agreement %"
-        else:
-            self.figure_name = "mean SQNR dB"
+        self.figure_name = figure_name(self.reference, evaluation.y is not None)
         self.baseline = self.figure(self.reference)
 
     def outputs(self, proto: Any) -> list[np.ndarray]:
@@ -107,14 +105,7 @@ class _Scorer:
         return predict(lambda feeds: sess.run(None, feeds), self.evaluation)
 
     def figure(self, outputs: list[np.ndarray]) -> float:
-        if self.figure_name == "top-1 %":
-            assert self.evaluation.y is not None
-            return float(100 * np.mean(outputs[0].argmax(1) == self.evaluation.y))
-        if self.figure_name == "top-1 agreement %":
-            return float(100 * np.mean(outputs[0].argmax(1) == self.reference[0].argmax(1)))
-        sqnr = [min(compare(r, c)["sqnr_db"], 200.0) for r, c in zip(self.reference, outputs,
-                                                                       strict=True)]  # fmt: skip
-        return float(np.mean(sqnr))
+        return figure(self.figure_name, self.reference, outputs, self.evaluation.y)
 
     def loss(self, proto: Any) -> float:
         """How much worse than the original (points, or dB for SQNR)."""

@@ -20,12 +20,12 @@ from typing import Any
 from workflows.atomic import atomic_dir, check_replaceable
 from workflows.compression import channels
 from workflows.compression.distill import Settings, distill, teacher_targets
+from workflows.compression.figure import figure, figure_name
 from workflows.data import Dataset, Preprocess, calibration_and_evaluation, read_labels
 from workflows.errors import ConversionError, DataError
 from workflows.jsonable import jsonable
 from workflows.latency import onnx_p50
 from workflows.machine import measured_on
-from workflows.metrics import looks_like_class_scores
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress, null_progress
@@ -113,14 +113,10 @@ class _Judge:
 
         self.names, self.evaluation, self.opts = names, evaluation, opts
         self.baseline, self.reference = evaluate(torch_session(teacher, names), evaluation)
-        if evaluation.y is not None:
-            self.figure_name = "top-1 %"
-        elif looks_like_class_scores(self.reference[0]) and len(self.reference) == 1:
-            self.figure_name = "top-1 agreement %"
-        else:
-            self.figure_name = "mean SQNR dB"
+        self.figure_name = figure_name(self.reference, evaluation.y is not None)
 
     def figures(self, student: Any) -> dict[str, Any]:
+        """Accuracy figures, the gate and the plotted figure of `student`."""
         from workflows.formats._torch import torch_session
         from workflows.quantization.accuracy import evaluate
 
@@ -137,17 +133,13 @@ class _Judge:
             o.confidence,
             o.min_sqnr_db,
         )
+        figures["figure"] = figure(self.figure_name, self.reference, outputs, self.evaluation.y)
         return figures
 
     def __call__(self, student: Any) -> tuple[dict[str, Any], float]:
         """(gate, plotted figure): top-1 %, top-1 agreement % or mean SQNR dB."""
         figures = self.figures(student)
-        gate, deviation = figures["gate"], figures.get("deviation", {})
-        if self.figure_name == "top-1 %":
-            return gate, 100 * figures["top1"]
-        if self.figure_name == "top-1 agreement %":
-            return gate, 100 * deviation["top1_agreement"]
-        return gate, min(float(deviation.get("sqnr_db", 0.0)), 200.0)  # identical: inf
+        return figures["gate"], figures["figure"]
 
 
 def _write_program(student: Any, model: Model, dst: Path) -> None:
