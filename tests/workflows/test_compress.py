@@ -111,6 +111,15 @@ def test_bad_requests_are_refused_before_any_work(tmp_path):
 
 
 def test_cli_compress(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "workflows.cli", "compress", str(SAMPLE / "digits_cnn.pt2"),
+         "--sparsity", "0.8", "--calibration", CALIBRATION, "--evaluation", TEST,
+         "-o", str(tmp_path / "s"), "--json"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    sparse = json.loads(r.stdout)["variants"][0]
+    assert sparse["reconstructed"] and sparse["sparsity"] >= 0.8
     out = tmp_path / "c"
     r = subprocess.run(
         [sys.executable, "-m", "workflows.cli", "compress", str(SAMPLE / "digits_cnn.pt2"),

@@ -190,9 +190,11 @@ def _compress(sub: Any) -> None:
     p.add_argument("model")
     _output(p, cls)
     add(p, cls, "methods", "--method")
-    for name in ("sparsity", "clusters", "evaluation", "evaluation_samples", "labels",
-                 "max_accuracy_drop", "confidence", "min_sqnr_db", "min_weights", "seed"):  # fmt: skip
+    for name in ("sparsity", "clusters", "calibration", "calibration_samples", "evaluation",
+                 "evaluation_samples", "labels", "holdout", "max_accuracy_drop", "confidence",
+                 "min_sqnr_db", "min_weights", "seed"):  # fmt: skip
         add(p, cls, name)
+    add(p, cls, "reconstruct", "--no-reconstruct")
     _preprocess_flags(p)
     _json(p)
     _load_flags(p)
