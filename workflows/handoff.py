@@ -50,6 +50,7 @@ class Point:
     top1: float | None  # 0..1
     ci_points: tuple[float, float] | None  # the drop's interval, in points
     passed: bool | None
+    source: str = "original"  # what an export step's `source` names to hand this variant off
 
 
 def relative(path: str | Path, root: Path) -> str:
@@ -107,11 +108,11 @@ def _accuracy(acc: dict[str, Any] | None) -> str:
     return ", ".join(parts) or "not measured"
 
 
-def _gate_point(name: str, size_bytes: int, p50: float | None, acc: dict[str, Any],
-                relative_to_original: bool = True) -> Point:  # fmt: skip
+def _gate_point(name: str, source: str, size_bytes: int, p50: float | None,
+                acc: dict[str, Any], relative_to_original: bool = True) -> Point:  # fmt: skip
     g = acc.get("gate") or {}
     ci = tuple(g["ci_points"]) if g.get("ci_points") and relative_to_original else None
-    return Point(name, size_bytes, p50, acc.get("top1"), ci, g.get("passed"))  # type: ignore[arg-type]
+    return Point(name, size_bytes, p50, acc.get("top1"), ci, g.get("passed"), source)  # type: ignore[arg-type]
 
 
 def _pruned_p50(results: dict[str, dict[str, Any]]) -> float:
@@ -135,7 +136,7 @@ def points(results: dict[str, dict[str, Any]]) -> list[Point]:
         o, pruned = pr["original"], pr["pruned"]
         found.append(Point("fp32", o["size_bytes"], o["latency"]["p50_ms"],
                            o["accuracy"].get("top1"), None, None))  # fmt: skip
-        found.append(_gate_point("pruned", pruned["size_bytes"], _pruned_p50(results),
+        found.append(_gate_point("pruned", "pruned", pruned["size_bytes"], _pruned_p50(results),
                                  pruned["accuracy"]))  # fmt: skip
     prefix = "pruned+" if pr else ""
     if q:
@@ -144,8 +145,9 @@ def points(results: dict[str, dict[str, Any]]) -> list[Point]:
             found.append(Point("fp32", fm["size_bytes"], p50.get("fp32"),
                                fm["accuracy"].get("top1"), None, None))  # fmt: skip
         for v in q["variants"]:
-            found.append(_gate_point(prefix + v["name"], v["size_bytes"], p50.get(v["name"]),
-                                     v["accuracy"], relative_to_original=not pr))  # fmt: skip
+            found.append(_gate_point(prefix + v["name"], v["name"], v["size_bytes"],
+                                     p50.get(v["name"]), v["accuracy"],
+                                     relative_to_original=not pr))  # fmt: skip
     c = results.get("compress")
     if c:
         if not found:
@@ -154,7 +156,7 @@ def points(results: dict[str, dict[str, Any]]) -> list[Point]:
             found.append(Point("fp32", o["size_bytes"], o["latency"]["p50_ms"], top1, None, None))
         # Their point is what they are for: the size once zipped (the file itself is not smaller).
         for v in c["variants"]:
-            found.append(_gate_point(f"{prefix}{v['name']} (zipped)", v["zip_bytes"],
+            found.append(_gate_point(f"{prefix}{v['name']} (zipped)", v["name"], v["zip_bytes"],
                                      v["latency"]["p50_ms"], v["accuracy"],
                                      relative_to_original=not pr))  # fmt: skip
     return found

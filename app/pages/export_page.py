@@ -125,27 +125,18 @@ class ExportPage(Page):
         from workflows.handoff import pareto, points
 
         current = self.variant.currentData() or "original"
-        results = self.session.results
-        found = points(results)
+        found = points(self.session.results)
         best = set(pareto(found)) if len(found) > 1 else set()
-        shown = {p.name: p for p in found}
-        choices = [("original", "fp32")]
-        if "prune" in results:
-            choices.append(("pruned", "pruned"))
-        prefix = "pruned+" if "prune" in results else ""
-        for v in (results.get("quantize") or {}).get("variants", []):
-            choices.append((v["name"], prefix + v["name"]))
-        for v in (results.get("compress") or {}).get("variants", []):
-            choices.append((v["name"], f"{prefix}{v['name']} (zipped)"))
         self.variant.clear()
-        for data, point in choices:
-            p = shown.get(point)
-            text = "original" if data == "original" else point.removesuffix(" (zipped)")
-            if p is not None and p.top1 is not None:
+        if not found:
+            self.variant.addItem("original", "original")
+        for p in found:
+            text = "original" if p.source == "original" else p.name.removesuffix(" (zipped)")
+            if p.top1 is not None:
                 text += f" — top-1 {100 * p.top1:.2f} %"
-            if point in best:
+            if p.name in best:
                 text += " ★"
-            self.variant.addItem(text, data)
+            self.variant.addItem(text, p.source)
         self.variant.setCurrentIndex(max(self.variant.findData(current), 0))
 
     def on_enter(self) -> None:

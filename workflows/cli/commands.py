@@ -132,16 +132,22 @@ def _validate(sub: Any) -> None:
     _load_flags(p)
 
 
-def _quantize(sub: Any) -> None:
-    cls = _options("quantize")
+def _data_step(step: str, cls: type) -> Callable[[argparse.Namespace], Built]:
+    """`build` of a step that reads a model and data into an output folder (quantize, prune,
+    compress): its own flags, the model-loading flags and the image preprocessing."""
 
     def build(a: argparse.Namespace) -> Built:
         options = {**values(a, cls), "model": load_options(a, a.model),
                    "preprocess": preprocess(a)}  # fmt: skip
-        return "quantize", options, [Path(a.output)]
+        return step, options, [Path(a.output)]
 
+    return build
+
+
+def _quantize(sub: Any) -> None:
+    cls = _options("quantize")
     p = _command(sub, "quantize", "INT8 (static QDQ, dynamic) and FP16 variants with ONNX Runtime",
-                 build, render.quantize)  # fmt: skip
+                 _data_step("quantize", cls), render.quantize)  # fmt: skip
     p.add_argument("model")
     _output(p, cls)
     add(p, cls, "modes", "--mode")
@@ -157,14 +163,8 @@ def _quantize(sub: Any) -> None:
 
 def _prune(sub: Any) -> None:
     cls = _options("prune")
-
-    def build(a: argparse.Namespace) -> Built:
-        options = {**values(a, cls), "model": load_options(a, a.model),
-                   "preprocess": preprocess(a)}  # fmt: skip
-        return "prune", options, [Path(a.output)]
-
     p = _command(sub, "prune", "remove whole channels (torch-pruning), then distil from the "
-                 "original on your data", build, render.prune)  # fmt: skip
+                 "original on your data", _data_step("prune", cls), render.prune)  # fmt: skip
     p.add_argument("model")
     _output(p, cls)
     for name in ("ratio", "target_macs_reduction", "importance", "round_to", "data",
@@ -179,14 +179,8 @@ def _prune(sub: Any) -> None:
 
 def _compress(sub: Any) -> None:
     cls = _options("compress")
-
-    def build(a: argparse.Namespace) -> Built:
-        options = {**values(a, cls), "model": load_options(a, a.model),
-                   "preprocess": preprocess(a)}  # fmt: skip
-        return "compress", options, [Path(a.output)]
-
     p = _command(sub, "compress", "shrink the weights for size: magnitude sparsity or clustering, "
-                 "per layer by sensitivity", build, render.compress)  # fmt: skip
+                 "per layer by sensitivity", _data_step("compress", cls), render.compress)  # fmt: skip
     p.add_argument("model")
     _output(p, cls)
     add(p, cls, "methods", "--method")

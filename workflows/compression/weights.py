@@ -125,24 +125,6 @@ def replaced(proto: Any, changes: dict[str, np.ndarray]) -> Any:
     return out
 
 
-def apply(
-    proto: Any, originals: dict[str, np.ndarray], method: str, levels: dict[str, float],
-    seed: int = 0,
-) -> Any:  # fmt: skip
-    """`proto` with each named layer compressed at its level (sparsity share or cluster count)."""
-    changes = {}
-    for name, level in levels.items():
-        if not level:
-            continue
-        w = originals[name]
-        changes[name] = (
-            magnitude_prune(w, float(level))
-            if method == "sparsity"
-            else cluster(w, int(level), seed)
-        )
-    return replaced(proto, changes)
-
-
 def zip_size(paths: list[Path]) -> int:
     """Bytes of the files compressed as a zip archive would (deflate, level 9)."""
     return sum(len(zlib.compress(p.read_bytes(), 9)) for p in paths)

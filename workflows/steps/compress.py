@@ -302,6 +302,8 @@ def compress_model(
     model: Model, opts: CompressOptions, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Write each requested compressed variant of `model` (+ the float original, report.json)."""
+    import onnx
+
     from workflows.formats import onnx_format
 
     progress = progress or null_progress()
@@ -344,10 +346,8 @@ def compress_model(
             chosen = variant.search(sens, span.scaled(0.7, 0.95))
             name = "sparse" if method == "sparsity" else "clustered"
             path = out / f"{model.name}.{name}.onnx"
-            from onnx import save_model
-
             compressed = chosen["proto"]  # the model judged, not a remake
-            save_model(compressed, str(path))
+            onnx.save_model(compressed, str(path))
             zipped = W.zip_size([path])
             variants.append({
                 "method": method,
