@@ -149,6 +149,7 @@ class CompressPanel(QGroupBox):
         options, out = self.session.plan("prune", user)
         p.distill_plot.clear()
         p.distill_plot.setVisible(True)
+        p.show_tradeoff()
 
         def on_data(event: dict) -> None:
             if event.get("figure_name"):
@@ -192,3 +193,4 @@ class CompressPanel(QGroupBox):
         show_table(self.page.results, table)
         self.page.search.setVisible(False)
         self.page.results_notes.setText("\n".join(lines))
+        self.page.show_tradeoff()

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QVBoxLayout,
 )
 
@@ -25,9 +26,10 @@ from app.widgets.distill_plot import DistillPlot
 from app.widgets.path_picker import PathPicker
 from app.widgets.preprocess_form import PreprocessForm
 from app.widgets.tables import show_table, text_table
+from app.widgets.tradeoff_chart import TradeoffChart
 from app.workers import LatestOnly
 from workflows import present
-from workflows.handoff import relative
+from workflows.handoff import points, relative
 from workflows.steps.convert import ConvertOptions
 from workflows.steps.quantize import QuantizeOptions
 
@@ -161,10 +163,19 @@ class ConvertPage(Page):
         self.search.setMaximumHeight(170)
         self.search.setVisible(False)
         layout.addWidget(self.search)
+        # Side by side: the live distillation plot (while pruning) and the variants' trade-off
+        # (the Summary's chart), each shown once it has something to show.
+        self.plots = QSplitter(Qt.Orientation.Horizontal)
+        self.plots.setMaximumHeight(240)
         self.distill_plot = DistillPlot()
         self.distill_plot.setVisible(False)
-        self.distill_plot.setMaximumHeight(230)
-        layout.addWidget(self.distill_plot)
+        self.plots.addWidget(self.distill_plot)
+        self.tradeoff = TradeoffChart()
+        self.tradeoff.setMinimumHeight(200)
+        self.tradeoff.setVisible(False)
+        self.plots.addWidget(self.tradeoff)
+        self.plots.setVisible(False)
+        layout.addWidget(self.plots)
         self.results_notes = QLabel(wordWrap=True)
         self.results_notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.results_notes)
@@ -193,6 +204,16 @@ class ConvertPage(Page):
             self._preview_timer.start()
         self.compression.refresh()
         self.distill_plot.apply_palette()
+        self.show_tradeoff()  # a benchmark on the Test page adds latencies
+
+    def show_tradeoff(self) -> None:
+        """The variants made so far on one chart, once two of them have an accuracy."""
+        found = points(self.session.results) if self.session.model else []
+        comparable = sum(p.top1 is not None for p in found) >= 2
+        self.tradeoff.setVisible(comparable)
+        if comparable:
+            self.tradeoff.show_points(found)
+        self.plots.setVisible(not (self.distill_plot.isHidden() and self.tradeoff.isHidden()))
 
     def shutdown(self) -> None:
         """Stop running previews and start no more (the window is closing)."""
@@ -298,3 +319,4 @@ class ConvertPage(Page):
         if r.get("warning"):
             lines.append(f"Note: {r['warning']}")
         self.results_notes.setText("\n".join(lines))
+        self.show_tradeoff()

@@ -73,6 +73,9 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     # "inconclusive" (the interval then reaches past 1 point), never "fail".
     assert static["size_ratio"] >= 3.5 and static["accuracy"]["gate"]["decision"] != "fail"
     assert convert.results.item(0, 0).text() == "int8-static"
+    # The trade-off so far, against size until a benchmark times the variants (Test page).
+    assert [p.name for p in convert.tradeoff.points] == ["fp32", "int8-static"]
+    assert convert.tradeoff.x_axis.titleText() == "size, KB"
 
     window.go_to(1)  # the graph view now offers every file made so far
     assert [
@@ -98,6 +101,8 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     assert test.accuracy.item(1, 6).text().startswith(("pass (", "inconclusive ("))
     run(qtbot, window, "benchmark", test.benchmark)
     assert test.latency.rowCount() == 2 and "INT8" in test.verdict.text()
+    window.go_to(2)
+    assert convert.tradeoff.x_axis.titleText() == "p50 latency, µs at batch 1"
     # The plot was fed live with every timed run of each variant.
     configs = window.session.results["benchmark"]["configs"]
     assert (
@@ -426,9 +431,15 @@ def test_prune_an_eager_model_with_a_live_distillation_plot_then_quantize_it(
     assert page.results.rowCount() == 2
     assert "of MACs" in page.results_notes.text()
     assert page.quantize_note.isVisible()
+    # Beside the plot, the trade-off so far; the quantized pruned model joins it.
+    assert not page.tradeoff.isHidden() and not page.plots.isHidden()
+    assert [p.name for p in page.tradeoff.points] == ["fp32", "pruned"]
     run(qtbot, window, "quantize", page.quantize)
     q = window.session.results["quantize"]
     assert q["source"]["path"].endswith("digits_cnn.pruned.onnx")
+    assert [p.name for p in page.tradeoff.points] == ["fp32", "pruned", "pruned+int8-static"]
+    top1 = {p.name: p.top1 for p in page.tradeoff.points}
+    assert top1["pruned"] == r["pruned"]["accuracy"]["top1"]
     # Export: the variants made are offered (Pareto-best starred); the one picked is handed off.
     window.go_to(4)
     export = window.page(ExportPage)

@@ -12,6 +12,7 @@ import pytest
 
 from workflows.exporters.model_versions import model_folder
 from workflows.formats import by_name, load_model
+from workflows.machine import measured_on
 from workflows.steps.convert import convert_model
 from workflows.steps.inspect import inspect_model
 from workflows.steps.quantize import QuantizeOptions, quantize_model
@@ -314,13 +315,16 @@ def _magika_files(folder, per_class: int = 100) -> tuple[np.ndarray, np.ndarray]
     return np.array(rows, np.int32), np.array([labels.index(k) for _, k in picked])
 
 
+@pytest.mark.timeout(600)  # 166 s with AVX-512 VNNI, 237 s on an AVX2-only EPYC (7 tries)
 def test_third_party_cnn_static_int8_from_calibration_alone(real_model, tmp_path):
     # Issue #11's acceptance: a CNN nobody here trained, real labelled data (over 3,500 files, up to
     # 800 of each kind), --calibration alone: 2,000 are held out for the gate (all but 256 when
     # that is more than half, at most 2,000: the gate's interval narrows with every sample),
     # 1,888 calibrate. Quantizing every op loses 65 points; the fallback's knobs end at "only
     # compute ops INT8": measured on an AMD EPYC with AVX-512 VNNI, top-1 90.0 % -> 89.9 %, drop
-    # 0.10 points (CI -0.38..+0.59), gate pass, 3.78x smaller, 100 % of compute ops INT8, 166 s.
+    # 0.10 points (CI -0.38..+0.59), gate pass, 3.78x smaller, 100 % of compute ops INT8, 166 s;
+    # on an AVX2-only EPYC (7-bit weights tried first, then the same knobs) drop 0.35 points
+    # (CI -0.14..+0.85), pass, 3.78x, 100 %.
     # (On 542 held-out files, the same variant was inconclusive in one environment: CI up to 1.17.)
 
     folder = real_model("magika-standard-v3-3")
@@ -345,6 +349,9 @@ def test_pt2_exported_from_a_third_party_state_dict(real_model, tmp_path):
     # Measured on an AMD EPYC with AVX-512 VNNI: conversion 2.5e-7 max abs; static INT8 3.85x
     # smaller, 100 % INT8, SQNR box 22.4 / landmarks 38.7 / face 46.1 dB on 128 held-out crops;
     # the Docker server and TorchServe (a multi-output answer) both exact on the sample request.
+    # On an AVX2-only EPYC (u8s8 kernels without VNNI, whose 16-bit sums saturate) the same INT8
+    # gives 11.5 / 27.4 / 43.5 dB, and with 7-bit weights (reduce_range, what the fallback tries
+    # first on such a CPU, so it is what a user gets there) 20.5 / 35.5 / 45.3 dB.
     import torch
 
     from tests.real_models.mtcnn import export_pt2
@@ -376,13 +383,17 @@ def test_pt2_exported_from_a_third_party_state_dict(real_model, tmp_path):
     crops = (_photo_crops(256, 48, 0) * 255 - 127.5) / 128
     with torch.no_grad():
         ref = [t.numpy() for t in eager(torch.from_numpy(crops[:4]))]
-    report = _quantize(pt2, tmp_path, calibration={"x": crops.astype(np.float32)}, fallback=False)
+    saturates = measured_on()["u8s8_saturation_risk"]
+    report = _quantize(
+        pt2, tmp_path, calibration={"x": crops.astype(np.float32)}, fallback=False,
+        reduce_range=saturates,
+    )  # fmt: skip
     v = report["variants"][0]
     gate = v["accuracy"]["gate"]
     # Three outputs, none of them the only class scores: judged by SQNR, each output on its own.
     assert gate["metric"] == "sqnr_db" and gate["samples"] == 128
     box, landmarks, face = (o["sqnr_db"] for o in gate["outputs"])
-    assert box >= 19 and landmarks >= 33 and face >= 40  # measured 22.4, 38.7, 46.1 dB
+    assert box >= 19 and landmarks >= 33 and face >= 40  # measured: see above
     assert gate["decision"] == ("pass" if gate["ci_db"][0] >= 20 else gate["decision"])
     assert v["size_ratio"] >= 3.5 and v["int8_fraction"] >= 0.95
 

@@ -236,3 +236,23 @@ def test_a_fixed_batch_model_is_fed_its_own_batch_size(batch, tmp_path):
     data = load_dataset(tmp_path / "d.npz", load_model(path).inputs)
     assert data.fixed_batch == batch
     assert all(len(b["x"]) == batch for b in data.batches(64))
+
+
+def test_histogram_calibration_reads_a_seeded_subset(digits, sample_onnx, tmp_path):
+    # Entropy and Percentile time grows faster than the samples: they take HISTOGRAM_SAMPLES.
+    x, y = digits
+    np.savez(tmp_path / "c.npz", x=x[:400])
+    calib = load_dataset(tmp_path / "c.npz", _specs(sample_onnx))
+    seen: list[str] = []
+    quantizers.quantize_static_qdq(
+        sample_onnx, tmp_path / "p.onnx", calib, "percentile",
+        progress=Progress(lambda f, m: seen.append(m)),
+    )  # fmt: skip
+    n = quantizers.HISTOGRAM_SAMPLES
+    assert n < 400 and [m for m in seen if m.startswith("Calibrating")][-1] == (
+        f"Calibrating: {n} of {n} samples"
+    )
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"))
+    top1 = np.mean(session.run(None, {"x": x})[0].argmax(1) == y)
+    # Float: 98.44 % on these 450 digits; this INT8 measured 98.44 % on an AVX2-only EPYC.
+    assert top1 >= 0.97

@@ -74,6 +74,11 @@ def _read(path: Path, allow_unsafe: bool) -> Any:
 
     try:
         return joblib.load(str(path))
+    except ModuleNotFoundError as exc:
+        raise FormatError(
+            f"{path}: the pickle needs the Python module {exc.name!r}, which Dockyard does not "
+            "have; it reads scikit-learn, XGBoost and LightGBM models"
+        ) from exc
     except Exception as exc:
         raise FormatError(
             f"{path}: cannot unpickle this file ({type(exc).__name__}: {exc})"
