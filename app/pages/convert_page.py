@@ -170,7 +170,7 @@ class ConvertPage(Page):
         self.distill_plot = DistillPlot()
         self.distill_plot.setVisible(False)
         self.plots.addWidget(self.distill_plot)
-        self.tradeoff = TradeoffChart()
+        self.tradeoff = TradeoffChart(compact=True)
         self.tradeoff.setMinimumHeight(200)
         self.tradeoff.setVisible(False)
         self.plots.addWidget(self.tradeoff)

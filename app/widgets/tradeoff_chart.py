@@ -15,10 +15,13 @@ from workflows.present import size
 class TradeoffChart(QChartView):
     """`show_points(points)`; an empty list shows what to do to get a chart."""
 
-    def __init__(self) -> None:
+    def __init__(self, compact: bool = False) -> None:
         chart = QChart()
         # At the right: one line per variant, so long names ("pruned+int8-static") stay whole.
+        # Compact (half a page wide): a short title and names without sizes (the table beside
+        # the chart has them).
         chart.legend().setAlignment(Qt.AlignmentFlag.AlignRight)
+        self.compact = compact
         super().__init__(chart)
         self.setRenderHint(QPainter.RenderHint.Antialiasing)
         self.setMinimumHeight(240)
@@ -42,13 +45,18 @@ class TradeoffChart(QChartView):
             return
         timed = all(p.p50_ms is not None for p in measured)
         x_of = (lambda p: p.p50_ms * 1000) if timed else (lambda p: p.size_bytes / 1024)
-        self.x_axis.setTitleText("p50 latency, µs at batch 1" if timed else "size, KB")
+        latency = "p50, µs at batch 1" if self.compact else "p50 latency, µs at batch 1"
+        self.x_axis.setTitleText(latency if timed else "size, KB")
         self.x_axis.setLabelFormat("%.3g")
+        against = "latency" if timed else "size"
         chart.setTitle(
-            "Variants: accuracy against "
-            + ("latency (upper left is better)" if timed else "size (upper left is better)")
-            + "; ★ Pareto-best (nothing beats it on accuracy, latency and size)"
+            f"Variants: top-1 against {against}; ★ Pareto-best"
+            if self.compact
+            else f"Variants: accuracy against {against} (upper left is better)"
+            "; ★ Pareto-best (nothing beats it on accuracy, latency and size)"
         )
+        chart.setToolTip("Upper left is better; ★ Pareto-best: nothing beats it on accuracy, "
+                         "latency and size")  # fmt: skip
         float_top1 = next((p.top1 for p in measured if p.ci_points is None), None)
         self.best = pareto(measured)
         ys: list[float] = []
@@ -56,7 +64,9 @@ class TradeoffChart(QChartView):
             x, y = x_of(p), p.top1 * 100
             dot = QScatterSeries()
             star = " ★" if p.name in self.best and len(measured) > 1 else ""
-            dot.setName(f"{p.name} · {size(p.size_bytes)}{star}")
+            dot.setName(
+                f"{p.name}{star}" if self.compact else f"{p.name} · {size(p.size_bytes)}{star}"
+            )
             dot.setMarkerSize(12 if p.passed is not False else 9)
             dot.append(QPointF(x, y))
             chart.addSeries(dot)

@@ -102,7 +102,7 @@ def test_walk_every_page_and_export_all_targets(qtbot, window, tmp_path, sample_
     run(qtbot, window, "benchmark", test.benchmark)
     assert test.latency.rowCount() == 2 and "INT8" in test.verdict.text()
     window.go_to(2)
-    assert convert.tradeoff.x_axis.titleText() == "p50 latency, µs at batch 1"
+    assert convert.tradeoff.x_axis.titleText() == "p50, µs at batch 1"
     # The plot was fed live with every timed run of each variant.
     configs = window.session.results["benchmark"]["configs"]
     assert (
