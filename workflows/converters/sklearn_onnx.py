@@ -51,16 +51,18 @@ BOOSTING = (
 )
 
 
-def register_boosting(estimator: Any) -> list[str]:
-    """Register onnxmltools' converters for the XGBoost/LightGBM classes `estimator` (or one of
-    its pipeline steps) is made of; returns their names. Their libraries are imported only
-    then: the estimator, unpickled, already imported them."""
-    parts = [step for _, step in getattr(estimator, "steps", [])] or [estimator]
-    libraries = {type(part).__module__.split(".")[0] for part in parts}
+def register_boosting(estimator: Any) -> None:
+    """Register onnxmltools' converters for the XGBoost/LightGBM classes found anywhere in
+    `estimator` (alone, a pipeline step, inside a meta-estimator). Their libraries are imported
+    only then: the estimator, unpickled, already imported them."""
+    import importlib
+
+    from workflows.formats.sklearn_format import reachable
+
+    libraries = {type(part).__module__.split(".")[0] for part in reachable(estimator)}
     wanted = [entry for entry in BOOSTING if entry[0] in libraries]
     if not wanted:
-        return []
-    import importlib
+        return
 
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (
@@ -88,4 +90,3 @@ def register_boosting(estimator: Any) -> list[str]:
             update_registered_converter(
                 cls, alias, calculate_linear_regressor_output_shapes, converters[library]
             )
-    return [name for _, name, *_ in wanted]

@@ -100,7 +100,7 @@ def check_trees(estimator: Any, path: Path) -> int:
     the input, one value row per node. Returns how many trees were checked."""
     from sklearn.tree._tree import Tree
 
-    trees = [t for t in _objects(estimator) if isinstance(t, Tree)]
+    trees = [t for t in reachable(estimator) if isinstance(t, Tree)]
     for i, tree in enumerate(trees):
         n = int(tree.node_count)
         left, right = np.asarray(tree.children_left), np.asarray(tree.children_right)
@@ -126,7 +126,7 @@ def check_trees(estimator: Any, path: Path) -> int:
     return len(trees)
 
 
-def _objects(value: Any, seen: set[int] | None = None) -> list[Any]:
+def reachable(value: Any, seen: set[int] | None = None) -> list[Any]:
     """Every object reachable from `value` through attributes, lists, tuples, dicts and object
     arrays (an estimator's sub-estimators and trees)."""
     seen = seen if seen is not None else set()
@@ -144,7 +144,7 @@ def _objects(value: Any, seen: set[int] | None = None) -> list[Any]:
         children = list(vars(value).values()) if hasattr(value, "__dict__") else []
         # Cython classes (Tree) have no __dict__; sklearn keeps each tree in an estimator's tree_.
     for child in children:
-        found.extend(_objects(child, seen))
+        found.extend(reachable(child, seen))
     return found
 
 
