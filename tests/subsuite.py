@@ -1,24 +1,74 @@
-"""Run a folder of tests with `pytest` in a fresh process of its own (see conftest.py for why)."""
+"""Run a folder of tests with `pytest` in a fresh process of its own (see conftest.py for why).
+
+The GUI suite and the real-model suite are the two longest parts of the run (7 and 11 minutes one
+after the other on a 2-core AVX2-only CPU, 12 together) and neither times anything: the selected
+ones start with the run, in the background, beside the heavy tests marked `alongside` (which time
+nothing either); each runner test then waits for its folder's result, and the tests that measure
+time run after, alone (conftest.py orders them)."""
 
 from __future__ import annotations
 
+import atexit
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The runner test files and the folder each runs (conftest.py records which pytest selected).
+RUNNERS = {
+    "tests/test_gui_suite.py": "tests/app",
+    "tests/test_real_models_suite.py": "tests/real_models",
+}
+SELECTED: set[str] = set()
+_running: dict[str, tuple[subprocess.Popen, IO[str]]] = {}
 
-def run_in_own_process(folder: str, timeout: float) -> None:
-    """`python -m pytest -q folder`; fails with its output unless every test passed."""
-    r = subprocess.run(
+
+def _start(folder: str) -> None:
+    if folder in _running:
+        return
+    # A file, not a pipe (nobody reads while it runs), open until its runner test reads it.
+    out = tempfile.TemporaryFile("w+")  # noqa: SIM115
+    process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", folder],
         cwd=ROOT,
-        capture_output=True,
+        stdout=out,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=timeout,
     )
-    summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-    print(r.stdout[-3000:])
-    assert r.returncode == 0, f"{summary}\n{r.stdout[-20000:]}\n{r.stderr[-5000:]}"
+    _running[folder] = (process, out)
+
+
+def start_selected() -> None:
+    """Start every selected subsuite that has not started yet."""
+    for folder in sorted(SELECTED):
+        _start(folder)
+
+
+@atexit.register
+def _stop_all() -> None:
+    """A run cut short (timeout, Ctrl-C) leaves no subsuite behind."""
+    for process, _ in _running.values():
+        if process.poll() is None:
+            process.kill()
+
+
+def run_in_own_process(folder: str, timeout: float) -> None:
+    """`python -m pytest -q folder` (started now, or earlier beside another selected subsuite);
+    fails with its output unless every test passed."""
+    start_selected()
+    _start(folder)
+    process, out = _running[folder]
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    out.seek(0)
+    stdout = out.read()
+    summary = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    print(stdout[-3000:])
+    assert process.returncode == 0, f"{summary}\n{stdout[-25000:]}"
     assert " passed" in summary and "failed" not in summary, summary

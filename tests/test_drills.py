@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-KILLS = int(os.environ.get("DRILL_KILLS", "10"))
+KILLS = int(os.environ.get("DRILL_KILLS", "5"))
 
 
 @pytest.mark.timeout(1200)

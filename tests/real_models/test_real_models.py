@@ -5,6 +5,7 @@ AVX-512 VNNI, ONNX Runtime 1.32; float paths only here, so no CPU-dependent INT8
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -512,19 +513,23 @@ def _grey_nhwc(n: int, seed: int) -> np.ndarray:
 # Static INT8 on documented data for the models the other tests do not quantize. Each: the data
 # maker, samples (half calibrate, half are held out for the gate), and the lowest figures asserted
 # (measured on an AMD EPYC with AVX-512 VNNI, in the comment, less a margin for other CPUs).
+# basic-pitch's failing search gets a CI budget: every knob, then 1 round of nodes in float. All 8
+# rounds (DOCKYARD_FULL_SEARCH=1, the long run) take 16 tries, 54 s on an AVX-512 VNNI EPYC and
+# 186 s on an AVX2-only one, and end the same way.
+FULL_SEARCH = os.environ.get("DOCKYARD_FULL_SEARCH") == "1"
 STATIC_INT8 = {
-    "basic-pitch-nmp": (_tones, 32, True),
-    "rapidocr-det-v4": (_text_pages, 64, False),  # its search takes minutes: CI runs the first try
-    "fer-emotion-tflite": (_grey_nhwc, 256, True),
+    "basic-pitch-nmp": (_tones, 32, {"max_fallback_rounds": 8 if FULL_SEARCH else 1}),
+    "rapidocr-det-v4": (_text_pages, 64, {"fallback": False}),  # its search takes minutes
+    "fer-emotion-tflite": (_grey_nhwc, 256, {}),
 }
 
 
 @pytest.mark.parametrize("model_id", sorted(STATIC_INT8))
 def test_static_int8_on_documented_data(model_id, real_model, tmp_path):
 
-    make, n, fallback = STATIC_INT8[model_id]
+    make, n, options = STATIC_INT8[model_id]
     path = real_model(model_id)
-    report = _quantize(path, tmp_path, calibration={"x": make(n, 0)}, fallback=fallback)
+    report = _quantize(path, tmp_path, calibration={"x": make(n, 0)}, **options)
     v = report["variants"][0]
     gate = v["accuracy"]["gate"]
     assert report["evaluation"]["held_out"] and gate["samples"] == n // 2

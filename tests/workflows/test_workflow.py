@@ -15,6 +15,8 @@ from workflows.exporters.common import portable
 from workflows.options import LoadOptions, from_dict
 from workflows.workflow import Step, Workflow, plan, run_workflow
 
+pytestmark = pytest.mark.alongside  # heavy, and times nothing: see tests/conftest.py
+
 
 def _wf(sample_dir, out) -> Workflow:
     return Workflow(
