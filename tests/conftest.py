@@ -38,34 +38,12 @@ APP_TESTS = ROOT / "tests" / "app"
 REAL_MODEL_TESTS = ROOT / "tests" / "real_models"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With a subsuite runner selected (tests/subsuite.py), the run starts in a window: the
-    subsuites run in the background while the tests marked `alongside` run here, then their
-    runners wait for them, then everything else runs with the machine to itself (whatever
-    measures time, latency or speed among it)."""
-    from tests import subsuite
-
-    runners = [i for i in items if i.nodeid.split("::")[0] in subsuite.RUNNERS]
-    if not runners:
-        return
-    alongside = [i for i in items if i.get_closest_marker("alongside") and i not in runners]
-    rest = [i for i in items if i not in runners and i not in alongside]
-    items[:] = alongside + runners + rest
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which subsuite runners were selected: the first to run starts them all (tests/subsuite.py)."""
     from tests import subsuite
 
     files = {item.nodeid.split("::")[0] for item in session.items}
     subsuite.SELECTED.update(folder for f, folder in subsuite.RUNNERS.items() if f in files)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _subsuites_in_the_background() -> None:
-    """The selected subsuites start with the first test (see pytest_collection_modifyitems)."""
-    from tests import subsuite
-
-    subsuite.start_selected()
 
 
 def _only(folder: Path, config: pytest.Config) -> bool:

@@ -1,10 +1,10 @@
 """Run a folder of tests with `pytest` in a fresh process of its own (see conftest.py for why).
 
 The GUI suite and the real-model suite are the two longest parts of the run (7 and 11 minutes one
-after the other on a 2-core AVX2-only CPU, 12 together) and neither times anything: the selected
-ones start with the run, in the background, beside the heavy tests marked `alongside` (which time
-nothing either); each runner test then waits for its folder's result, and the tests that measure
-time run after, alone (conftest.py orders them)."""
+after the other on a 2-core AVX2-only CPU) and neither times anything, nor uses both cores for
+long: the first of their runner tests starts both processes (12 minutes together) and each runner
+test waits for its own folder's result. Nothing else runs meanwhile (tried: the heavy engine tests
+beside them ran past their timeouts, the machine already being 1.7 cores busy)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,6 @@ import pytest
 
 from tests import fuzz_targets
 
-pytestmark = pytest.mark.alongside  # heavy, and times nothing: see tests/conftest.py
-
 SECONDS = float(os.environ.get("FUZZ_SECONDS", "20"))
 ATHERIS_SECONDS = float(os.environ.get("ATHERIS_SECONDS", "15"))
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,6 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
-import pytest
-
-pytestmark = pytest.mark.alongside  # heavy, and times nothing: see tests/conftest.py
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -16,8 +16,6 @@ from workflows.errors import DataError
 from workflows.progress import Progress
 from workflows.steps import compress
 
-pytestmark = pytest.mark.alongside  # heavy, and times nothing: see tests/conftest.py
-
 TEST = str(SAMPLE / "digits_test.npz")
 CALIBRATION = str(SAMPLE / "digits_calibration.npz")
 

@@ -81,7 +81,6 @@ def test_live_quantiles_follow_the_traffic(sample_dir):
     assert mean_row["psi"] < 0.01
 
 
-@pytest.mark.alongside  # heavy, counts bytes (tracemalloc), not time
 def test_memory_stays_flat_over_100k_requests(sample_dir):
     reference = _digits(sample_dir, "calibration")
     m = monitor.Monitor(_profile(reference), half_life=500)

@@ -4,11 +4,7 @@ import pkgutil
 import subprocess
 import sys
 
-import pytest
-
 import workflows
-
-pytestmark = pytest.mark.alongside  # heavy, and times nothing: see tests/conftest.py
 
 HEAVY = ["torch", "tensorflow", "keras", "PySide6", "onnxruntime", "tf2onnx", "ai_edge_litert",
          "sklearn", "skops", "skl2onnx"]  # fmt: skip

@@ -223,7 +223,6 @@ def test_what_cannot_be_pruned_is_refused_with_the_way_out(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pt2", "tiny_net.py"]
 
 
-@pytest.mark.alongside  # heavy, and times nothing: see tests/conftest.py
 def test_cli_prunes_and_a_workflow_quantizes_the_pruned_model(tmp_path):
     out = tmp_path / "cli"
     r = subprocess.run(

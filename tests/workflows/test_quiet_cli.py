@@ -16,8 +16,6 @@ import pytest
 
 from workflows.warm import DISABLE_ENV
 
-pytestmark = pytest.mark.alongside  # heavy, and times nothing: see tests/conftest.py
-
 # Line shapes of framework output seen here: glog/absl ("I0000 00:00:…", "W1201 …"), Python
 # warnings, TensorFlow/LiteRT/onnx2tf notices, tracebacks.
 FRAMEWORK_LINE = re.compile(

@@ -29,8 +29,6 @@ from workflows.steps.convert import convert_model
 
 from . import model_factory as mf
 
-pytestmark = pytest.mark.alongside  # heavy, and times nothing: see tests/conftest.py
-
 
 @pytest.fixture(scope="module")
 def digits():

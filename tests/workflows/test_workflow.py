@@ -15,8 +15,6 @@ from workflows.exporters.common import portable
 from workflows.options import LoadOptions, from_dict
 from workflows.workflow import Step, Workflow, plan, run_workflow
 
-pytestmark = pytest.mark.alongside  # heavy, and times nothing: see tests/conftest.py
-
 
 def _wf(sample_dir, out) -> Workflow:
     return Workflow(
