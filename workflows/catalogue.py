@@ -66,6 +66,8 @@ STEPS: dict[str, StepSpec] = {
            "weight sparsity, clustering (for size)", timed=True),
         _S("benchmark", "workflows.steps.benchmark", "BenchmarkOptions", "timing", "latency",
            timed=True),
+        _S("insight", "workflows.steps.insight", "InsightOptions", None,
+           "per-node error and time", timed=True),
         _S("report", "workflows.steps.report", "ReportOptions", "report", "HTML report"),
         _S("predict", "workflows.steps.predict", "PredictOptions", None, "test inference"),
         _S("preview", "workflows.steps.preview", "PreviewOptions", None, "data preview"),

@@ -586,3 +586,57 @@ def summary_lines(results: dict[str, dict[str, Any]]) -> list[str]:
         if step.startswith("export-"):
             lines.append(f"- **{step.removeprefix('export-')}**: `{result['output']}`")
     return lines
+
+
+LOSSLESS_DB = 200.0  # no noise left to measure (a MaxPool re-quantized on its input's own grid)
+
+
+def insight_nodes(entry: dict[str, Any], reference: dict[str, Any], top: int = 10) -> Table:
+    """A variant's `top` worst nodes by error (insight step): SQNR local / accumulated / weight,
+    and the node's time in the variant and in the float model."""
+    errors = entry["errors"]
+    times = {r["node"]: r["ms"] for r in entry["times"]["nodes"]}
+    fused_into = {f: r["node"] for r in entry["times"]["nodes"] for f in r["fused"]}
+    float_times = {r["node"]: r["ms"] for r in reference["times"]["nodes"]}
+    float_fused = {f: r["node"] for r in reference["times"]["nodes"] for f in r["fused"]}
+    kind = "INT8 SQNR" if errors["kind"] == "int8" else "deviation SQNR"
+    table = Table(
+        ["node", "op", f"{kind} dB", "accumulated dB", "weight dB", f"{entry['name']} ms",
+         f"{reference['name']} ms"],
+        title=f"{entry['name']}: worst nodes ({errors['samples']} samples)",
+    )  # fmt: skip
+    scored = sorted((r for r in errors["nodes"] if r["sqnr_db"] is not None),
+                    key=lambda r: r["sqnr_db"])  # fmt: skip
+
+    def ms(node: str, own: dict[str, float], fused: dict[str, str]) -> str:
+        if node in own:
+            return f"{own[node]:.4f}"
+        return f"in {fused[node]}" if node in fused else "not run"  # e.g. a Relu folded into uint8
+
+    def db(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return "lossless" if value >= LOSSLESS_DB else f"{value:.1f}"
+
+    for r in scored[:top]:
+        table.rows.append(
+            [r["node"], r["op_type"], db(r["sqnr_db"]), db(r["accumulated_db"]),
+             db(r["weight_sqnr_db"]), ms(r["node"], times, fused_into),
+             ms(r["node"], float_times, float_fused)]
+        )  # fmt: skip
+    return table
+
+
+def insight_time_lines(r: dict[str, Any]) -> list[str]:
+    """Per model: the run's time, how much of it the profiled kernels hold, the slowest node."""
+    lines = []
+    for m in r["models"]:
+        t = m["times"]
+        top = max(t["nodes"], key=lambda n: n["ms"], default=None)
+        share = t["kernels_ms"] / t["run_ms"] if t["run_ms"] else 0
+        lines.append(
+            f"{m['name']}: {t['run_ms']:.3f} ms per run at batch {r['batch_size']}, "
+            f"{share:.0%} of it in {len(t['nodes'])} timed nodes"
+            + (f"; slowest {top['node']} ({top['op_type']}, {top['ms']:.3f} ms)" if top else "")
+        )
+    return lines

@@ -222,6 +222,22 @@ def _benchmark(sub: Any) -> None:
     _json(p)
 
 
+def _insight(sub: Any) -> None:
+    cls = _options("insight")
+
+    def build(a: argparse.Namespace) -> Built:
+        return "insight", values(a, cls), [Path(a.output)] if a.output else []
+
+    p = _command(sub, "insight", "per-node INT8/FP16 error and time of ONNX variants", build,
+                 render.insight)  # fmt: skip
+    p.add_argument("variants", nargs="+", help="ONNX variants or a quantize output folder")
+    add(p, cls, "model", "--model")
+    for name in ("data", "samples", "batch_size", "runs"):
+        add(p, cls, name)
+    _output(p, cls, required=False)
+    _json(p)
+
+
 EXPORT_FLAGS = {"variants": "--variant"}  # the CLI's singular for a repeatable choice
 
 
@@ -296,6 +312,7 @@ COMMANDS = (
     _compress,
     _test,
     _benchmark,
+    _insight,
     _export,
     _run,
     _report,

@@ -125,6 +125,17 @@ def benchmark(console: Any, r: dict[str, Any]) -> None:
         _say(console, line)
 
 
+def insight(console: Any, r: dict[str, Any]) -> None:
+    data = r["data"]
+    _say(console, f"error measured on {data['samples']} samples of {data['source']}"
+         + (" (synthetic: real inputs rank nodes better)" if data["synthetic"] else ""))  # fmt: skip
+    reference = r["models"][0]
+    for m in r["models"][1:]:
+        table(console, present.insight_nodes(m, reference))
+    for line in present.insight_time_lines(r):
+        _say(console, line)
+
+
 def export(console: Any, r: dict[str, Any]) -> None:
     _say(console, f"wrote {r['output']} ({r['target']}, {len(r['files'])} files)")
     for line in present.export_lines(r):

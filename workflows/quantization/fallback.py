@@ -68,10 +68,41 @@ def _node_index(proto: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
     return producer, consumers
 
 
-def rank_culprits(float_path: Path, qdq_path: Path, data: Dataset, workdir: Path) -> list[Culprit]:
-    """Quantized tensors, worst SQNR first, each with the nodes to exclude to keep it in float."""
+def _clamp_like_the_float_model(matched: dict[str, dict[str, Any]], float_path: Path) -> None:
+    """Where the QDQ quantizer removed a Relu or Clip (uint8 clamps for free), the tensor before
+    its QuantizeLinear is the unclamped output of the node before: clamp it as the removed node
+    did, so that the clamp is not counted as quantization noise (a Gemm whose Relu zeroes half
+    its outputs otherwise shows 0 dB). Idempotent where the node was kept."""
     import numpy as np
     import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(float_path), load_external_data=False)
+    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer if not t.dims}
+    for node in proto.graph.node:
+        if node.op_type not in REMOVABLE_ACTIVATIONS or node.output[0] not in matched:
+            continue
+        low, high = 0.0, None
+        if node.op_type == "Clip":  # bounds as attributes (opset < 11) or constant inputs
+            attrs = {a.name: a.f for a in node.attribute}
+            given = dict(zip(("min", "max"), node.input[1:3], strict=False))
+            if any(name and name not in consts for name in given.values()):
+                continue  # bounds computed at run time: leave the tensor as it is
+            low = consts[given["min"]] if given.get("min") else attrs.get("min")
+            high = consts[given["max"]] if given.get("max") else attrs.get("max")
+            if low is None and high is None:
+                continue
+        pair = matched[node.output[0]]
+        pair["pre_qdq"] = [np.clip(a, low, high) for a in pair["pre_qdq"]]
+
+
+def measure_errors(
+    float_path: Path, qdq_path: Path, data: Dataset, workdir: Path
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Every quantized activation's SQNR (dB, median per channel) on `data`: "qdq_err" (the noise
+    quantizing that one tensor adds) and "xmodel_err" (against the float model: the noise
+    accumulated up to it); and every quantized weight's SQNR. ORT's qdq_loss_debug throughout."""
+    import numpy as np
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +113,7 @@ def rank_culprits(float_path: Path, qdq_path: Path, data: Dataset, workdir: Path
         float_acts = dbg.collect_activations(str(aug_float), DatasetReader(data))
         qdq_acts = dbg.collect_activations(str(aug_qdq), DatasetReader(data))
         matched = dbg.create_activation_matching(qdq_acts, float_acts)
+        _clamp_like_the_float_model(matched, float_path)
         act_err = dbg.compute_activation_error(matched, median_channel_sqnr)
         # ORT's compute_weight_error fails on a scalar weight (a 0-d array has no len()): the
         # same SQNR, per weight, with scalars given as 1-element arrays.
@@ -91,7 +123,14 @@ def rank_culprits(float_path: Path, qdq_path: Path, data: Dataset, workdir: Path
             )
             for name, m in dbg.create_weight_matching(str(float_path), str(qdq_path)).items()
         }
+    return act_err, weight_err
 
+
+def rank_culprits(float_path: Path, qdq_path: Path, data: Dataset, workdir: Path) -> list[Culprit]:
+    """Quantized tensors, worst SQNR first, each with the nodes to exclude to keep it in float."""
+    import onnx
+
+    act_err, weight_err = measure_errors(float_path, qdq_path, data, workdir)
     proto = onnx.load(str(float_path), load_external_data=False)
     producer, consumers = _node_index(proto)
     names = {n.name for n in proto.graph.node}

@@ -1,0 +1,1 @@
+"""Graph insight (issue 16): per-node figures for the graph overlays and the node table."""
