@@ -3,6 +3,7 @@ bar with progress and Cancel for whatever step is running."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from app.pages.summary_page import SummaryPage
 from app.pages.test_page import TestPage
 from app.session import Session
 from app.workers import StepWorker
+
+# Chromium starts after the warm workers have imported, or after this long in any case (s).
+GRAPH_VIEW_WAIT_S = 20.0
 
 
 class MainWindow(QMainWindow):
@@ -160,12 +164,27 @@ class MainWindow(QMainWindow):
         if not warm.Pool.enabled():  # DOCKYARD_NO_WARM_WORKERS=1: no warm-up at all (tests)
             return
         self.want_workers("onnx", "torch")
-        # The graph view's Chromium too, while nothing runs (its start stalls the event loop).
-        QTimer.singleShot(200, self._prepare_graph_view)
+        # The graph view's Chromium too (its start stalls the event loop): its files read into
+        # the OS's cache now, in the background; Chromium started once the workers have
+        # imported their frameworks (on 2 cores they would slow it three-fold) and nothing runs.
+        from app.netron_view import prefetch_web_engine
+
+        self._prefetch = prefetch_web_engine()
+        self._graph_view_wait = time.monotonic()
+        self._graph_view_timer = QTimer(self, interval=200)
+        self._graph_view_timer.timeout.connect(self._prepare_graph_view)
+        self._graph_view_timer.start()
 
     def _prepare_graph_view(self) -> None:
-        if not self.busy:
-            self.page(InspectPage).netron.prepare()
+        from workflows import warm
+
+        pool = warm.pool()
+        settled = pool.wanted() <= set(pool.idle()) and pool.wait_ready(0)
+        waited = time.monotonic() - self._graph_view_wait > GRAPH_VIEW_WAIT_S
+        if self.busy or self._prefetch.is_alive() or not (settled or waited):
+            return
+        self._graph_view_timer.stop()
+        self.page(InspectPage).netron.prepare()
 
     def _warm_up_once(self) -> None:
         self.step_finished.disconnect(self._warm_up_once)

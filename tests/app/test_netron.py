@@ -132,3 +132,13 @@ def test_a_missing_file_is_reported_not_raised(qtbot, netron, tmp_path):
     with qtbot.waitSignal(netron.failed, timeout=5000) as failed:
         netron.show_model(tmp_path / "gone.onnx")
     assert "gone.onnx" in failed.args[0]
+
+
+def test_the_files_read_ahead_are_qt_webengines_own():
+    from app.netron_view import web_engine_files
+
+    files = web_engine_files()
+    names = [f.name for f in files]
+    assert "icudtl.dat" in names and "qtwebengine_resources.pak" in names
+    assert "WebEngineCore" in names[0] and files[0].stat().st_size > 50 << 20  # the library first
+    assert not [f for f in files if "locales" in f.parts]  # not 50 translations of its UI

@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from app.main_window import MainWindow
+from app.pages.inspect_page import InspectPage
 from app.pages.load_page import LoadPage
 from app.session import Session
 from workflows import warm
@@ -34,6 +35,10 @@ def test_workers_start_after_paint_serve_the_sample_and_leave_with_the_window(
     qtbot.waitUntil(lambda: set(pool.idle()) == {"onnx", "torch"}, timeout=10_000)
     assert pool.wait_ready(120)
     parked = pool.idle()
+    # Then Chromium starts (for the graph view), its files read ahead in the background.
+    netron = window.page(InspectPage).netron
+    qtbot.waitUntil(lambda: netron._view is not None, timeout=10_000)
+    assert not window._prefetch.is_alive()
 
     with qtbot.waitSignal(window.step_finished, timeout=60_000) as done:
         window.page(LoadPage).open_sample()
