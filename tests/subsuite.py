@@ -41,12 +41,6 @@ def _start(folder: str) -> None:
     _running[folder] = (process, out)
 
 
-def start_selected() -> None:
-    """Start every selected subsuite that has not started yet."""
-    for folder in sorted(SELECTED):
-        _start(folder)
-
-
 @atexit.register
 def _stop_all() -> None:
     """A run cut short (timeout, Ctrl-C) leaves no subsuite behind."""
@@ -58,8 +52,8 @@ def _stop_all() -> None:
 def run_in_own_process(folder: str, timeout: float) -> None:
     """`python -m pytest -q folder` (started now, or earlier beside another selected subsuite);
     fails with its output unless every test passed."""
-    start_selected()
-    _start(folder)
+    for each in sorted(SELECTED | {folder}):  # the selected ones start together
+        _start(each)
     process, out = _running[folder]
     try:
         process.wait(timeout=timeout)

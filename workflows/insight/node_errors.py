@@ -11,18 +11,17 @@ those of its worst measured output.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
 from workflows.data import Dataset
 from workflows.quantization.fallback import (
     REMOVABLE_ACTIVATIONS,
+    collect_both,
     measure_errors,
     median_channel_sqnr,
+    node_index,
 )
-from workflows.quantization.quantizers import DatasetReader
 
 SAMPLES = 32  # as many as the fallback ranks on: the medians settle well before
 
@@ -39,15 +38,8 @@ def _same_graph_errors(
 ) -> dict[str, dict[str, float]]:
     """Every intermediate tensor both models have, the variant's against the float model's."""
     import numpy as np
-    from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    aug_float, aug_variant = workdir / "float_aug.onnx", workdir / "variant_aug.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):
-        dbg.modify_model_output_intermediate_tensors(str(float_path), str(aug_float))
-        dbg.modify_model_output_intermediate_tensors(str(variant_path), str(aug_variant))
-        reference = dbg.collect_activations(str(aug_float), DatasetReader(data))
-        variant = dbg.collect_activations(str(aug_variant), DatasetReader(data))
+    reference, variant = collect_both(float_path, variant_path, data, workdir)
     errors = {}
     for name, values in reference.items():
         other = variant.get(name)
@@ -83,10 +75,7 @@ def node_errors(
 
     proto = onnx.load(str(float_path), load_external_data=False)
     by_name = {n.name: n for n in proto.graph.node}
-    consumers: dict[str, list[str]] = {}
-    for n in proto.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n.name)
+    _, consumers = node_index(proto)
     ranks = {t.name: len(t.dims) for t in proto.graph.initializer}
 
     rows = []

@@ -17,6 +17,7 @@ import re
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +27,38 @@ WARMUP = 3
 _ORT_AFFIXES = re.compile(r"^fused |_token_\d+$|_nchwc$")
 
 
-def _source_index(proto: Any) -> tuple[dict[str, Any], dict[str, str], set[str]]:
-    """Nodes by name, each tensor's producing node, and every tensor name in the graph."""
-    nodes = {n.name: n for n in proto.graph.node}
-    producer = {o: n.name for n in proto.graph.node for o in n.output}
-    tensors = set(producer) | {i.name for i in proto.graph.input}
-    tensors |= {t.name for t in proto.graph.initializer}
-    return nodes, producer, tensors
+@dataclass
+class _Index:
+    """The model's graph, looked up by name: built once, read for every kernel."""
+
+    nodes: dict[str, Any]  # name -> node
+    producer: dict[str, str]  # tensor -> name of the node writing it
+    consumers: dict[str, list[Any]]  # tensor -> nodes reading it
+    tensors: set[str]  # every tensor name, graph inputs and initializers included
+
+    @classmethod
+    def of(cls, proto: Any) -> _Index:
+        consumers: dict[str, list[Any]] = defaultdict(list)
+        for n in proto.graph.node:
+            for i in n.input:
+                consumers[i].append(n)
+        producer = {o: n.name for n in proto.graph.node for o in n.output}
+        tensors = set(producer) | {i.name for i in proto.graph.input}
+        tensors |= {t.name for t in proto.graph.initializer}
+        return cls({n.name: n for n in proto.graph.node}, producer, consumers, tensors)
 
 
-def _fused_into(
-    proto: Any, own: str, kernel: Any, tensors: set[str], claimed: set[str]
-) -> list[str]:
+def _fused_into(index: _Index, own: str, kernel: Any, claimed: set[str]) -> list[str]:
     """The model's nodes ORT fused into `kernel` (which stands for node `own`): walking up from
     what it writes (through a QuantizeLinear that only re-quantizes its output) to what it reads,
     stopping at nodes an earlier kernel already took."""
-    nodes = {n.name: n for n in proto.graph.node}
-    producer = {o: n.name for n in proto.graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = defaultdict(list)
-    for n in proto.graph.node:
-        for i in n.input:
-            consumers[i].append(n)
-    starts = {i for i in kernel.input if i in tensors}
-    ends = [o for o in kernel.output if o in tensors] or list(nodes[own].output)
+    starts = {i for i in kernel.input if i in index.tensors}
+    ends = [o for o in kernel.output if o in index.tensors] or list(index.nodes[own].output)
     for t in list(ends):
-        after = consumers.get(t, [])
+        after = index.consumers.get(t, [])
         if after and all(n.op_type == "QuantizeLinear" for n in after):
             ends += [o for n in after for o in n.output]
+    producer = index.producer
     found: list[str] = []
     stack = [producer[t] for t in ends if t in producer and t not in starts]
     while stack:
@@ -60,7 +66,7 @@ def _fused_into(
         if name in found or name in claimed:
             continue
         found.append(name)
-        stack += [producer[i] for i in nodes[name].input if i in producer and i not in starts]
+        stack += [producer[i] for i in index.nodes[name].input if i in producer and i not in starts]
     return found
 
 
@@ -93,8 +99,8 @@ def node_times(
     import onnx
     import onnxruntime as ort
 
-    source = onnx.load(str(path), load_external_data=False)
-    nodes, producer, tensors = _source_index(source)
+    index = _Index.of(onnx.load(str(path), load_external_data=False))
+    nodes = index.nodes
     with tempfile.TemporaryDirectory(prefix="dockyard-node-times-") as tmp:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -128,8 +134,8 @@ def node_times(
         ms = per_kernel.get(kernel.name)
         if ms is None:
             continue
-        named = _counterpart(kernel, nodes, producer)
-        members = [] if named is None else _fused_into(source, named, kernel, tensors, claimed)
+        named = _counterpart(kernel, nodes, index.producer)
+        members = [] if named is None else _fused_into(index, named, kernel, claimed)
         own = _primary(kernel, members, nodes, named) if named else kernel.name
         claimed.update(members)
         if own not in rows:

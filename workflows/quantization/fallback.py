@@ -59,7 +59,8 @@ def median_channel_sqnr(reference: Any, candidate: Any) -> float:
     return float(np.median(20 * np.log10(signal[live] / noise)))
 
 
-def _node_index(proto: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+def node_index(proto: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Each tensor's producing node, and the names of the nodes that read it."""
     producer = {o: n for n in proto.graph.node for o in n.output}
     consumers: dict[str, list[str]] = {}
     for n in proto.graph.node:
@@ -96,6 +97,22 @@ def _clamp_like_the_float_model(matched: dict[str, dict[str, Any]], float_path: 
         pair["pre_qdq"] = [np.clip(a, low, high) for a in pair["pre_qdq"]]
 
 
+def collect_both(
+    float_path: Path, other_path: Path, data: Dataset, workdir: Path
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """Every intermediate tensor of both models on `data` (qdq_loss_debug's augmented copies,
+    written to `workdir`): name -> one array per batch, float model first."""
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    collected = []
+    with contextlib.redirect_stdout(io.StringIO()):
+        for path, augmented in ((float_path, "float_aug.onnx"), (other_path, "other_aug.onnx")):
+            dbg.modify_model_output_intermediate_tensors(str(path), str(workdir / augmented))
+            collected.append(dbg.collect_activations(str(workdir / augmented), DatasetReader(data)))
+    return collected[0], collected[1]
+
+
 def measure_errors(
     float_path: Path, qdq_path: Path, data: Dataset, workdir: Path
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
@@ -105,13 +122,8 @@ def measure_errors(
     import numpy as np
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    aug_float, aug_qdq = workdir / "float_aug.onnx", workdir / "qdq_aug.onnx"
+    float_acts, qdq_acts = collect_both(float_path, qdq_path, data, workdir)
     with contextlib.redirect_stdout(io.StringIO()):
-        dbg.modify_model_output_intermediate_tensors(str(float_path), str(aug_float))
-        dbg.modify_model_output_intermediate_tensors(str(qdq_path), str(aug_qdq))
-        float_acts = dbg.collect_activations(str(aug_float), DatasetReader(data))
-        qdq_acts = dbg.collect_activations(str(aug_qdq), DatasetReader(data))
         matched = dbg.create_activation_matching(qdq_acts, float_acts)
         _clamp_like_the_float_model(matched, float_path)
         act_err = dbg.compute_activation_error(matched, median_channel_sqnr)
@@ -132,7 +144,7 @@ def rank_culprits(float_path: Path, qdq_path: Path, data: Dataset, workdir: Path
 
     act_err, weight_err = measure_errors(float_path, qdq_path, data, workdir)
     proto = onnx.load(str(float_path), load_external_data=False)
-    producer, consumers = _node_index(proto)
+    producer, consumers = node_index(proto)
     names = {n.name for n in proto.graph.node}
     culprits = []
     for tensor, err in act_err.items():
