@@ -68,6 +68,8 @@ STEPS: dict[str, StepSpec] = {
            timed=True),
         _S("insight", "workflows.steps.insight", "InsightOptions", None,
            "per-node error and time", timed=True),
+        _S("compare", "workflows.steps.compare", "CompareOptions", "changes",
+           "what conversion and quantization changed, node by node"),
         _S("report", "workflows.steps.report", "ReportOptions", "report", "HTML report"),
         _S("predict", "workflows.steps.predict", "PredictOptions", None, "test inference"),
         _S("preview", "workflows.steps.preview", "PreviewOptions", None, "data preview"),

@@ -126,6 +126,16 @@ def _timing(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
     return {"models": [str(L.variants)], "output": str(L.benchmark)}, L.benchmark
 
 
+def _changes(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
+    """The quantize step's variants against its float model."""
+    if "quantize" not in L.steps:
+        raise MissingInputError(
+            "compare reads the quantize step's variants: add a quantize step before it"
+        )
+    out = L.root / "compare.json"
+    return {"candidates": [str(L.quantized)], "model": None, "output": str(out)}, out
+
+
 def _report(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
     inputs = [str(L.pruned)] if "prune" in L.steps else []
     if "quantize" in L.steps:
@@ -134,6 +144,8 @@ def _report(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
         inputs.append(str(L.root / "compress"))
     if "benchmark" in L.steps:
         inputs.append(str(L.benchmark))
+    if "compare" in L.steps:
+        inputs.append(str(L.root / "compare.json"))
     out = L.root / "report.html"
     return {"inputs": inputs, "output": str(out)}, out
 
@@ -154,6 +166,7 @@ RULES: dict[str, Rule] = {
     "compressed": Rule(frozenset({"model", "output"}), _compressed),
     "variants": Rule(frozenset({"model", "output"}), _variants),
     "timing": Rule(frozenset({"models", "output"}), _timing),
+    "changes": Rule(frozenset({"candidates", "model", "output"}), _changes),
     "report": Rule(frozenset({"inputs", "output"}), _report),
     "export": Rule(frozenset({"model", "output", "converted"}), _export),
 }

@@ -640,3 +640,43 @@ def insight_time_lines(r: dict[str, Any]) -> list[str]:
             + (f"; slowest {top['node']} ({top['op_type']}, {top['ms']:.3f} ms)" if top else "")
         )
     return lines
+
+
+def compare_summary(c: dict[str, Any]) -> str:
+    """One line: how a variant's nodes map to the reference's (compare step)."""
+    s = c["summary"]
+    counts = ", ".join(f"{s[k]} {k}" for k in ("kept", "replaced", "fused", "removed", "unmatched")
+                       if s[k] or k == "unmatched")  # fmt: skip
+    inserted = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in s["inserted"].items())
+    line = (f"{c['name']}: {s['reference_nodes']} nodes -> {s['candidate_nodes']}: {counts}"
+            + (f"; inserted {inserted}" if inserted else ""))  # fmt: skip
+    if s["in_int8"] or s["in_float"]:
+        line += f"; compute nodes in INT8: {s['in_int8']}, in float: {s['in_float']}"
+    return line
+
+
+def compare_changes(c: dict[str, Any], limit: int = 200) -> Table:
+    """The reference nodes a variant changed (all but the kept ones), compute nodes it left in
+    float first, then in graph order; at most `limit` rows."""
+    table = Table(["node", "op", "status", "in the variant", "why / how"],
+                  title=f"{c['name']}: what changed")  # fmt: skip
+    rows = [r for r in c["nodes"] if r["status"] != "kept" or r.get("precision") == "float"]
+    rows.sort(key=lambda r: r.get("precision") != "float")
+    for r in rows[:limit]:
+        status = r["status"] + (" (float)" if r.get("precision") == "float" else "")
+        how = r.get("why") if r.get("precision") == "float" else r["note"]
+        table.rows.append([r["node"], r["op_type"], status, ", ".join(r["counterparts"]) or DASH,
+                           how or DASH])  # fmt: skip
+    if len(rows) > limit:
+        table.rows.append([f"… {len(rows) - limit} more (see the JSON)", "", "", "", ""])
+    return table
+
+
+def compare_tensors(c: dict[str, Any], limit: int = 50) -> Table:
+    """Tensors both models have whose dtype or shape differ."""
+    table = Table(["tensor", "reference", c["name"]], title=f"{c['name']}: dtype or shape changed")
+    for t in c["tensors"][:limit]:
+        table.rows.append([t["tensor"], t["reference"], t["candidate"]])
+    if len(c["tensors"]) > limit:
+        table.rows.append([f"… {len(c['tensors']) - limit} more (see the JSON)", "", ""])
+    return table

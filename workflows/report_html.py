@@ -159,6 +159,24 @@ def _compress_section(r: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _compare_section(c: dict[str, Any]) -> str:
+    """What each variant changed against the float model, node by node (compare step)."""
+    parts = ["<h2>What changed</h2>",
+             f"<p>Against <code>{html.escape(c['reference'])}</code>: every node of it is kept, "
+             "replaced, fused or removed in each variant; nodes the variant adds are listed as "
+             "inserted.</p>"]  # fmt: skip
+    for v in c["candidates"]:
+        parts.append(
+            f"<h3>{html.escape(v['name'])}</h3><p>{html.escape(present.compare_summary(v))}</p>"
+        )
+        changes = present.compare_changes(v)
+        if changes.rows:
+            parts.append(_table(changes))
+        if v["tensors"]:
+            parts.append(_table(present.compare_tensors(v)))
+    return "".join(parts)
+
+
 def _tradeoff_section(results: dict[str, dict[str, Any]]) -> str:
     """Every variant on one chart: top-1 against p50 latency and against size; Pareto-best
     variants starred (the Summary page's chart)."""
@@ -209,6 +227,7 @@ def render(
     title: str | None = None,
     prune: dict[str, Any] | None = None,
     compress: dict[str, Any] | None = None,
+    compare: dict[str, Any] | None = None,
 ) -> str:
     """The report as one HTML string with everything embedded."""
     name = None
@@ -226,6 +245,8 @@ def render(
         body.append(_compress_section(compress))
     if quantize:
         body.append(_quantize_section(quantize))
+    if compare:
+        body.append(_compare_section(compare))
     if benchmark:
         body.append(_benchmark_section(benchmark))
     if not body:

@@ -86,7 +86,7 @@ def test_report_html_is_self_contained(variants, tmp_path):
     )
     out = tmp_path / "report.html"
     result = report(ReportOptions(inputs=[str(variants)], output=str(out), title="digits"))
-    assert result["sections"] == ["benchmark", "quantize"]
+    assert result["sections"] == ["benchmark", "compare", "quantize"]
     page = out.read_text()
     # trade-off (fp32 and its variants, timed) + error distribution + latency
     assert page.count("data:image/png;base64,") == 3
@@ -94,14 +94,20 @@ def test_report_html_is_self_contained(variants, tmp_path):
     assert not re.search(r'(src|href)="(https?:|//)', page), "must not load anything remotely"
     for text in ("int8-static", "fp16", "top-1", "p99 ms", "INT8 verdict", "98.44 %"):
         assert text in page
+    # What quantizing changed (the compare step, run by the report on the quantize folder).
+    assert "<h2>What changed</h2>" in page
+    assert "int8-static: 9 nodes -&gt; 28: 6 kept, 3 fused, 0 unmatched" in page
+    assert "fp16: 9 nodes -&gt; 11: 9 kept, 0 unmatched; inserted 2 precision casts" in page
     twin = json.loads(out.with_suffix(".json").read_text())
-    assert set(twin) == {"quantize", "benchmark"}
+    assert set(twin) == {"quantize", "benchmark", "compare"}
+    names = [c["name"] for c in twin["compare"]["candidates"]]
+    assert names == ["fp16", "int8-static"]
 
 
 def test_report_rejects_foreign_json(tmp_path):
     (tmp_path / "x.json").write_text('{"hello": 1}')
     with pytest.raises(
-        DataError, match=r"not a Dockyard result \(prune, quantize, compress, benchmark\)"
+        DataError, match=r"not a Dockyard result \(prune, quantize, compress, benchmark, compare\)"
     ):
         report(ReportOptions(inputs=[str(tmp_path / "x.json")], output=str(tmp_path / "r.html")))
     assert not (tmp_path / "r.html").exists()

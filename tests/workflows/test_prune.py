@@ -240,13 +240,14 @@ def test_cli_prunes_and_a_workflow_quantizes_the_pruned_model(tmp_path):
         [
             Step("prune", {"data": CALIBRATION, "evaluation": TEST, "distill_steps": 200}),
             Step("quantize", {"modes": ["static"], "calibration": CALIBRATION, "evaluation": TEST}),
+            Step("compare", {}),
             Step("report", {}),
             Step("export-docker", {"source": "int8-static"}),
         ],
         str(tmp_path / "run"),
     )
     result = run_workflow(wf)
-    pruned, quantized, report, docker = (s["result"] for s in result["steps"])
+    pruned, quantized, changes, report, docker = (s["result"] for s in result["steps"])
     # The quantize step took the pruned model: its float model is the pruned ONNX.
     assert quantized["source"]["path"].endswith("prune/digits_cnn.pruned.onnx")
     assert quantized["float_model"]["size_bytes"] == pruned["pruned"]["size_bytes"]
@@ -259,8 +260,13 @@ def test_cli_prunes_and_a_workflow_quantizes_the_pruned_model(tmp_path):
     assert [p.name for p in found] == ["fp32", "pruned", "pruned+int8-static"]
     assert found[1].ci_points is not None and found[2].ci_points is None
     assert "pruned+int8-static" in handoff.pareto(found)  # smallest of all
-    assert report["sections"] == ["prune", "quantize"]
+    # What quantizing the pruned model changed, node by node (issue 16's compare step).
+    (int8_changes,) = changes["candidates"]
+    assert changes["reference"].endswith("digits_cnn.pruned.fp32.onnx")
+    assert int8_changes["summary"]["unmatched"] == 0 and int8_changes["summary"]["in_int8"] == 4
+    assert report["sections"] == ["compare", "prune", "quantize"]
     page = Path(report["html"]).read_text()
+    assert "<h2>What changed</h2>" in page
     assert "<h2>Trade-off</h2>" in page and "<h2>Structured pruning</h2>" in page
     assert page.count("★") >= 2  # the Pareto-best marked in the table (and the title)
     titles = [c.title for c in handoff.cards(results, tmp_path / "run" / "digits_cnn")]

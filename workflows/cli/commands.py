@@ -222,6 +222,20 @@ def _benchmark(sub: Any) -> None:
     _json(p)
 
 
+def _compare(sub: Any) -> None:
+    cls = _options("compare")
+
+    def build(a: argparse.Namespace) -> Built:
+        return "compare", values(a, cls), [Path(a.output)] if a.output else []
+
+    p = _command(sub, "compare", "what conversion and quantization changed, node by node",
+                 build, render.compare)  # fmt: skip
+    p.add_argument("candidates", nargs="+", help="ONNX variants or a quantize output folder")
+    add(p, cls, "model", "--model")
+    _output(p, cls, required=False)
+    _json(p)
+
+
 def _insight(sub: Any) -> None:
     cls = _options("insight")
 
@@ -313,6 +327,7 @@ COMMANDS = (
     _test,
     _benchmark,
     _insight,
+    _compare,
     _export,
     _run,
     _report,

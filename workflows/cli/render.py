@@ -136,6 +136,17 @@ def insight(console: Any, r: dict[str, Any]) -> None:
         _say(console, line)
 
 
+def compare(console: Any, r: dict[str, Any]) -> None:
+    _say(console, f"against {r['reference']}")
+    for c in r["candidates"]:
+        _say(console, present.compare_summary(c))
+        changes = present.compare_changes(c, limit=40)
+        if changes.rows:
+            table(console, changes)
+        if c["tensors"]:
+            table(console, present.compare_tensors(c, limit=20))
+
+
 def export(console: Any, r: dict[str, Any]) -> None:
     _say(console, f"wrote {r['output']} ({r['target']}, {len(r['files'])} files)")
     for line in present.export_lines(r):

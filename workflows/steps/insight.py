@@ -34,27 +34,29 @@ class InsightOptions(Options):
     seed: int = option(0, "Seed for the synthetic inputs")
 
 
-def _models(opts: InsightOptions) -> tuple[Path, list[Path]]:
-    """The float reference and the variants to measure against it."""
+def reference_and_variants(
+    variants: list[str], model: str | None, step: str
+) -> tuple[Path, list[Path]]:
+    """The float reference (`model`, else a quantize folder's fp32 file) and the variants."""
     from workflows.steps.benchmark import expand_models, variant_name
 
-    paths = expand_models(opts.variants)
-    if opts.model:
-        reference = Path(opts.model)
+    paths = expand_models(variants)
+    if model:
+        reference = Path(model)
         if not reference.is_file():
             raise DataError(f"{reference}: no such model file (the float model, --model)")
     else:
         floats = [p for p in paths if variant_name(p) == "fp32"]
         if not floats:
             raise DataError(
-                "insight: which float model did the variants come from? Give it with --model, or "
-                "give a quantize output folder (its fp32 file is the reference)"
+                f"{step}: which float model did the variants come from? Give it with --model, "
+                "or give a quantize output folder (its fp32 file is the reference)"
             )
         reference = floats[0]
     return reference, [p for p in paths if p.resolve() != reference.resolve()]
 
 
-def insight(opts: InsightOptions, progress: Progress = null_progress) -> dict[str, Any]:
+def insight(opts: InsightOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Per-node error and time of each variant against the float model (see module doc)."""
     import tempfile
 
@@ -65,7 +67,8 @@ def insight(opts: InsightOptions, progress: Progress = null_progress) -> dict[st
     from workflows.machine import cpu_features
     from workflows.steps.benchmark import variant_name
 
-    reference, variants = _models(opts)
+    progress = progress or null_progress()
+    reference, variants = reference_and_variants(opts.variants, opts.model, "insight")
     specs = onnx_format.load(reference).inputs
     data = load_dataset(
         opts.data, specs, None, opts.samples, opts.seed, synthetic_count=opts.samples

@@ -14,7 +14,8 @@ from workflows.jsonable import jsonable
 from workflows.options import Options, from_dict, option
 from workflows.progress import Progress, null_progress
 
-SECTIONS = ("prune", "quantize", "compress", "benchmark")  # the steps whose results it reports
+# The steps whose results it reports.
+SECTIONS = ("prune", "quantize", "compress", "benchmark", "compare")
 
 
 @dataclass
@@ -34,7 +35,8 @@ def collect(inputs: list[str]) -> dict[str, dict[str, Any]]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += [f for f in (p / "report.json", p / "benchmark.json") if f.exists()]
+            files += [f for f in (p / "report.json", p / "benchmark.json", p / "compare.json")
+                      if f.exists()]  # fmt: skip
         elif p.is_file():
             files.append(p)
         else:
@@ -54,6 +56,20 @@ def collect(inputs: list[str]) -> dict[str, dict[str, Any]]:
     return results
 
 
+def _compare_quantized(inputs: list[str]) -> dict[str, Any] | None:
+    """What quantizing changed (the compare step) for the quantize folder among `inputs`."""
+    from workflows.steps.compare import CompareOptions, compare_variants
+
+    for item in inputs:
+        report = Path(item) / "report.json"
+        if report.is_file() and json.loads(report.read_text()).get("step") == "quantize":
+            try:
+                return compare_variants(CompareOptions(candidates=[item]))
+            except DataError:  # a folder without its float model: report the rest
+                return None
+    return None
+
+
 def report(opts: ReportOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Write the HTML report and its JSON twin; returns their paths."""
     from workflows.report_html import render
@@ -62,10 +78,15 @@ def report(opts: ReportOptions, progress: Progress | None = None) -> dict[str, A
     if not opts.output:
         raise DataError("report: give an output file (-o report.html)")
     results = collect(opts.inputs)
+    if "quantize" in results and "compare" not in results:
+        progress.update(0.1, "Comparing the variants with the float model")
+        changes = _compare_quantized(opts.inputs)
+        if changes:
+            results["compare"] = changes
     progress.update(0.3, "Drawing plots")
     page = render(
         results.get("quantize"), results.get("benchmark"), opts.title, results.get("prune"),
-        results.get("compress"),
+        results.get("compress"), results.get("compare"),
     )  # fmt: skip
     out = Path(opts.output)
     twin = out.with_suffix(".json")
