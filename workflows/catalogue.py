@@ -60,6 +60,8 @@ STEPS: dict[str, StepSpec] = {
         _S("validate", "workflows.steps.validate", "ValidateOptions", "compare", "compare"),
         _S("prune", "workflows.steps.prune", "PruneOptions", "pruned",
            "structured pruning + distillation", timed=True),
+        _S("edit", "workflows.steps.edit", "EditOptions", "edited",
+           "cut, set or free dimensions, rename inputs and outputs (checked, new file)"),
         _S("quantize", "workflows.steps.quantize", "QuantizeOptions", "variants", "INT8, FP16",
            timed=True),
         _S("compress", "workflows.steps.compress", "CompressOptions", "compressed",

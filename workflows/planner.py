@@ -23,6 +23,7 @@ VARIANT_STEPS = {
     "fp16": "quantize",
     "sparse": "compress",
     "clustered": "compress",
+    "edited": "edit",
 }
 
 
@@ -59,12 +60,22 @@ class Layout:
         return self.root / "prune"
 
     @property
-    def onnx_source(self) -> dict[str, Any]:
-        """What ONNX-only steps read: the pruned model when the workflow prunes, else the
-        converted model when it converts."""
+    def unedited_source(self) -> dict[str, Any]:
+        """The model the edit step reads: the pruned model when the workflow prunes, else the
+        converted model when it converts, else the workflow's model."""
         if "prune" in self.steps:
             return {"path": str(self.pruned / f"{self.name}.pruned.onnx")}
         return {"path": str(self.converted)} if "convert" in self.steps else self.model
+
+    @property
+    def edited(self) -> Path:
+        return self.root / "edit" / f"{model_name(self.unedited_source['path'])}.edited.onnx"
+
+    @property
+    def onnx_source(self) -> dict[str, Any]:
+        """What ONNX-only steps read: the edited model when the workflow edits, else as
+        `unedited_source`."""
+        return {"path": str(self.edited)} if "edit" in self.steps else self.unedited_source
 
     def variant(self, name: str) -> Path:
         """Where the variant `name` ("pruned", "int8-static", "sparse", …) of this workflow is
@@ -80,6 +91,8 @@ class Layout:
             )
         if step == "prune":
             return self.pruned / f"{self.name}.pruned.onnx"
+        if step == "edit":
+            return self.edited
         # Quantize and compress name their files after the model they read.
         source = model_name(self.onnx_source["path"])
         folder = self.quantized if step == "quantize" else self.root / "compress"
@@ -107,6 +120,11 @@ def _onnx(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
 def _compare(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
     out = L.root / "validate.json"
     return {"original": L.model, "candidate": {"path": str(L.converted)}, "output": str(out)}, out
+
+
+def _edited(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
+    out = L.root / "edit"
+    return {"model": L.unedited_source["path"], "output": str(out)}, out
 
 
 def _pruned(L: Layout, _step: str) -> tuple[dict[str, Any], Path]:
@@ -163,6 +181,7 @@ RULES: dict[str, Rule] = {
     "onnx": Rule(frozenset({"model", "output"}), _onnx),
     "compare": Rule(frozenset({"original", "candidate", "output"}), _compare),
     "pruned": Rule(frozenset({"model", "output"}), _pruned),
+    "edited": Rule(frozenset({"model", "output"}), _edited),
     "compressed": Rule(frozenset({"model", "output"}), _compressed),
     "variants": Rule(frozenset({"model", "output"}), _variants),
     "timing": Rule(frozenset({"models", "output"}), _timing),

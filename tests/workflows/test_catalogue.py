@@ -34,8 +34,9 @@ def test_unknown_step_lists_the_known_ones():
 
 
 def test_workflow_steps_and_targets_come_from_the_catalogue():
-    # In the order the wizard runs them: prune before quantize (which then takes the pruned model).
-    assert catalogue.workflow_steps()[:4] == ["convert", "validate", "prune", "quantize"]
+    # In the order the wizard runs them: prune and edit before quantize (which then takes the
+    # pruned, edited model).
+    assert catalogue.workflow_steps()[:5] == ["convert", "validate", "prune", "edit", "quantize"]
     assert "inspect" not in catalogue.workflow_steps()
     assert list(catalogue.export_targets()) == [
         "docker", "torchserve", "tflite", "triton", "tfserving"

@@ -11,7 +11,7 @@ from typing import Any
 
 from workflows import catalogue
 from workflows.cli import render
-from workflows.cli.flags import add, values
+from workflows.cli.flags import add, key_value, values
 from workflows.inputs import parse_input_shapes, parse_shape
 from workflows.options import LoadOptions, to_dict
 
@@ -222,6 +222,52 @@ def _benchmark(sub: Any) -> None:
     _json(p)
 
 
+def _edit(sub: Any) -> None:
+    cls = _options("edit")
+
+    def build(a: argparse.Namespace) -> Built:
+        dims = {k: int(v) if v.isdigit() else v for k, v in a.dim or []}
+        options = {**values(a, cls), "model": a.model, "outputs": a.keep_output or [],
+                   "drop_outputs": a.drop_output or [], "dims": dims,
+                   "rename": dict(a.rename or [])}  # fmt: skip
+        return "edit", options, [Path(a.output)]
+
+    p = _command(sub, "edit", "cut the graph, set or free input dimensions, rename inputs and "
+                 "outputs; checked against the original, written as a new file", build,
+                 render.edit)  # fmt: skip
+    p.add_argument("model", help="an ONNX model")
+    p.add_argument(
+        "--keep-output",
+        action="append",
+        metavar="TENSOR",
+        help="cut the graph: keep only these outputs (repeatable; any tensor)",
+    )
+    p.add_argument(
+        "--drop-output",
+        action="append",
+        metavar="OUTPUT",
+        help="drop an output and what only it needs (repeatable)",
+    )
+    p.add_argument(
+        "--dim",
+        action="append",
+        type=key_value,
+        metavar="INPUT:AXIS=SIZE|NAME",
+        help="fix an input dimension (x:0=1) or free it (x:0=batch); repeatable",
+    )
+    p.add_argument(
+        "--rename",
+        action="append",
+        type=key_value,
+        metavar="OLD=NEW",
+        help="rename an input or output (repeatable)",
+    )
+    for name in ("data", "samples"):
+        add(p, cls, name)
+    _output(p, cls)
+    _json(p)
+
+
 def _compare(sub: Any) -> None:
     cls = _options("compare")
 
@@ -328,6 +374,7 @@ COMMANDS = (
     _benchmark,
     _insight,
     _compare,
+    _edit,
     _export,
     _run,
     _report,

@@ -48,6 +48,14 @@ def int_dict(text: str) -> dict[str, int]:
     return out
 
 
+def key_value(text: str) -> tuple[str, str]:
+    """ "x:0=batch" -> ("x:0", "batch") (argparse type for a repeatable KEY=VALUE flag)."""
+    key, sep, value = text.rpartition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key.strip(), value.strip()
+
+
 def _plain(tp: Any) -> Any:
     """`int | None` -> int; other types as they are."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]

@@ -136,6 +136,17 @@ def insight(console: Any, r: dict[str, Any]) -> None:
         _say(console, line)
 
 
+def edit(console: Any, r: dict[str, Any]) -> None:
+    for line in r["edits"]:
+        _say(console, line)
+    v = r["validation"]
+    _say(console, f"checked: ONNX checker ok; {v['samples']} samples, outputs "
+         f"{', '.join(v['outputs'])} against the original's: max |diff| {v['max_abs_diff']:.3g}")  # fmt: skip
+    for f in v["freed"]:
+        _say(console, f"freed {f['dim']}: runs at {f['ran_at']}")
+    _say(console, f"wrote {r['model']}")
+
+
 def compare(console: Any, r: dict[str, Any]) -> None:
     _say(console, f"against {r['reference']}")
     for c in r["candidates"]:

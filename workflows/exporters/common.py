@@ -200,7 +200,7 @@ CONVERTED_HELP = (
 )
 SOURCE_HELP = (
     "In a workflow: which model to hand off, the original or a variant an earlier step made "
-    "(pruned, int8-static, int8-dynamic, fp16, sparse, clustered)"
+    "(pruned, edited, int8-static, int8-dynamic, fp16, sparse, clustered)"
 )
 DIM_VALUES_HELP = (
     "Sizes of named dynamic dimensions in the synthetic sample request (height=320, …)"
