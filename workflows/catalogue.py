@@ -73,6 +73,7 @@ STEPS: dict[str, StepSpec] = {
         _S("compare", "workflows.steps.compare", "CompareOptions", "changes",
            "what conversion and quantization changed, node by node"),
         _S("report", "workflows.steps.report", "ReportOptions", "report", "HTML report"),
+        _S("layout", "workflows.steps.layout", "LayoutOptions", None, "graph view layout"),
         _S("predict", "workflows.steps.predict", "PredictOptions", None, "test inference"),
         _S("preview", "workflows.steps.preview", "PreviewOptions", None, "data preview"),
         _S("export-docker", "workflows.exporters.docker", "DockerExportOptions", "export",

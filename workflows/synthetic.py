@@ -74,3 +74,56 @@ def mlp_model(widths: tuple[int, ...] = (1024, 2048, 2048, 1024, 10), seed: int 
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def branching_model(nodes: int, channels: int = 8, seed: int = 0):
+    """About `nodes` ops in repeated residual and inception-style blocks (branches and merges,
+    not a chain), as a CNN backbone has them: block names form a hierarchy (`stage1/block3/…`)
+    as exporters write them. Runs on a [1, channels, 8, 8] input."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits: list = []
+    graph_nodes: list = []
+
+    def conv(name: str, x: str, kernel: int = 1) -> str:
+        w = numpy_helper.from_array(
+            (rng.standard_normal((channels, channels, kernel, kernel)) * 0.1).astype(np.float32),
+            f"{name}.weight",
+        )
+        inits.append(w)
+        pad = kernel // 2
+        graph_nodes.append(helper.make_node("Conv", [x, w.name], [f"{name}.out"], name=name,
+                                            pads=[pad] * 4))  # fmt: skip
+        return f"{name}.out"
+
+    def op(kind: str, name: str, *xs: str) -> str:
+        graph_nodes.append(helper.make_node(kind, list(xs), [f"{name}.out"], name=name))
+        return f"{name}.out"
+
+    def residual(p: str, x: str) -> str:  # 6 ops
+        y = op("Relu", f"{p}/relu1", conv(f"{p}/conv1", x, 3))
+        y = conv(f"{p}/conv2", y, 3)
+        return op("Relu", f"{p}/relu2", op("Add", f"{p}/add", x, op("Sigmoid", f"{p}/gate", y)))
+
+    def inception(p: str, x: str) -> str:  # 10 ops
+        a = conv(f"{p}/branch1/conv", x)
+        b = op("Relu", f"{p}/branch2/relu", conv(f"{p}/branch2/conv1", x))
+        b = conv(f"{p}/branch2/conv2", b, 3)
+        c = conv(f"{p}/branch3/conv", op("Relu", f"{p}/branch3/relu", x), 3)
+        s = op("Add", f"{p}/merge1", a, b)
+        s = op("Add", f"{p}/merge2", s, c)
+        return op("Relu", f"{p}/out", op("Mul", f"{p}/scale", s, op("Sigmoid", f"{p}/se", s)))
+
+    x, blocks = "x", 0
+    while len(graph_nodes) < nodes:
+        stage, i = divmod(blocks, 16)
+        p = f"stage{stage + 1}/block{i + 1}"
+        x = inception(p, x) if blocks % 2 else residual(p, x)
+        blocks += 1
+    graph = helper.make_graph(
+        graph_nodes, "branching",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 8, 8])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, channels, 8, 8])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

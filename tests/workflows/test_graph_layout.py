@@ -1,0 +1,91 @@
+"""The native graph view's layout (issue 16, item 3): layered, edges routed through the layers
+they cross, repeated blocks collapsed by name scope, a 10,000-node graph laid out whole."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from workflows.graph_layout import layout, scope
+from workflows.steps.layout import LayoutOptions, layout_model
+from workflows.synthetic import branching_model
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    path = tmp_path_factory.mktemp("layout") / "branching.onnx"
+    onnx.save(branching_model(10_000), str(path))
+    return path
+
+
+def _nodes(path):
+    proto = onnx.load(str(path), load_external_data=False)
+    return [{"name": n.name, "op_type": n.op_type, "inputs": list(n.input),
+             "outputs": list(n.output)} for n in proto.graph.node]  # fmt: skip
+
+
+def test_scope_levels():
+    assert scope("/model.22/cv2/conv/Conv", 1) == "model.22"
+    assert scope("/model.22/cv2/conv/Conv", 2) == "model.22/cv2"
+    assert scope("stage1/block3/conv1", 3) is None  # the last part is the node's own name
+    assert scope("node_conv2d", 1) is None
+
+
+def test_every_node_and_edge_of_a_10k_graph_is_laid_out_in_layers(big):
+    nodes = _nodes(big)
+    result = layout(nodes)
+    boxes = result["boxes"]
+    assert len(nodes) >= 10_000 and len(boxes) == len(nodes)
+    assert result["node_box"] == list(range(len(nodes)))
+    producer = {t: i for i, n in enumerate(nodes) for t in n["outputs"]}
+    links = {(producer[t], j) for j, n in enumerate(nodes) for t in n["inputs"] if t in producer}
+    assert {(a, b) for a, b, _ in result["edges"]} == links  # branches and merges, not a chain
+    assert len(links) > len(nodes) * 1.2
+    for a, b, points in result["edges"]:
+        assert boxes[b]["y"] > boxes[a]["y"]  # data flows down, layer by layer
+        assert points[:2] == [boxes[a]["x"], boxes[a]["y"]]
+        assert points[-2:] == [boxes[b]["x"], boxes[b]["y"]]
+        ys = points[1::2]
+        assert ys == sorted(ys)  # bends only through the layers in between
+    # No two boxes of a layer overlap.
+    layers: dict[float, list[dict]] = {}
+    for box in boxes:
+        layers.setdefault(box["y"], []).append(box)
+    for row in layers.values():
+        row.sort(key=lambda b: b["x"])
+        for left, right in itertools.pairwise(row):
+            assert left["x"] + left["w"] / 2 <= right["x"] - right["w"] / 2
+    assert all(0 <= b["x"] <= result["width"] and 0 <= b["y"] <= result["height"] for b in boxes)
+
+
+def test_repeated_blocks_collapse_and_one_expands(big):
+    nodes = _nodes(big)
+    blocks = layout(nodes, depth=2)
+    groups = [b for b in blocks["boxes"] if b["group"]]
+    assert len(blocks["boxes"]) == len(groups) and len(groups) > 600  # every op is in a block
+    assert groups[0]["label"] == "stage1/block1 · 6 ops"  # a residual block
+    assert groups[1]["label"] == "stage1/block2 · 11 ops"  # an inception-style block
+    assert sorted(i for g in groups for i in g["members"]) == list(range(len(nodes)))
+    assert all(blocks["boxes"][box]["members"].count(i) == 1
+               for i, box in enumerate(blocks["node_box"]))  # fmt: skip
+    opened = layout(nodes, depth=2, expanded=["stage1/block2"])
+    labels = [b["label"] for b in opened["boxes"]]
+    assert "stage1/block2 · 11 ops" not in labels
+    # Its own sub-blocks (branch2: 3 ops, branch3: 2), branch1's one Conv, its 5 merge ops.
+    assert {"stage1/block2/branch2 · 3 ops", "stage1/block2/branch3 · 2 ops"} <= set(labels)
+    assert len(opened["boxes"]) == len(blocks["boxes"]) - 1 + 8
+
+
+def test_the_step_reads_the_file_and_never_imports_matplotlib(big):
+    result = layout_model(LayoutOptions(model=str(big), depth=1))
+    assert result["nodes"][0] == {"name": "stage1/block1/conv1", "op_type": "Conv"}
+    assert len(result["boxes"]) == len({scope(n["name"], 1) for n in result["nodes"]})
+    code = ("import sys; from workflows.steps.layout import run; from workflows.progress import "
+            f"Progress; run({{'model': {str(big)!r}}}, Progress()); "
+            "print('matplotlib' in sys.modules, 'igraph' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "True"], out.stderr

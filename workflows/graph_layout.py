@@ -1,0 +1,126 @@
+"""Where each node of a graph is drawn, for the native graph view (issue 16, item 3).
+
+A layered (Sugiyama) layout from igraph (C code: 10,000 nodes in ~0.25 s on one core), with
+edges bent through the layers they cross. Repeated blocks collapse: nodes are grouped by the
+name scopes exporters write (`/model.22/cv2/conv/Conv`, `stage1/block3/conv1`), and at a
+chosen depth every group is drawn as one node ("stage1/block3 · 10 ops") unless it was
+expanded. The layout is plain arrays (JSON-able): the view draws it, Qt-free code makes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+NODE_HEIGHT = 28.0
+CHAR_WIDTH = 7.0  # the view's label font, on average
+MIN_WIDTH = 56.0
+H_SPACING = 24.0  # between neighbours in a layer
+V_SPACING = 36.0  # between layers
+
+
+def scope(name: str, depth: int) -> str | None:
+    """The first `depth` levels of a node's name scope; None when it has fewer levels."""
+    parts = [p for p in name.split("/") if p][:-1]
+    return "/".join(parts[:depth]) if len(parts) >= depth > 0 else None
+
+
+@dataclass
+class _Unit:
+    """One drawn box: a node, or a collapsed group of nodes."""
+
+    label: str
+    op: str
+    members: list[int]  # node indices (one for a plain node)
+    group: str | None = None
+
+
+def _units(
+    nodes: list[dict[str, Any]], depth: int, expanded: set[str]
+) -> tuple[list[_Unit], list[int]]:
+    """The boxes to draw and, per node, the box it is in."""
+    units: list[_Unit] = []
+    where: list[int] = []
+    groups: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        g = scope(n["name"], depth) if depth else None
+        while g is not None and g in expanded:  # an expanded group shows its next level
+            deeper = scope(n["name"], g.count("/") + 2)
+            g = deeper if deeper != g else None
+        if g is None:
+            where.append(len(units))
+            units.append(_Unit(n["op_type"], n["op_type"], [i]))
+            continue
+        if g not in groups:
+            groups[g] = len(units)
+            units.append(_Unit(g, "group", [], group=g))
+        units[groups[g]].members.append(i)
+        where.append(groups[g])
+    for u in units:  # a group of one is just that node
+        if u.group is not None and len(u.members) == 1:
+            u.label = u.op = nodes[u.members[0]]["op_type"]
+            u.group = None
+    return units, where
+
+
+def layout(nodes: list[dict[str, Any]], depth: int = 0, expanded: list[str] | None = None,
+           maxiter: int = 10) -> dict[str, Any]:  # fmt: skip
+    """Boxes and edge polylines for `nodes` ({"name", "op_type", "inputs", "outputs"} in graph
+    order). `depth` > 0 collapses name scopes that deep, except those in `expanded`.
+
+    Returns {"boxes": [{"label", "op", "group", "members", "x", "y", "w", "h"}] (x, y: the
+    box's centre), "node_box": box index of each node, "edges": [[from box, to box, [x0, y0,
+    x1, y1, …]]], "width", "height"}."""
+    ig = _igraph()
+    units, where = _units(nodes, depth, set(expanded or []))
+    producer = {t: where[i] for i, n in enumerate(nodes) for t in n["outputs"]}
+    pairs = sorted({(producer[t], where[j]) for j, n in enumerate(nodes) for t in n["inputs"]
+                    if t in producer and producer[t] != where[j]})  # fmt: skip
+    g = ig.Graph(n=len(units), edges=pairs, directed=True)
+    widths = [max(MIN_WIDTH, CHAR_WIDTH * len(_text(u)) + 16) for u in units]
+    step_x = max(widths, default=MIN_WIDTH) + H_SPACING
+    step_y = NODE_HEIGHT + V_SPACING
+    placed = g.layout_sugiyama(maxiter=maxiter)
+    xy = [(p[0] * step_x, p[1] * step_y) for p in placed.coords]
+    boxes = [{"label": _text(u), "op": u.op, "group": u.group, "members": u.members,
+              "x": xy[i][0], "y": xy[i][1], "w": widths[i], "h": NODE_HEIGHT}
+             for i, u in enumerate(units)]  # fmt: skip
+    # Each edge bends through the layers it crosses (igraph's routing: control points per edge).
+    edges = []
+    for (a, b), bends in zip(pairs, placed.edge_routing, strict=True):
+        points = [xy[a], *((x * step_x, y * step_y) for x, y in bends), xy[b]]
+        edges.append([a, b, [c for p in points for c in p]])
+    xs = [b["x"] for b in boxes] or [0.0]
+    ys = [b["y"] for b in boxes] or [0.0]
+    left = min(xs) - step_x
+    top = min(ys) - step_y
+    for b in boxes:
+        b["x"] -= left
+        b["y"] -= top
+    for e in edges:
+        e[2] = [v - (left if k % 2 == 0 else top) for k, v in enumerate(e[2])]
+    return {"boxes": boxes, "node_box": where, "edges": edges,
+            "width": max(xs) - left + step_x, "height": max(ys) - top + step_y}  # fmt: skip
+
+
+def _igraph() -> Any:
+    """igraph, imported without its matplotlib drawing backend: igraph imports matplotlib.pyplot
+    as soon as it is installed (1.8 s on 2 cores against 0.09 s without), and a layout never
+    draws. Blocking the import leaves igraph its own fallback (a stub for plotting)."""
+    import sys
+
+    if "igraph" in sys.modules:
+        return sys.modules["igraph"]
+    blocked = "matplotlib" not in sys.modules
+    if blocked:
+        sys.modules["matplotlib"] = None  # type: ignore[assignment]
+    try:
+        import igraph
+    finally:
+        if blocked:
+            del sys.modules["matplotlib"]
+    return igraph
+
+
+def _text(u: _Unit) -> str:
+    return f"{u.label} · {len(u.members)} ops" if u.group is not None else u.label
