@@ -101,7 +101,7 @@ class StepWorker(QThread):
 
 
 class LatestOnly(QObject):
-    """Runs a light step inline, again and again; only the newest request's answer is delivered.
+    """Runs a light step again and again; only the newest request's answer is delivered.
 
     A new request cancels the one before; answers from older requests are dropped. Finished
     threads are freed at the next request (never inside their own signals), and `shutdown()`
@@ -111,16 +111,19 @@ class LatestOnly(QObject):
     succeeded = Signal(object)
     failed = Signal(str, str)
 
-    def __init__(self, step: str, parent: QObject | None = None) -> None:
+    def __init__(self, step: str, parent: QObject | None = None, inline: bool = True) -> None:
         super().__init__(parent)
         self.step = step
+        # inline=False: each request runs in a child process (a step holding the GIL in C for
+        # long, like a 10,000-node layout, would otherwise stall the window).
+        self.inline = inline
         self._current: StepWorker | None = None
         self._workers: list[StepWorker] = []
 
     def run(self, options: dict[str, Any]) -> None:
         """Start `options` as the newest request (the previous one is cancelled)."""
         self.cancel()
-        worker = StepWorker(self.step, options, inline=True)
+        worker = StepWorker(self.step, options, inline=self.inline)
         worker.succeeded.connect(self._succeeded)
         worker.failed.connect(self._failed)
         self._workers = [w for w in self._workers if not w.isFinished()] + [worker]

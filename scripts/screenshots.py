@@ -59,6 +59,50 @@ def wait_until(condition, timeout_ms: int = 60_000) -> None:
         settle(100)
 
 
+def overlay_screen(window: MainWindow, inspect: InspectPage) -> None:
+    """The native graph of the float model, coloured by the INT8 variant's SQNR per node."""
+    window.go_to(1)
+    inspect.tabs.setCurrentWidget(inspect.native)
+    fp32 = next(i for i in range(inspect.variant.count())
+                if inspect.variant.itemText(i).startswith("fp32"))  # fmt: skip
+    inspect.variant.setCurrentIndex(fp32)
+    wait_until(lambda: inspect.native.result is not None)
+    inspect.native.measure_requested.emit(inspect.native.path or "")
+    wait_for(window, "insight")
+    key = next(o.key for o in inspect.native.available if o.key.startswith("sqnr:int8"))
+    inspect.native.overlay.setCurrentIndex(inspect.native.overlay.findData(key))
+    inspect.native.jump_to_worst()
+    settle(500)
+    window.grab().save(str(OUT / "02-inspect-overlay.png"))
+    inspect.tabs.setCurrentIndex(0)
+
+
+def big_graph_screens(tmp: Path) -> None:
+    """A 10,000-node graph in the native view: every node, then one box per block."""
+    import onnx
+
+    from app.pages.graph_panel import GraphPanel
+    from workflows.synthetic import branching_model
+
+    path = tmp / "branching-10k.onnx"
+    onnx.save(branching_model(10_000), str(path))
+    panel = GraphPanel()
+    panel.resize(1280, 800)
+    panel.show()
+    panel.show_file(str(path))
+    wait_until(lambda: panel.result is not None, 120_000)
+    settle(300)
+    panel.grab().save(str(OUT / "02-graph-10k.png"))
+    panel.depth.setValue(2)
+    wait_until(lambda: panel.result is not None and panel.result["depth"] == 2, 60_000)
+    panel.open_block("stage1/block2")
+    wait_until(lambda: panel.result["expanded"] == ["stage1/block2"], 60_000)
+    settle(300)
+    panel.grab().save(str(OUT / "02-graph-10k-blocks.png"))
+    panel.shutdown()
+    panel.close()
+
+
 def prune_screen(tmp: Path) -> None:
     """The Convert & Quantize page after pruning the sample as eager PyTorch (live plot), and
     the Summary's trade-off chart once the pruned model is quantized and benchmarked."""
@@ -112,6 +156,9 @@ def main() -> None:
         if only_prune:
             prune_screen(Path(tmp))
             return
+        if sys.argv[1:] == ["--only", "graph"]:
+            big_graph_screens(Path(tmp))
+            return
         window = MainWindow(Session(output_root=Path(tmp)))
         window.show()
         settle()
@@ -124,7 +171,7 @@ def main() -> None:
         wait_until(lambda: inspect.netron.drawn > 0)
         settle(500)  # Netron fits the graph after drawing
         grab(window, 1, "inspect")
-        inspect.tabs.setCurrentIndex(1)
+        inspect.tabs.setCurrentIndex(inspect.tabs.count() - 1)
         window.grab().save(str(OUT / "02-inspect-tables.png"))
         inspect.tabs.setCurrentIndex(0)
         window.go_to(2)
@@ -135,6 +182,7 @@ def main() -> None:
         convert.quantize()
         wait_for(window, "quantize")
         grab(window, 2, "convert-quantize")
+        overlay_screen(window, inspect)
         test = window.page(TestPage)
         np.save(Path(tmp) / "one.npy", np.load(ROOT / "resources/sample/digits_test.npz")["x"][0])
         test.input.edit.setText(str(Path(tmp) / "one.npy"))
@@ -162,6 +210,7 @@ def main() -> None:
         apply_theme("Dark")
         grab(window, 2, "dark")
         window.close()
+        big_graph_screens(Path(tmp))
         prune_screen(Path(tmp))
     print(f"wrote {len(list(OUT.glob('*.png')))} screenshots to {OUT}")
 

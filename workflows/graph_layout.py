@@ -68,10 +68,12 @@ def layout(nodes: list[dict[str, Any]], depth: int = 0, expanded: list[str] | No
     """Boxes and edge polylines for `nodes` ({"name", "op_type", "inputs", "outputs"} in graph
     order). `depth` > 0 collapses name scopes that deep, except those in `expanded`.
 
-    Returns {"boxes": [{"label", "op", "group", "members", "x", "y", "w", "h"}] (x, y: the
-    box's centre), "node_box": box index of each node, "edges": [[from box, to box, [x0, y0,
-    x1, y1, …]]], "width", "height"}."""
-    ig = _igraph()
+    Columns, not a dict per box, so that 10,000 boxes cross a process boundary and become
+    arrays in a few milliseconds: {"boxes": {"label", "op", "group", "members", "x", "y", "w",
+    "h"} (one list each; x, y: the box's centre), "node_box": box index of each node, "edges":
+    {"source", "target" (box indices), "offsets", "points"} (edge i's polyline is
+    points[offsets[i]:offsets[i + 1]], x0, y0, x1, y1, …), "width", "height"}."""
+    ig = import_igraph()
     units, where = _units(nodes, depth, set(expanded or []))
     producer = {t: where[i] for i, n in enumerate(nodes) for t in n["outputs"]}
     pairs = sorted({(producer[t], where[j]) for j, n in enumerate(nodes) for t in n["inputs"]
@@ -81,29 +83,46 @@ def layout(nodes: list[dict[str, Any]], depth: int = 0, expanded: list[str] | No
     step_x = max(widths, default=MIN_WIDTH) + H_SPACING
     step_y = NODE_HEIGHT + V_SPACING
     placed = g.layout_sugiyama(maxiter=maxiter)
-    xy = [(p[0] * step_x, p[1] * step_y) for p in placed.coords]
-    boxes = [{"label": _text(u), "op": u.op, "group": u.group, "members": u.members,
-              "x": xy[i][0], "y": xy[i][1], "w": widths[i], "h": NODE_HEIGHT}
-             for i, u in enumerate(units)]  # fmt: skip
+    coords = placed.coords
+    left = min((p[0] for p in coords), default=0.0) * step_x - step_x
+    top = min((p[1] for p in coords), default=0.0) * step_y - step_y
+    xs = [p[0] * step_x - left for p in coords]
+    ys = [p[1] * step_y - top for p in coords]
     # Each edge bends through the layers it crosses (igraph's routing: control points per edge).
-    edges = []
+    offsets, points = [0], []
     for (a, b), bends in zip(pairs, placed.edge_routing, strict=True):
-        points = [xy[a], *((x * step_x, y * step_y) for x, y in bends), xy[b]]
-        edges.append([a, b, [c for p in points for c in p]])
-    xs = [b["x"] for b in boxes] or [0.0]
-    ys = [b["y"] for b in boxes] or [0.0]
-    left = min(xs) - step_x
-    top = min(ys) - step_y
-    for b in boxes:
-        b["x"] -= left
-        b["y"] -= top
-    for e in edges:
-        e[2] = [v - (left if k % 2 == 0 else top) for k, v in enumerate(e[2])]
+        points += [xs[a], ys[a]]
+        for x, y in bends:
+            points += [x * step_x - left, y * step_y - top]
+        points += [xs[b], ys[b]]
+        offsets.append(len(points))
+    boxes = {
+        "label": [_text(u) for u in units],
+        "op": [u.op for u in units],
+        "group": [u.group for u in units],
+        "members": [u.members for u in units],
+        "x": xs,
+        "y": ys,
+        "w": widths,
+        "h": [NODE_HEIGHT] * len(units),
+    }
+    edges = {"source": [a for a, _ in pairs], "target": [b for _, b in pairs],
+             "offsets": offsets, "points": points}  # fmt: skip
     return {"boxes": boxes, "node_box": where, "edges": edges,
-            "width": max(xs) - left + step_x, "height": max(ys) - top + step_y}  # fmt: skip
+            "width": max(xs, default=0.0) + step_x, "height": max(ys, default=0.0) + step_y}  # fmt: skip
 
 
-def _igraph() -> Any:
+def empty() -> dict[str, Any]:
+    """A layout with nothing in it (what the view shows for a file it cannot draw)."""
+    return layout([])
+
+
+def polyline(edges: dict[str, list], i: int) -> list[float]:
+    """Edge i's points: x0, y0, x1, y1, …"""
+    return edges["points"][edges["offsets"][i] : edges["offsets"][i + 1]]
+
+
+def import_igraph() -> Any:
     """igraph, imported without its matplotlib drawing backend: igraph imports matplotlib.pyplot
     as soon as it is installed (1.8 s on 2 cores against 0.09 s without), and a layout never
     draws. Blocking the import leaves igraph its own fallback (a stub for plotting)."""

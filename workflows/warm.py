@@ -102,6 +102,10 @@ def _preimport(family: str, handed_over: Callable[[], bool] = lambda: False) -> 
             return
         with contextlib.suppress(Exception):
             importlib.import_module(module)
+    with contextlib.suppress(Exception):  # the graph view's layouts (without matplotlib)
+        from workflows.graph_layout import import_igraph
+
+        import_igraph()
     with contextlib.suppress(Exception):  # cached: py-cpuinfo's second (macOS, Windows, Arm)
         from workflows.machine import cpu_features
 

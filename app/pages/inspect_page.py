@@ -27,6 +27,8 @@ from PySide6.QtWidgets import (
 
 from app.netron_view import NetronView
 from app.pages.base import Page
+from app.pages.compare_panel import ComparePanel
+from app.pages.graph_panel import GraphPanel
 from app.widgets.tables import fill_table, text_table
 
 Index = QModelIndex | QPersistentModelIndex
@@ -44,13 +46,16 @@ def _shape(shape) -> str:
 
 class NodeTableModel(QAbstractTableModel):
     """The inspect result's nodes, read in place: no item per cell, so 10,000 nodes load at once
-    and only the visible rows are ever formatted."""
+    and only the visible rows are ever formatted. Per-node figures (the insight step's SQNR and
+    time) are extra columns that sort by number (SORT_ROLE)."""
 
     HEADERS = ("node", "op", "inputs", "outputs")
+    SORT_ROLE = Qt.ItemDataRole.UserRole
 
     def __init__(self) -> None:
         super().__init__()
         self._rows: list[tuple[str, str, str, str]] = []
+        self._figures: list[tuple[str, dict[str, float]]] = []
 
     def set_nodes(self, nodes: list[dict[str, Any]]) -> None:
         self.beginResetModel()
@@ -60,22 +65,42 @@ class NodeTableModel(QAbstractTableModel):
         ]
         self.endResetModel()
 
+    def set_figures(self, columns: list[tuple[str, dict[str, float]]]) -> None:
+        """Extra columns: (header, value per node name)."""
+        self.beginResetModel()
+        self._figures = columns
+        self.endResetModel()
+
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 (Qt's API default)
         return 0 if parent.isValid() else len(self._rows)
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
+        return 0 if parent.isValid() else len(self.HEADERS) + len(self._figures)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole) and index.isValid():
-            return self._rows[index.row()][index.column()]
+        if not index.isValid():
+            return None
+        row, col = self._rows[index.row()], index.column()
+        if col < len(self.HEADERS):
+            if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, self.SORT_ROLE):
+                return row[col]
+            return None
+        value = self._figures[col - len(self.HEADERS)][1].get(row[0])
+        if role == self.SORT_ROLE:  # unmeasured nodes sort last
+            return float("inf") if value is None else value
+        if role == Qt.ItemDataRole.DisplayRole:
+            return "" if value is None else f"{value:.4g}"
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.HEADERS[section]
+            if section < len(self.HEADERS):
+                return self.HEADERS[section]
+            return self._figures[section - len(self.HEADERS)][0]
         return None
 
 
@@ -108,6 +133,11 @@ class InspectPage(Page):
         self.netron = NetronView()
         graph_layout.addWidget(self.netron, 1)
         self.tabs.addTab(graph_tab, "Graph (Netron)")
+        self.native = GraphPanel()
+        self.native.measure_requested.connect(self._measure)
+        self.tabs.addTab(self.native, "Graph (native, overlays)")
+        self.compare = ComparePanel()
+        self.tabs.addTab(self.compare, "Compare variants")
         self.tabs.addTab(self._tables(), "Inputs, operators, nodes")
         self.tabs.currentChanged.connect(lambda _: self._show_graph())
         layout.addWidget(self.tabs, 1)
@@ -141,6 +171,8 @@ class InspectPage(Page):
         self.proxy.setSourceModel(self.nodes)
         self.proxy.setFilterKeyColumn(-1)
         self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.proxy.setSortRole(NodeTableModel.SORT_ROLE)
+        self.proxy.setFilterRole(Qt.ItemDataRole.DisplayRole)
         self.search.textChanged.connect(self.proxy.setFilterFixedString)
         view = QTableView()
         view.setModel(self.proxy)
@@ -219,6 +251,32 @@ class InspectPage(Page):
 
     def shutdown(self) -> None:
         self.netron.release()
+        self.native.shutdown()
+        self.compare.shutdown()
+
+    def _measure(self, path: str) -> None:
+        """Run the insight step: on the quantize step's variants when there are any, else on
+        the file shown (its time per node)."""
+        quantize = self.session.results.get("quantize")
+        if quantize:
+            options = {"variants": [quantize["output"]]}
+        elif path.lower().endswith(".onnx"):
+            options = {"variants": [path], "model": path}
+        else:
+            self.window_.show_error("Per-node figures are measured on ONNX models: convert the "
+                                   "model first (next page).")  # fmt: skip
+            return
+        self.window_.run_step("insight", options, [], self.show_insight, "Measuring per node")
+
+    def show_insight(self, result: dict[str, Any]) -> None:
+        """Overlays on the native graph and columns in the node table."""
+        self.session.results["insight"] = result
+        self.native.set_insight(result)
+        columns = [(o.label.replace(" — ", " (") + ")", o.values) for o in self.native.available]
+        self.nodes.set_figures(columns)
+        if self.native.available:
+            first = self.native.overlay.findData(self.native.available[0].key)
+            self.native.overlay.setCurrentIndex(max(first, 0))
 
     def _fill_variants(self) -> None:
         files = self.graph_files()
@@ -234,6 +292,16 @@ class InspectPage(Page):
     def _show_graph(self) -> None:
         """Open the chosen file in Netron when the graph tab is visible (Chromium starts lazily)."""
         path = self.variant.currentData()
+        if self.tabs.currentWidget() is self.compare and self.isVisible():
+            pair = (self.compare.reference.currentData(), self.compare.candidate.currentData())
+            self.compare.set_files(self.graph_files())
+            now = (self.compare.reference.currentData(), self.compare.candidate.currentData())
+            if now != pair or self.compare.result is None:
+                self.compare.refresh()
+            return
+        if path and self.tabs.currentWidget() is self.native and self.isVisible():
+            self.native.show_file(path)
+            return
         if not path or self.tabs.currentIndex() != 0 or not self.isVisible():
             return
         try:  # a file made again under the same name (convert re-run) is shown again

@@ -10,7 +10,7 @@ import sys
 import onnx
 import pytest
 
-from workflows.graph_layout import layout, scope
+from workflows.graph_layout import empty, layout, polyline, scope
 from workflows.steps.layout import LayoutOptions, layout_model
 from workflows.synthetic import branching_model
 
@@ -35,17 +35,25 @@ def test_scope_levels():
     assert scope("node_conv2d", 1) is None
 
 
+def _boxes(result):
+    """The layout's columns as one dict per box (easier to assert on)."""
+    cols = result["boxes"]
+    return [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)]
+
+
 def test_every_node_and_edge_of_a_10k_graph_is_laid_out_in_layers(big):
     nodes = _nodes(big)
     result = layout(nodes)
-    boxes = result["boxes"]
+    boxes = _boxes(result)
     assert len(nodes) >= 10_000 and len(boxes) == len(nodes)
     assert result["node_box"] == list(range(len(nodes)))
     producer = {t: i for i, n in enumerate(nodes) for t in n["outputs"]}
     links = {(producer[t], j) for j, n in enumerate(nodes) for t in n["inputs"] if t in producer}
-    assert {(a, b) for a, b, _ in result["edges"]} == links  # branches and merges, not a chain
+    edges = result["edges"]
+    assert set(zip(edges["source"], edges["target"], strict=True)) == links  # not a chain
     assert len(links) > len(nodes) * 1.2
-    for a, b, points in result["edges"]:
+    for i, (a, b) in enumerate(zip(edges["source"], edges["target"], strict=True)):
+        points = polyline(edges, i)
         assert boxes[b]["y"] > boxes[a]["y"]  # data flows down, layer by layer
         assert points[:2] == [boxes[a]["x"], boxes[a]["y"]]
         assert points[-2:] == [boxes[b]["x"], boxes[b]["y"]]
@@ -65,25 +73,26 @@ def test_every_node_and_edge_of_a_10k_graph_is_laid_out_in_layers(big):
 def test_repeated_blocks_collapse_and_one_expands(big):
     nodes = _nodes(big)
     blocks = layout(nodes, depth=2)
-    groups = [b for b in blocks["boxes"] if b["group"]]
-    assert len(blocks["boxes"]) == len(groups) and len(groups) > 600  # every op is in a block
+    groups = [b for b in _boxes(blocks) if b["group"]]
+    assert len(blocks["node_box"]) == len(nodes)
+    assert len(blocks["boxes"]["label"]) == len(groups) > 600  # every op is in a block
     assert groups[0]["label"] == "stage1/block1 · 6 ops"  # a residual block
     assert groups[1]["label"] == "stage1/block2 · 11 ops"  # an inception-style block
     assert sorted(i for g in groups for i in g["members"]) == list(range(len(nodes)))
-    assert all(blocks["boxes"][box]["members"].count(i) == 1
-               for i, box in enumerate(blocks["node_box"]))  # fmt: skip
+    assert all(i in blocks["boxes"]["members"][box] for i, box in enumerate(blocks["node_box"]))
     opened = layout(nodes, depth=2, expanded=["stage1/block2"])
-    labels = [b["label"] for b in opened["boxes"]]
+    labels = opened["boxes"]["label"]
     assert "stage1/block2 · 11 ops" not in labels
     # Its own sub-blocks (branch2: 3 ops, branch3: 2), branch1's one Conv, its 5 merge ops.
     assert {"stage1/block2/branch2 · 3 ops", "stage1/block2/branch3 · 2 ops"} <= set(labels)
-    assert len(opened["boxes"]) == len(blocks["boxes"]) - 1 + 8
+    assert len(labels) == len(blocks["boxes"]["label"]) - 1 + 8
+    assert empty()["boxes"]["label"] == [] and empty()["edges"]["offsets"] == [0]
 
 
 def test_the_step_reads_the_file_and_never_imports_matplotlib(big):
     result = layout_model(LayoutOptions(model=str(big), depth=1))
     assert result["nodes"][0] == {"name": "stage1/block1/conv1", "op_type": "Conv"}
-    assert len(result["boxes"]) == len({scope(n["name"], 1) for n in result["nodes"]})
+    assert len(result["boxes"]["label"]) == len({scope(n["name"], 1) for n in result["nodes"]})
     code = ("import sys; from workflows.steps.layout import run; from workflows.progress import "
             f"Progress; run({{'model': {str(big)!r}}}, Progress()); "
             "print('matplotlib' in sys.modules, 'igraph' in sys.modules)")  # fmt: skip

@@ -29,7 +29,8 @@ def layout_model(opts: LayoutOptions, progress: Progress | None = None) -> dict[
     progress = progress or null_progress()
     started = time.perf_counter()
     proto = onnx_format.read_proto(Path(opts.model), load_external_data=False)
-    nodes = [{"name": n.name or f"{n.op_type}_{i}", "op_type": n.op_type,
+    # Unnamed nodes are named as the compare step names them (op and first output).
+    nodes = [{"name": n.name or f"{n.op_type}→{n.output[0] if n.output else i}", "op_type": n.op_type,
               "inputs": list(n.input), "outputs": list(n.output)}
              for i, n in enumerate(proto.graph.node)]  # fmt: skip
     progress.update(0.3, f"Laying out {len(nodes):,} nodes")
