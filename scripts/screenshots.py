@@ -63,9 +63,9 @@ def overlay_screen(window: MainWindow, inspect: InspectPage) -> None:
     """The native graph of the float model, coloured by the INT8 variant's SQNR per node."""
     window.go_to(1)
     inspect.tabs.setCurrentWidget(inspect.native)
-    fp32 = next(i for i in range(inspect.variant.count())
-                if inspect.variant.itemText(i).startswith("fp32"))  # fmt: skip
-    inspect.variant.setCurrentIndex(fp32)
+    onnx = next(i for i in range(inspect.variant.count())
+                if inspect.variant.itemText(i).startswith("ONNX"))  # fmt: skip
+    inspect.variant.setCurrentIndex(onnx)  # the float graph: the INT8 SQNR is drawn on it
     wait_until(lambda: inspect.native.result is not None)
     inspect.native.measure_requested.emit(inspect.native.path or "")
     wait_for(window, "insight")
@@ -74,6 +74,10 @@ def overlay_screen(window: MainWindow, inspect: InspectPage) -> None:
     inspect.native.jump_to_worst()
     settle(500)
     window.grab().save(str(OUT / "02-inspect-overlay.png"))
+    inspect.tabs.setCurrentWidget(inspect.compare)
+    wait_until(lambda: inspect.compare.result is not None and len(inspect.compare.layouts) == 2)
+    settle(500)
+    window.grab().save(str(OUT / "02-inspect-compare.png"))
     inspect.tabs.setCurrentIndex(0)
 
 
@@ -183,6 +187,7 @@ def main() -> None:
         wait_for(window, "quantize")
         grab(window, 2, "convert-quantize")
         overlay_screen(window, inspect)
+        big_graph_screens(Path(tmp))
         test = window.page(TestPage)
         np.save(Path(tmp) / "one.npy", np.load(ROOT / "resources/sample/digits_test.npz")["x"][0])
         test.input.edit.setText(str(Path(tmp) / "one.npy"))
@@ -210,7 +215,6 @@ def main() -> None:
         apply_theme("Dark")
         grab(window, 2, "dark")
         window.close()
-        big_graph_screens(Path(tmp))
         prune_screen(Path(tmp))
     print(f"wrote {len(list(OUT.glob('*.png')))} screenshots to {OUT}")
 

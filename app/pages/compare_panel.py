@@ -91,7 +91,8 @@ class ComparePanel(QWidget):
     def set_files(self, files: list[tuple[str, Path]]) -> None:
         """The session's ONNX files; the float model and the first variant are chosen."""
         onnx = [(label, str(p)) for label, p in files if p.suffix.lower() == ".onnx"]
-        for combo, pick in ((self.reference, 0), (self.candidate, len(onnx) - 1)):
+        int8 = [i for i, (label, _) in enumerate(onnx) if label.startswith("int8")]
+        for combo, pick in ((self.reference, 0), (self.candidate, (int8 or [len(onnx) - 1])[0])):
             current = combo.currentData()
             combo.blockSignals(True)
             combo.clear()

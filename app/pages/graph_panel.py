@@ -25,6 +25,7 @@ from app.widgets.graph_canvas import GraphCanvas, badness_colour
 from app.workers import LatestOnly
 from workflows.graph_layout import empty
 from workflows.insight.overlay import BAD_DB, GOOD_DB, Overlay, box_values, overlays
+from workflows.present import LOSSLESS_DB
 
 LEGEND = (
     f"<span style='color:#16a34a'>■</span> ≥ {GOOD_DB:.0f} dB "
@@ -32,11 +33,21 @@ LEGEND = (
 )
 
 
+def _value_text(value: float | None, unit: str) -> str:
+    """A box's second line: "42.6 dB", "lossless" (no noise to measure), "0.012 ms"."""
+    if value is None:
+        return ""
+    if unit == "dB":
+        return "lossless" if value >= LOSSLESS_DB else f"{value:.1f} dB"
+    return f"{value:.3f} ms"
+
+
 class GraphPanel(QWidget):
     """See module doc. `show_file(path)` draws a file; `set_insight(result)` adds overlays."""
 
     laid_out = Signal(object)  # the layout step's result, once drawn
     measure_requested = Signal(str)  # the file to run the insight step on
+    edit_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,6 +87,11 @@ class GraphPanel(QWidget):
                                 "variants and time per node (ONNX Runtime's profiler)")  # fmt: skip
         self.measure.clicked.connect(lambda: self.measure_requested.emit(self.path or ""))
         row.addWidget(self.measure)
+        self.edit = QPushButton("Edit graph…")
+        self.edit.setToolTip("Keep or drop outputs, fix or free input dimensions, rename inputs "
+                             "and outputs; checked against the original, written as a new file")  # fmt: skip
+        self.edit.clicked.connect(self.edit_requested.emit)
+        row.addWidget(self.edit)
         layout.addLayout(row)
         self.legend = QLabel()
         self.legend.setTextFormat(Qt.TextFormat.RichText)
@@ -182,8 +198,7 @@ class GraphPanel(QWidget):
             return
         values = box_values(o, self.result["boxes"], self._node_names())
         colours = [badness_colour(o.badness(v)) for v in values]
-        text = ["" if v is None else f"{v:.1f} {o.unit}" if o.unit == "dB" else f"{v:.3f} ms"
-                for v in values]  # fmt: skip
+        text = [_value_text(v, o.unit) for v in values]
         limit = self.threshold_value(o)
         failing = o.failing(limit)
         names = self._node_names()

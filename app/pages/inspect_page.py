@@ -135,6 +135,7 @@ class InspectPage(Page):
         self.tabs.addTab(graph_tab, "Graph (Netron)")
         self.native = GraphPanel()
         self.native.measure_requested.connect(self._measure)
+        self.native.edit_requested.connect(self.ask_edit)
         self.tabs.addTab(self.native, "Graph (native, overlays)")
         self.compare = ComparePanel()
         self.tabs.addTab(self.compare, "Compare variants")
@@ -195,6 +196,8 @@ class InspectPage(Page):
         files = [(f"Loaded model — {Path(s.model.path).name}", Path(s.model.path))]
         if convert := s.results.get("convert"):
             files.append((f"ONNX — {Path(convert['output']).name}", Path(convert["output"])))
+        if edit := s.results.get("edit"):
+            files.append((f"edited — {Path(edit['model']).name}", Path(edit["model"])))
         if quantize := s.results.get("quantize"):
             folder = Path(quantize["output"])
             for v in quantize["variants"]:
@@ -267,6 +270,42 @@ class InspectPage(Page):
                                    "model first (next page).")  # fmt: skip
             return
         self.window_.run_step("insight", options, [], self.show_insight, "Measuring per node")
+
+    def ask_edit(self) -> None:
+        """The edit dialog for the model the edit step takes (the converted ONNX, if any)."""
+        from PySide6.QtWidgets import QDialog
+
+        from app.pages.edit_dialog import EditDialog
+        from workflows.formats import onnx_format
+
+        if not self.session.model:
+            return
+        source = Path(self.session.plan("edit", {})[0]["model"])
+        if source.suffix.lower() != ".onnx" or not source.exists():
+            self.window_.show_error("Graph edits work on ONNX: convert the model first (next "
+                                    "page), then edit the converted graph.")  # fmt: skip
+            return
+        model = onnx_format.load(source)
+        dialog = EditDialog([{"name": s.name, "shape": _shape(s.shape)} for s in model.inputs],
+                            [{"name": s.name} for s in model.outputs], self)  # fmt: skip
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.run_edit(dialog.options())
+
+    def run_edit(self, user: dict[str, Any]) -> None:
+        """Run the edit step; the edited file joins the graph views' choices and the workflow."""
+        options, out = self.session.plan("edit", user)
+
+        def done(result: dict[str, Any]) -> None:
+            self.session.record("edit", user, result)
+            self._fill_variants()
+            v = result["validation"]
+            self.native.legend.setText(
+                "Edited: " + "; ".join(result["edits"]) + f". Checked on {v['samples']} samples: "
+                f"max |diff| {v['max_abs_diff']:.3g}. Steps after it take "
+                f"{Path(result['model']).name}."
+            )
+
+        self.window_.run_step("edit", options, [out], done, "Editing the graph")
 
     def show_insight(self, result: dict[str, Any]) -> None:
         """Overlays on the native graph and columns in the node table."""

@@ -106,6 +106,8 @@ class GraphCanvas(QWidget):
         self.origin = QPointF(0, 0)
         if self.size_world[0] * self.scale > self._view_width():  # wide: fit the width
             self.scale = max(MIN_SCALE, self._view_width() / self.size_world[0])
+        else:  # narrow: centred
+            self.origin = QPointF((self.size_world[0] - self._view_width() / self.scale) / 2, 0)
         self._minimap = None
         self.update()
 
@@ -240,6 +242,7 @@ class GraphCanvas(QWidget):
         if self._minimap is None or self._minimap.height() != self.height():
             self._minimap = self._render_minimap(int(strip.width()), max(1, self.height()))
         p.drawImage(strip.topLeft(), self._minimap)
+        p.setClipRect(strip)  # the view's outline never spills onto the graph
         sx = strip.width() / self.size_world[0]
         sy = strip.height() / self.size_world[1]
         r = self.visible_world()

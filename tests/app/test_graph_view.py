@@ -138,3 +138,57 @@ def test_compare_side_by_side_colours_and_follows_counterparts(qtbot, tmp_path):
     panel.left.jump_to(left_names.index("matmul"))
     assert right_names[panel.right.current] == row["counterparts"][0]
     panel.shutdown()
+
+
+def test_edit_dialog_reads_its_fields(qtbot):
+    from app.pages.edit_dialog import EditDialog
+
+    dialog = EditDialog([{"name": "x", "shape": "[1, 3]"}], [{"name": "y"}])
+    qtbot.addWidget(dialog)
+    dialog.dims.setText("x:0=batch, x:1=3")
+    dialog.rename.setText("x=image")
+    assert dialog.options() == {"outputs": [], "drop_outputs": [],
+                                "dims": {"x:0": "batch", "x:1": 3}, "rename": {"x": "image"}}  # fmt: skip
+    dialog.dims.setText("x:0")
+    with pytest.raises(ValueError, match="INPUT:AXIS=VALUE"):
+        dialog.options()
+    dialog.dims.setText("")
+    dialog.rename.setText("")
+    with pytest.raises(ValueError, match="Nothing to edit"):
+        dialog.options()
+
+
+def test_an_edit_from_the_inspect_page_is_recorded_and_shown(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from app.main_window import MainWindow
+    from app.pages.inspect_page import InspectPage
+    from app.pages.load_page import LoadPage
+    from app.session import Session
+    from tests.workflows.test_edit import _two_headed
+
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)  # not this machine's recent files
+    QSettings.setPath(
+        QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings")
+    )
+    src = _two_headed(tmp_path / "m.onnx")
+    window = MainWindow(Session(output_root=tmp_path / "runs"))
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.step_finished, timeout=120_000,
+                          check_params_cb=lambda s, ok: s == "inspect"):  # fmt: skip
+        window.page(LoadPage).load(str(src))
+    inspect = window.page(InspectPage)
+    with qtbot.waitSignal(window.step_finished, timeout=120_000,
+                          check_params_cb=lambda s, ok: s == "edit") as blocker:  # fmt: skip
+        inspect.run_edit({"dims": {"image:0": "batch", "meta:0": "batch"},
+                          "rename": {"logits": "scores"}})  # fmt: skip
+    assert blocker.args[1], window.last_error
+    result = window.session.results["edit"]
+    assert result["outputs"] == ["scores", "aux"] and result["validation"]["max_abs_diff"] <= 1e-6
+    labels = [inspect.variant.itemText(i) for i in range(inspect.variant.count())]
+    assert labels[-1] == "edited — m.edited.onnx"
+    assert "Edited: image:0: 1 -> batch" in inspect.native.legend.text()
+    steps = [s.name for s in window.session.workflow().steps]
+    assert steps == ["edit"]  # replayable: dockyard-cli run takes it as a workflow step
+    window.close()
