@@ -83,7 +83,8 @@ def test_free_the_batch_then_batch_two_equals_two_single_runs(tmp_path):
     assert [_dims(o) for o in edited.graph.output] == [["batch", 10], ["batch", 2]]
     v = r["validation"]
     assert v["max_abs_diff"] <= 1e-6 and v["samples"] == 4
-    assert [f["ran_at"] for f in v["freed"]] == [2, 2]
+    (batch,) = v["freed"]  # one batch-2 run covers both inputs; measured difference: 0
+    assert batch["dim"] == "image:0" and batch["ran_at"] == 2 and batch["max_abs_diff"] <= 1e-5
     # Independently: batch 3 through the edited file equals the original one sample at a time.
     feeds = _feeds(3)
     ours = _run(r["model"], feeds)
