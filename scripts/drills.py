@@ -2,7 +2,7 @@
 at a seeded random moment of a real step, and check what a user would find afterwards:
 
 - no orphan: every process the run started (step child, smoke-test server, its decoding process,
-  TorchServe's JVM, onnx2tf, Qt WebEngine's helpers) is gone within 2 s;
+  TorchServe's JVM, onnx2tf, Qt WebEngine's helpers) is gone within 5 s;
 - nothing partial, nothing replaced: each output is byte for byte the good one an earlier run
   made (or, when the run had already swapped its new output into place before the kill came,
   that complete new output), and the folder around it holds nothing new (no temp folder left);
@@ -117,6 +117,11 @@ def _is_step(p: psutil.Process) -> bool:
     except psutil.Error:
         return False
     return "spawn_main" in line and "resource_tracker" not in line
+
+
+# How long a killed tree may take to go. Children notice a dead parent within a second; on a busy
+# 2-core CI machine a SIGKILLed step holding torch was once still tearing down after 2 s.
+EXIT_WINDOW = 5.0
 
 
 def alive(p: psutil.Process) -> bool:
@@ -238,7 +243,7 @@ def one_drill(
         if steps:
             target = steps[0].pid
             who = "step"
-    # What the victim started: it must be gone within 2 s of the kill.
+    # What the victim started: it must be gone within EXIT_WINDOW of the kill.
     doomed = descendants(target)
     with contextlib.suppress(psutil.Error):
         if target != parent.pid:
@@ -252,7 +257,7 @@ def one_drill(
     # After the CLI or the app dies, the step child notices its parent is gone and kills its own
     # process group. After the step child dies, the CLI (or the app) reports it and goes on;
     # here both then exit, and what they still ran (the app's web view) must go with them.
-    problem = _gone_within(doomed, 2.0, "the killed process's")
+    problem = _gone_within(doomed, EXIT_WINDOW, "the killed process's")
     took = time.monotonic() - killed
     if target == parent.pid:
         parent.wait(10)
@@ -263,7 +268,7 @@ def one_drill(
             parent.kill()
             parent.wait()
             return with_pid, f"the {who.replace('step', 'parent')} did not exit after its step died"
-    problem = problem or _gone_within(list(seen.values()), 2.0, "the exited parent's")
+    problem = problem or _gone_within(list(seen.values()), EXIT_WINDOW, "the exited parent's")
     if problem:
         return with_pid, problem
     time.sleep(0.3)  # a late writer would show now

@@ -1,7 +1,7 @@
 """Kill drills in CI (issue #12; `python scripts/drills.py --kills 60` is the long run): the CLI,
 the desktop app (scripts/gui_drill.py) or the step process they started, SIGKILLed at seeded
 random moments of convert, quantize and the three exports (smoke-test server, TorchServe,
-onnx2tf running) or of the wizard's convert and Docker export: no orphan within 2 s (Qt
+onnx2tf running) or of the wizard's convert and Docker export: no orphan within 5 s (Qt
 WebEngine's helpers included), the earlier good output untouched, nothing left beside it, its
 ports free."""
 

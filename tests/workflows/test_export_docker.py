@@ -23,7 +23,7 @@ import yaml
 from workflows.atomic import OWNER_MARK
 from workflows.errors import ExportError
 from workflows.exporters.common import free_port
-from workflows.exporters.docker import DockerExportOptions, export_docker
+from workflows.exporters.docker import DockerExportOptions, export_docker, image_allocator_settings
 from workflows.exporters.model_versions import model_folder
 
 from .served import Server
@@ -75,8 +75,11 @@ def test_export_result_and_files(exported):
         "HEALTHCHECK",
         "EXPOSE 8080 8081",
         "GRPC_PORT=8081",
+        "MALLOC_ARENA_MAX=2",
     ):
         assert needle in dockerfile
+    # Servers the tests and benchmarks start outside Docker take the image's allocator setting.
+    assert image_allocator_settings(folder) == {"MALLOC_ARENA_MAX": "2"}
     lines = (folder / "requirements.txt").read_text().splitlines()
     reqs = [ln.split("==")[0] for ln in lines if ln and not ln.startswith("#")]
     assert reqs == [

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 import shutil
 import string
 import subprocess
@@ -127,6 +128,14 @@ def _get(
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def image_allocator_settings(folder: Path) -> dict[str, str]:
+    """The image's glibc allocator settings (MALLOC_ARENA_MAX), so a server run outside Docker
+    holds its memory as it would inside."""
+    dockerfile = folder / "Dockerfile"
+    text = dockerfile.read_text(encoding="utf-8") if dockerfile.is_file() else ""
+    return dict(re.findall(r"\b(MALLOC_[A-Z_]+)=(\S+)", text))
+
+
 @contextlib.contextmanager
 def exported_server(
     folder: Path,
@@ -150,6 +159,7 @@ def exported_server(
         "PYTHONPATH": str(folder),
         "LOG_LEVEL": "warning",
         "API_KEY": "",
+        **image_allocator_settings(folder),
         **(env or {}),
     }
     started = time.perf_counter()
