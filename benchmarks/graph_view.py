@@ -65,6 +65,7 @@ def main() -> None:
 
     import onnx
 
+    from app.main_window import freeze_startup_objects
     from app.netron_view import NetronView, prepare_environment
     from workflows.machine import cpu_features
     from workflows.synthetic import branching_model
@@ -91,6 +92,7 @@ def main() -> None:
         panel.resize(1280, 800)
         panel.show()
         wait(lambda: bool(panel.canvas.paint_ms), 5)
+        freeze_startup_objects()  # as the app does once its window has painted
         laid: list[dict] = []
         panel.laid_out.connect(laid.append)
         probe.reset()

@@ -103,6 +103,19 @@ def big_graph_screens(tmp: Path) -> None:
     wait_until(lambda: panel.result["expanded"] == ["stage1/block2"], 60_000)
     settle(300)
     panel.grab().save(str(OUT / "02-graph-10k-blocks.png"))
+    # The same graph with names that say nothing (Conv_12): blocks found from its structure.
+    proto = onnx.load(str(path))
+    for i, node in enumerate(proto.graph.node):
+        node.name = f"{node.op_type}_{i}"
+    anonymous = tmp / "anonymous-10k.onnx"
+    onnx.save(proto, str(anonymous))
+    panel.depth.setValue(1)
+    panel.show_file(str(anonymous))
+    wait_until(lambda: panel.result is not None and panel.result["model"] == str(anonymous))
+    panel.open_block("block1")
+    wait_until(lambda: panel.result["expanded"] == ["block1"], 60_000)
+    settle(300)
+    panel.grab().save(str(OUT / "02-graph-10k-structural.png"))
     panel.shutdown()
     panel.close()
 

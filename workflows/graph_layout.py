@@ -2,9 +2,11 @@
 
 A layered (Sugiyama) layout from igraph (C code: 10,000 nodes in ~0.25 s on one core), with
 edges bent through the layers they cross. Repeated blocks collapse: nodes are grouped by the
-name scopes exporters write (`/model.22/cv2/conv/Conv`, `stage1/block3/conv1`), and at a
-chosen depth every group is drawn as one node ("stage1/block3 · 10 ops") unless it was
-expanded. The layout is plain arrays (JSON-able): the view draws it, Qt-free code makes it.
+name scopes exporters write (`/model.22/cv2/conv/Conv`, `stage1/block3/conv1`), or by the
+module path PyTorch's exporter records in each node's metadata (its node names have no
+scopes), or, in a graph with neither, by its structure (see `structural_blocks`); at a chosen
+depth every group is drawn as one node ("stage1/block3 · 10 ops") unless it was expanded.
+The layout is plain arrays (JSON-able): the view draws it, Qt-free code makes it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,59 @@ def scope(name: str, depth: int) -> str | None:
     return "/".join(parts[:depth]) if len(parts) >= depth > 0 else None
 
 
+def structural_blocks(nodes: list[dict[str, Any]]) -> list[str | None]:
+    """Per node (in graph order, {"inputs", "outputs"}) its block, "block7", for graphs whose
+    names say nothing: a block ends at each node that fans out and through which everything
+    flows (every edge that crosses the point just after it in graph order starts at it) - the
+    point where a residual or inception block starts, so each such block, its merge and what
+    follows it up to the next such point become one box. Nodes outside any block of two or
+    more: None. Written here because no graph library finds blocks in this sense."""
+    producer = {t: i for i, n in enumerate(nodes) for t in n["outputs"]}
+    ending: list[set[int]] = [set() for _ in nodes]  # per node, the earlier nodes feeding it
+    for j, n in enumerate(nodes):
+        ending[j] = {producer[t] for t in n["inputs"] if producer.get(t, j) < j}
+    leaving = [0] * len(nodes)
+    for sources in ending:
+        for i in sources:
+            leaving[i] += 1
+    open_from: dict[int, int] = {}  # source -> its edges crossing the point after this node
+    cuts: set[int] = set()
+    for j in range(len(nodes)):
+        for i in ending[j]:
+            open_from[i] -= 1
+            if not open_from[i]:
+                del open_from[i]
+        if leaving[j]:
+            open_from[j] = leaving[j]
+        if leaving[j] >= 2 and len(open_from) == 1:  # only j's edges cross: everything flows
+            cuts.add(j)
+    if len(cuts) < 2:
+        return [None] * len(nodes)
+    blocks: list[str] = []
+    k = 0
+    for j in range(len(nodes)):
+        blocks.append(f"block{k}")
+        k += j in cuts  # a block ends with the node the next one flows from
+    sizes: dict[str, int] = {}
+    for b in blocks:
+        sizes[b] = sizes.get(b, 0) + 1
+    return [b if sizes[b] > 1 else None for b in blocks]
+
+
+def scope_paths(nodes: list[dict[str, Any]]) -> list[str]:
+    """Per node, the name whose `/` levels the view groups by: the node's own name when the
+    exporter scoped names (most do); else its module path from the node's "scopes" (PyTorch's
+    exporter: `pkg.torch.onnx.name_scopes`) before its name; else its structural block."""
+    scoped = sum("/" in n["name"].strip("/") for n in nodes)
+    if scoped * 2 >= len(nodes):
+        return [n["name"] for n in nodes]
+    leaf = [n["name"].replace("/", "_") for n in nodes]
+    if any(n.get("scopes") for n in nodes):
+        return ["/".join([*n.get("scopes", []), name]) for n, name in zip(nodes, leaf, strict=True)]
+    blocks = structural_blocks(nodes)
+    return [f"{b}/{name}" if b else name for b, name in zip(blocks, leaf, strict=True)]
+
+
 @dataclass
 class _Unit:
     """One drawn box: a node, or a collapsed group of nodes."""
@@ -42,10 +97,11 @@ def _units(
     units: list[_Unit] = []
     where: list[int] = []
     groups: dict[str, int] = {}
+    paths = scope_paths(nodes) if depth else []
     for i, n in enumerate(nodes):
-        g = scope(n["name"], depth) if depth else None
+        g = scope(paths[i], depth) if depth else None
         while g is not None and g in expanded:  # an expanded group shows its next level
-            deeper = scope(n["name"], g.count("/") + 2)
+            deeper = scope(paths[i], g.count("/") + 2)
             g = deeper if deeper != g else None
         if g is None:
             where.append(len(units))
@@ -65,8 +121,9 @@ def _units(
 
 def layout(nodes: list[dict[str, Any]], depth: int = 0, expanded: list[str] | None = None,
            maxiter: int = 10) -> dict[str, Any]:  # fmt: skip
-    """Boxes and edge polylines for `nodes` ({"name", "op_type", "inputs", "outputs"} in graph
-    order). `depth` > 0 collapses name scopes that deep, except those in `expanded`.
+    """Boxes and edge polylines for `nodes` ({"name", "op_type", "inputs", "outputs"}, optional
+    "scopes", in graph order). `depth` > 0 collapses scopes (`scope_paths`) that deep, except
+    those in `expanded`.
 
     Columns, not a dict per box, so that 10,000 boxes cross a process boundary and become
     arrays in a few milliseconds: {"boxes": {"label", "op", "group", "members", "x", "y", "w",

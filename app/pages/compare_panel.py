@@ -144,10 +144,10 @@ class ComparePanel(QWidget):
                 if r["status"] != "kept":
                     theirs[n] = r["status"]
         theirs.update({e["node"]: "inserted" for e in c["inserted"]})
-        for canvas, side, states in ((self.left, "left", status), (self.right, "right", theirs)):
-            names = [n["name"] for n in self.layouts[side]["nodes"]]
+        for canvas, states in ((self.left, status), (self.right, theirs)):
+            names = canvas.names
             colours = []
-            for members in self.layouts[side]["boxes"]["members"]:
+            for members in canvas.members:
                 found = [states[names[m]] for m in members if names[m] in states]
                 changed = [s for s in found if s != "kept"]
                 colours.append(STATUS_COLOURS[changed[0]] if changed else None)
@@ -155,29 +155,20 @@ class ComparePanel(QWidget):
         show_table(self.changes, present.compare_changes(c, limit=500))
         self.compared.emit(c)
 
-    def _box_of(self, side: str, node: str) -> int:
-        layout = self.layouts.get(side)
-        if not layout:
-            return -1
-        names = [n["name"] for n in layout["nodes"]]
-        return layout["node_box"][names.index(node)] if node in names else -1
-
     def _selected(self, canvas: GraphCanvas, box: int) -> None:
         """A node clicked on one side: its counterpart (or what it belongs to) on the other."""
         if self.result is None or len(self.layouts) < 2:
             return
-        side = "left" if canvas is self.left else "right"
-        names = [n["name"] for n in self.layouts[side]["nodes"]]
-        members = {names[m] for m in self.layouts[side]["boxes"]["members"][box]}
-        if side == "left":
+        members = {canvas.names[m] for m in canvas.members[box]}
+        if canvas is self.left:
             rows = [r for r in self.result["nodes"] if r["node"] in members]
             targets = [n for r in rows for n in r["counterparts"]]
-            other, other_side = self.right, "right"
+            other = self.right
         else:
             rows = [r for r in self.result["nodes"] if members & set(r["counterparts"])]
             targets = [r["node"] for r in rows]
-            other, other_side = self.left, "left"
-        boxes = [b for b in (self._box_of(other_side, t) for t in targets) if b >= 0]
+            other = self.left
+        boxes = [b for b in (other.box_of(t) for t in targets) if b >= 0]
         if boxes and other.current != boxes[0]:
             other.blockSignals(True)  # no ping-pong between the two sides
             other.jump_to(boxes[0])
@@ -187,6 +178,6 @@ class ComparePanel(QWidget):
         item = self.changes.item(row, 0)
         if item is None:
             return
-        box = self._box_of("left", item.text())
+        box = self.left.box_of(item.text())
         if box >= 0:
             self.left.jump_to(box)

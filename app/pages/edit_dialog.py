@@ -5,6 +5,7 @@ replays it and the steps after it take the edited model."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from PySide6.QtWidgets import (
@@ -17,18 +18,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from workflows.cli.flags import key_value
+
 
 def _pairs(text: str, what: str) -> dict[str, str]:
-    """ "a=b, c=d" -> {"a": "b", "c": "d"}; ValueError naming the bad part."""
+    """ "a=b, c=d" -> {"a": "b", "c": "d"} (parsed as the CLI's flags are); ValueError naming
+    the bad part."""
     out = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        key, sep, value = part.rpartition("=")
-        if not sep or not key.strip() or not value.strip():
+        try:
+            key, value = key_value(part)
+        except argparse.ArgumentTypeError:
             form = "OLD=NEW" if what == "Rename" else "INPUT:AXIS=VALUE"
-            raise ValueError(f"{what}: {part!r} should be written as {form}")
-        out[key.strip()] = value.strip()
+            raise ValueError(f"{what}: {part!r} should be written as {form}") from None
+        out[key] = value
     return out
 
 

@@ -157,11 +157,8 @@ class GraphPanel(QWidget):
         self.available = overlays(insight) if insight else []
         self._fill_overlays()
 
-    def _node_names(self) -> list[str]:
-        return [n["name"] for n in (self.result or {}).get("nodes", [])]
-
     def _fill_overlays(self) -> None:
-        names = set(self._node_names())
+        names = set(self.canvas.names)
         current = self.overlay.currentData()
         self.overlay.blockSignals(True)
         self.overlay.clear()
@@ -192,19 +189,19 @@ class GraphPanel(QWidget):
         if not has:
             self.threshold_label.setText("")
             if self.result is not None:
-                self.legend.setText(f"{len(self.result['nodes']):,} nodes; "
+                self.legend.setText(f"{len(self.canvas.names):,} nodes; "
                                     f"{self.canvas.count:,} boxes drawn")  # fmt: skip
             self.canvas.set_colours([], [], None)
             return
-        values = box_values(o, self.result["boxes"], self._node_names())
+        names = self.canvas.names
+        values = box_values(o, self.result["boxes"], names)
         colours = [badness_colour(o.badness(v)) for v in values]
         text = [_value_text(v, o.unit) for v in values]
         limit = self.threshold_value(o)
         failing = o.failing(limit)
-        names = self._node_names()
         highlight = None
         if self.threshold.value() > 0:
-            highlight = {i for i, members in enumerate(self.result["boxes"]["members"])
+            highlight = {i for i, members in enumerate(self.canvas.members)
                          if any(names[m] in failing for m in members)}  # fmt: skip
         word = "below" if o.higher_is_better else "above"
         self.threshold_label.setText(f"{word} {limit:.1f} {o.unit}: {len(failing)} nodes"
@@ -219,9 +216,9 @@ class GraphPanel(QWidget):
         """Centre the view on the overlay's worst node."""
         o = self.chosen()
         worst = o.worst() if o else None
-        if worst is not None and self.result is not None:
-            index = self._node_names().index(worst)
-            self.canvas.jump_to(self.result["node_box"][index])
+        box = self.canvas.box_of(worst) if worst is not None else -1
+        if box >= 0:
+            self.canvas.jump_to(box)
 
     # Search -----------------------------------------------------------------------------
     def find_next(self) -> int:
@@ -229,8 +226,7 @@ class GraphPanel(QWidget):
         text = self.search.text().strip().lower()
         if not text or self.result is None:
             return -1
-        names = self._node_names()
-        labels, members = self.result["boxes"]["label"], self.result["boxes"]["members"]
+        names, labels, members = self.canvas.names, self.canvas.labels, self.canvas.members
         count = len(labels)
         for k in range(1, count + 1):
             i = (self._found + k) % count
@@ -244,8 +240,7 @@ class GraphPanel(QWidget):
     def _describe(self, box: int) -> None:
         if self.result is None:
             return
-        names = self._node_names()
-        members = self.result["boxes"]["members"][box]
-        listed = ", ".join(names[m] for m in members[:6])
+        members = self.canvas.members[box]
+        listed = ", ".join(self.canvas.names[m] for m in members[:6])
         more = f" … ({len(members)} nodes)" if len(members) > 6 else ""
         self.setToolTip(f"{self.result['boxes']['label'][box]}: {listed}{more}")

@@ -56,6 +56,9 @@ class GraphCanvas(QWidget):
         self.setMinimumSize(320, 240)
         self.labels: list[str] = []
         self.groups: list[str | None] = []
+        self.names: list[str] = []  # the graph's nodes, in graph order
+        self.members: list[list[int]] = []  # per box, its nodes
+        self._node_box: dict[str, int] = {}
         self.edges: dict[str, list] = {"offsets": [0], "points": []}
         self._xy = np.zeros((0, 4))  # left, top, right, bottom per box
         self.centres = np.zeros((0, 2))
@@ -77,8 +80,11 @@ class GraphCanvas(QWidget):
     def set_layout(self, result: dict[str, Any]) -> None:
         """Show a layout (the layout step's result); the view starts at the graph's top."""
         boxes, edges = result["boxes"], result["edges"]
-        self.labels: list[str] = boxes["label"]
-        self.groups: list[str | None] = boxes["group"]
+        self.labels = boxes["label"]
+        self.groups = boxes["group"]
+        self.names = result.get("names", [])
+        self.members = boxes["members"]
+        self._node_box = dict(zip(self.names, result.get("node_box", []), strict=False))
         self.edges = edges
         self.size_world = (float(result["width"]), float(result["height"]))
         x, y = np.asarray(boxes["x"], float), np.asarray(boxes["y"], float)
@@ -110,6 +116,10 @@ class GraphCanvas(QWidget):
             self.origin = QPointF((self.size_world[0] - self._view_width() / self.scale) / 2, 0)
         self._minimap = None
         self.update()
+
+    def box_of(self, node: str) -> int:
+        """The box a node is drawn in (-1: not in this graph)."""
+        return self._node_box.get(node, -1)
 
     @property
     def count(self) -> int:

@@ -67,7 +67,7 @@ def test_a_10k_graph_opens_with_overlays_worst_threshold_search_and_blocks(qtbot
     shown = canvas.visible_world()
     assert shown.top() == 0 and 0 < shown.height() < 2000  # the top of the graph, readable
 
-    names = [n["name"] for n in panel.result["nodes"]]
+    names = panel.result["names"]
     worst = "stage9/block7/conv2"
     panel.set_insight(_insight(names, worst))
     labels = [panel.overlay.itemText(i) for i in range(panel.overlay.count())]
@@ -124,11 +124,11 @@ def test_compare_side_by_side_colours_and_follows_counterparts(qtbot, tmp_path):
         panel.refresh()
     result = blocker.args[0]
     assert result["summary"]["unmatched"] == 0
-    left_names = [n["name"] for n in panel.layouts["left"]["nodes"]]
+    left_names = panel.layouts["left"]["names"]
     status = {r["node"]: r["status"] for r in result["nodes"]}
     for name, box in zip(left_names, panel.layouts["left"]["node_box"], strict=True):
         assert panel.left.colours[box] == STATUS_COLOURS[status[name]], name
-    right_names = [n["name"] for n in panel.layouts["right"]["nodes"]]
+    right_names = panel.layouts["right"]["names"]
     inserted = {e["node"] for e in result["inserted"]}
     assert inserted and all(panel.right.colours[right_names.index(n)] == STATUS_COLOURS["inserted"]
                             for n in inserted)  # fmt: skip

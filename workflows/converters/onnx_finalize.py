@@ -10,6 +10,24 @@ from workflows.formats.onnx_format import default_opset
 from workflows.progress import Progress
 
 TWO_GB = 2**31
+# Node metadata kept in the final model: the PyTorch module each node came from (the graph
+# view groups nodes by it; PyTorch's exporter names nodes without scopes). Dropped: the rest,
+# stack traces included, which carry the converting machine's file paths into a deployable file.
+KEPT_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)
+
+
+def _kept_node_metadata(proto: Any) -> dict[str, list[tuple[str, str]]]:
+    return {n.name: kept for n in proto.graph.node
+            if (kept := [(p.key, p.value) for p in n.metadata_props
+                         if p.key in KEPT_NODE_METADATA])}  # fmt: skip
+
+
+def _restore_node_metadata(proto: Any, kept: dict[str, list[tuple[str, str]]]) -> None:
+    """Only the kept entries, on every node that still has its name (onnxslim drops them all)."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        for key, value in kept.get(node.name, ()):
+            node.metadata_props.add(key=key, value=value)
 
 
 def _rename_batch_dims(proto: Any) -> None:
@@ -38,6 +56,7 @@ def finalize(
 
     proto = onnx.load(str(raw), load_external_data=True)
     nodes_before = len(proto.graph.node)
+    node_metadata = _kept_node_metadata(proto)
     if dynamic_batch:
         _rename_batch_dims(proto)
     progress.update(0.2, "Checking the ONNX model")
@@ -58,6 +77,7 @@ def finalize(
             simplified = True
         except Exception as exc:  # onnxslim is best effort: keep the unsimplified model
             progress.update(0.5, f"Simplification skipped: {exc}")
+    _restore_node_metadata(proto, node_metadata)
     progress.update(0.7, "Inferring shapes")
     shape_inference = "skipped (model over 2 GB)" if large else "ok"
     if not large:

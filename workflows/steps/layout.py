@@ -22,7 +22,7 @@ class LayoutOptions(Options):
 
 
 def layout_model(opts: LayoutOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """The layout of the model's top-level graph, with its nodes (name, op) in graph order."""
+    """The layout of the model's top-level graph, with its node names in graph order."""
     from workflows.formats import onnx_format
     from workflows.graph_layout import layout
 
@@ -31,7 +31,7 @@ def layout_model(opts: LayoutOptions, progress: Progress | None = None) -> dict[
     proto = onnx_format.read_proto(Path(opts.model), load_external_data=False)
     # Unnamed nodes are named as the compare step names them (op and first output).
     nodes = [{"name": n.name or f"{n.op_type}→{n.output[0] if n.output else i}", "op_type": n.op_type,
-              "inputs": list(n.input), "outputs": list(n.output)}
+              "inputs": list(n.input), "outputs": list(n.output), "scopes": module_path(n)}
              for i, n in enumerate(proto.graph.node)]  # fmt: skip
     progress.update(0.3, f"Laying out {len(nodes):,} nodes")
     result = layout(nodes, opts.depth, opts.expanded)
@@ -40,10 +40,29 @@ def layout_model(opts: LayoutOptions, progress: Progress | None = None) -> dict[
         "model": opts.model,
         "depth": opts.depth,
         "expanded": list(opts.expanded),
-        "nodes": [{"name": n["name"], "op_type": n["op_type"]} for n in nodes],
+        # Names only, no dict per node: the result crosses to the app's thread in one unpickle
+        # (holding the GIL), and 10,000 dicts made that and the next garbage collection longer.
+        "names": [n["name"] for n in nodes],
         **result,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def module_path(node: Any) -> list[str]:
+    """The PyTorch module a node came from, outermost first (["layer1", "layer1.0", "layer1.0.conv1"]),
+    from the metadata PyTorch's ONNX exporter writes on each node (its node names, node_conv2d_3,
+    have no scopes); [] for other exporters. Read with literal_eval: never code."""
+    import ast
+
+    for prop in getattr(node, "metadata_props", ()):
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return []
+            if isinstance(scopes, list) and all(isinstance(x, str) for x in scopes):
+                return [x for x in scopes[:-1] if x]  # the last: the node itself
+    return []
 
 
 def run(options: LayoutOptions | dict[str, Any], progress: Progress) -> dict[str, Any]:
