@@ -53,6 +53,8 @@ FORMAT_FAMILY = {
     "keras": "tensorflow",
     "savedmodel": "tensorflow",
 }
+# Formats a step reads without their framework (inspect: a .pt2 from its JSON).
+WITHOUT_FRAMEWORK = {"inspect": {"exported_program"}}
 # TFLiteConverter and TF Serving's SavedModel, whatever the source.
 STEP_FAMILY = {"export-tflite": "tensorflow", "export-tfserving": "tensorflow"}
 DISABLE_ENV = "DOCKYARD_NO_WARM_WORKERS"  # set to 1: every step starts a fresh process
@@ -68,7 +70,9 @@ def family_of(step: str, options: Any) -> str:
             name = detect(Path(path)).NAME
         except Exception:  # the step itself reports a bad file; any worker can do that
             continue
-        found = FORMAT_FAMILY.get(name, "onnx")
+        found = (
+            "onnx" if name in WITHOUT_FRAMEWORK.get(step, ()) else FORMAT_FAMILY.get(name, "onnx")
+        )
         if FAMILIES.index(found) > FAMILIES.index(family):
             family = found
     return family

@@ -49,8 +49,8 @@ def test_workers_start_after_paint_serve_the_sample_and_leave_with_the_window(
         window.page(LoadPage).open_sample()
         worker = window.worker
     assert done.args == ["inspect", True]
-    assert worker.ran_warm  # the .pt2 went to the parked torch worker
-    qtbot.waitUntil(lambda: pool.idle().get("torch") not in (None, parked["torch"]))
+    assert worker.ran_warm  # the .pt2 went to the parked onnx worker: read without torch
+    qtbot.waitUntil(lambda: pool.idle().get("onnx") not in (None, parked["onnx"]))
 
     window.show_log()  # the Log dialog opens on the inspect step's log
     assert window.last_log is not None and window.last_log.parent.is_dir()

@@ -181,7 +181,8 @@ def test_an_idle_worker_dies_with_its_killed_parent(tmp_path, monkeypatch):
 
 def test_the_family_comes_from_the_models_formats(tmp_path):
     pt2 = str(SAMPLE / "digits_cnn.pt2")
-    assert warm.family_of("inspect", {"model": {"path": pt2}}) == "torch"
+    assert warm.family_of("inspect", {"model": {"path": pt2}}) == "onnx"  # read from its JSON
+    assert warm.family_of("convert", {"model": {"path": pt2}}) == "torch"
     from tests.workflows.model_factory import save_onnx
 
     onnx_file = save_onnx(tmp_path)
