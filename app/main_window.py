@@ -69,6 +69,9 @@ class MainWindow(QMainWindow):
         self.last_error: str | None = None
         self.last_log: Path | None = None  # the newest step's log file (the Log dialog shows it)
         self.last_step = ""
+        from app.framework_offer import FrameworkOffer
+
+        self.framework_offer = FrameworkOffer(self)  # the installed app: PyTorch/TF on demand
 
         self.pages = [
             LoadPage(self),
@@ -244,6 +247,8 @@ class MainWindow(QMainWindow):
 
     def model_loaded(self) -> None:
         self.go_to(1)
+        model = (self.session.inspect or {}).get("model") or {}
+        self.framework_offer.check_model(model.get("format") or "")
 
     # -- running steps ---------------------------------------------------------------------
     @property
@@ -306,6 +311,24 @@ class MainWindow(QMainWindow):
                 (lambda: on_unsafe(message))
                 if on_unsafe
                 else lambda: (on_error(message) if on_error else None, self.show_error(message)),
+            )
+        )
+        worker.needs_framework.connect(
+            lambda family, message: self._finished(
+                step,
+                False,
+                f"{label}: needs a framework the app has not prepared yet.",
+                lambda: (
+                    self.framework_offer.offer(
+                        family,
+                        f"The step “{label}” needs it.",
+                        lambda: self.run_step(
+                            step, options, outputs, on_done, label, on_error, on_data, on_unsafe
+                        ),
+                    )
+                    if family and not self.framework_offer.available(family)
+                    else self.show_error(message)  # prepared, and still missing: say so
+                ),
             )
         )
         worker.cancelled.connect(lambda: self._finished(step, False, f"{label}: cancelled.", None))

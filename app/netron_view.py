@@ -1,7 +1,7 @@
 """Netron, the graph viewer ML engineers already know, embedded: `app.netron_server` serves the
 `netron` pip package's page and the model on 127.0.0.1 and a QWebEngineView shows it.
 
-Netron is built for a public web page, so four things are handled here (FIELD_NOTES):
+Netron is built for a public web page, so four things are handled here (docs/dependencies.md):
 1. Chromium's sandbox cannot start as root (containers, CI): `prepare_environment()` adds
    `--no-sandbox` then, and only then.
 2. A full-page cookie-consent dialog hides the graph: a script sets Netron's consent cookie before

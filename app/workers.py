@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from workflows.errors import DockyardError, StepCancelled, UnsafeModelError
+from workflows.errors import DockyardError, FrameworkMissing, StepCancelled, UnsafeModelError
 from workflows.progress import Progress
 from workflows.runner import StepFailed, StepProcess, run_inline
 
@@ -30,6 +30,8 @@ class StepWorker(QThread):
     # user, not an error; the message names the file and what would run.
     refused_unsafe = Signal(str)
     cancelled = Signal()
+    # The installed app lacks the framework the step needs (FrameworkMissing): family, message.
+    needs_framework = Signal(str, str)
     data = Signal(object)  # partial results the step publishes (live benchmark latencies)
 
     def __init__(
@@ -78,6 +80,8 @@ class StepWorker(QThread):
             self.cancelled.emit()
         except UnsafeModelError as exc:
             self.refused_unsafe.emit(str(exc))
+        except FrameworkMissing as exc:
+            self.needs_framework.emit(exc.family, str(exc))
         except StepFailed as exc:
             self.failed.emit(str(exc), exc.details)
         except DockyardError as exc:

@@ -14,7 +14,7 @@ FP32, 3 MB as JSON). Every server gets one worker and all cores; each run lasts 
 warm-up. Prints req/s, p50, p99, errors and server RSS per run, then the ratios issue 13 asks for.
 
 Triton runs from a Python 3.13 venv made on first use in the cache (pip install nvidia-pytriton
-and onnxruntime: the one download, see FIELD_NOTES); --no-triton skips it.
+and onnxruntime: the one download this benchmark makes); --no-triton skips it.
 """
 
 from __future__ import annotations

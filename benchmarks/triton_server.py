@@ -2,7 +2,7 @@
 HTTP/gRPC front-end and dynamic batcher (from `nvidia-pytriton`), with the model run by ONNX
 Runtime in its Python backend (the Triton that pytriton ships has no ONNX Runtime backend).
 
-Runs in its own Python 3.13 venv (FIELD_NOTES: pytriton's backend stub crashes on 3.11):
+Runs in its own Python 3.13 venv (pytriton's backend stub crashes on 3.11):
 
     VENV/bin/python benchmarks/triton_server.py MODEL.onnx NAME HTTP_PORT GRPC_PORT MAX_BATCH
 """

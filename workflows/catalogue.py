@@ -76,6 +76,8 @@ STEPS: dict[str, StepSpec] = {
         _S("layout", "workflows.steps.layout", "LayoutOptions", None, "graph view layout"),
         _S("predict", "workflows.steps.predict", "PredictOptions", None, "test inference"),
         _S("preview", "workflows.steps.preview", "PreviewOptions", None, "data preview"),
+        _S("frameworks", "workflows.steps.frameworks", "FrameworksOptions", None,
+           "the installed app's PyTorch/TensorFlow: status, prepare on first use"),
         _S("export-docker", "workflows.exporters.docker", "DockerExportOptions", "export",
            "Docker build context — ONNX Runtime server (Open Inference Protocol v2), k8s + KServe"),
         _S("export-torchserve", "workflows.exporters.torchserve", "TorchServeExportOptions",

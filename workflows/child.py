@@ -94,6 +94,9 @@ def enter_child(parent: int | None, log: str | None = None) -> None:
         if parent is not None:
             _die_with_parent(parent)
     os.environ[NESTED_ENV] = "1"
+    from workflows import frameworks
+
+    frameworks.activate()  # the installed app: the prepared PyTorch/TensorFlow folders
     if log:
         _ORIGINAL_STDERR = os.dup(2)
         _redirect(log)
@@ -150,11 +153,16 @@ def serve_step(step: str, options: Any, conn: Any, parent: int | None) -> None:
         conn.send({"type": "data", "data": data})
 
     try:
+        from workflows import frameworks
         from workflows.jsonable import jsonable
 
+        frameworks.activate()  # again: prepared while this (warm) worker waited
         result = resolve(step)(options, Progress(send_progress, send_data))
         conn.send({"type": "result", "value": jsonable(result)})
-    except BaseException as exc:  # everything goes back to the parent as an error event
+    except BaseException as caught:  # everything goes back to the parent as an error event
+        from workflows.frameworks import missing_framework
+
+        exc = missing_framework(caught) or caught
         with contextlib.suppress(OSError):  # BrokenPipeError: the parent is gone
             conn.send(
                 {
@@ -162,6 +170,7 @@ def serve_step(step: str, options: Any, conn: Any, parent: int | None) -> None:
                     "error_type": type(exc).__name__,
                     "message": str(exc) or type(exc).__name__,
                     "expected": isinstance(exc, errors.DockyardError),
+                    "family": getattr(exc, "family", None),  # FrameworkMissing's
                     "details": traceback.format_exc(),
                 }
             )

@@ -52,6 +52,15 @@ class OptionsError(MissingInputError):
         self.problem = problem
 
 
+class FrameworkMissing(DockyardError):
+    """A step needs PyTorch or TensorFlow, which this installation (the app's core bundle) has
+    not prepared yet; `family` names it ("torch", "tensorflow"; workflows.frameworks)."""
+
+    def __init__(self, message: str, family: str = "") -> None:
+        super().__init__(message)
+        self.family = family
+
+
 class OutputExistsError(DockyardError):
     """The output path holds something Dockyard did not make; it is never replaced."""
 

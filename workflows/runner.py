@@ -52,11 +52,13 @@ def _rebuild_error(event: dict[str, Any]) -> errors.DockyardError:
     cls = getattr(errors, event["error_type"], None)
     if event.get("expected") and isinstance(cls, type) and issubclass(cls, errors.DockyardError):
         try:
-            return cls(event["message"])
+            error = cls(event["message"])
         except TypeError:  # a constructor with more parts (OptionsError(path, problem))
             error = cls.__new__(cls)
             Exception.__init__(error, event["message"])
-            return error
+        if event.get("family"):  # FrameworkMissing: which framework the step needs
+            error.family = event["family"]  # type: ignore[attr-defined]
+        return error
     return StepFailed(
         f"{event['error_type']}: {event['message']}", event["details"], event["error_type"]
     )

@@ -1,7 +1,7 @@
 """Isolated tool environments that Dockyard prepares on first use.
 
 Some converters cannot share Dockyard's environment: onnx2tf pins older onnx, onnxruntime, numpy,
-protobuf and TensorFlow (see FIELD_NOTES). It gets its own virtual environment under the user's
+protobuf and TensorFlow (see docs/dependencies.md). It gets its own virtual environment under the user's
 cache folder, created once and reused after; a half-made environment is never used.
 
 What goes in is fixed by a lock file under resources/toolenvs/ (every package pinned, every file's
@@ -95,7 +95,7 @@ def ensure(tool: Tool, progress: Progress | None = None) -> Path:
     # Two Dockyards (the app and a CLI run, two CI jobs) may both find it missing: one builds it,
     # the other waits for the lock and then finds the marker (without the lock each deleted the
     # other's half-made folder).
-    with _exclusive(root / f"{tool.name}.lock"):
+    with exclusive(root / f"{tool.name}.lock"):
         if _ready(marker, digest):
             return _bin(env)
         return _build(env, marker, tool, lock, digest, progress)
@@ -119,7 +119,7 @@ def _ready(marker: Path, lock_sha256: str) -> bool:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive(lock_path: Path) -> Iterator[None]:
     """An inter-process lock held while the block runs (flock on POSIX, msvcrt on Windows)."""
     with open(lock_path, "a+b") as handle:
         if sys.platform == "win32":

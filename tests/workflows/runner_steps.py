@@ -49,3 +49,12 @@ def options_error(options, progress):
 
 def bug(options, progress):
     return 1 / 0
+
+
+def needs_torch(options, progress):
+    """What a step of the installed app does without its framework: fails importing it."""
+    from workflows.frameworks import framework_missing
+
+    if Path(options["marker"]).exists():  # prepared meanwhile: the retried step succeeds
+        return {"ran": True}
+    raise framework_missing("torch")

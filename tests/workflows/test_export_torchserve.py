@@ -3,8 +3,10 @@ by a real TorchServe (Java 17) on loopback and compared with the original model.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import zipfile
 from pathlib import Path
 
@@ -16,8 +18,33 @@ from workflows.exporters.torchserve import TorchServe, TorchServeExportOptions, 
 from workflows.formats import by_name, load_model
 
 
+@contextlib.contextmanager
+def default_grpc_ports_taken():
+    """Hold TorchServe's default gRPC ports (7070, 7071), as another TorchServe on the machine
+    does: the smoke test's TorchServe must not need them (it exited at start-up when it did)."""
+    held = []
+    for port in (7070, 7071):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            held.append(s)
+        except OSError:  # taken already: just as good
+            s.close()
+    try:
+        yield
+    finally:
+        for s in held:
+            s.close()
+
+
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory, sample_dir):
+    with default_grpc_ports_taken():
+        return _archives(tmp_path_factory, sample_dir)
+
+
+def _archives(tmp_path_factory, sample_dir):
     tmp = tmp_path_factory.mktemp("ts")
     ts_path = mf.save_torchscript(tmp)
     onnx_path = mf.save_onnx_external(tmp)  # its weights in tiny_weights.bin, kept in the .mar

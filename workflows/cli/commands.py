@@ -363,6 +363,17 @@ def _run(sub: Any) -> None:
     _json(p)
 
 
+def _frameworks(sub: Any) -> None:
+    def build(a: argparse.Namespace) -> Built:
+        return "frameworks", {"install": a.family if a.action == "install" else None}, []
+
+    p = _command(sub, "frameworks", "the installed app's PyTorch and TensorFlow: which are ready; "
+                 "prepare one (a download on first use)", build, render.frameworks)  # fmt: skip
+    p.add_argument("action", nargs="?", choices=["status", "install"], default="status")
+    p.add_argument("family", nargs="?", choices=["torch", "tensorflow"])
+    _json(p)
+
+
 COMMANDS = (
     _inspect,
     _convert,
@@ -378,6 +389,7 @@ COMMANDS = (
     _export,
     _run,
     _report,
+    _frameworks,
 )
 
 

@@ -182,3 +182,14 @@ def report(console: Any, r: dict[str, Any]) -> None:
         f"wrote {r['html']} ({size(r['bytes'])}; sections: {', '.join(r['sections'])}) "
         f"and {r['json']}",
     )
+
+
+def frameworks(console: Any, r: dict[str, Any]) -> None:
+    if r.get("prepared"):
+        _say(console, f"prepared in {r['prepared']}")
+    t = Table(["framework", "status", "size"])
+    for f in r["frameworks"]:
+        where = f["folder"] or ("installed" if f["available"] else "not prepared")
+        cost = f"{f['download_mb']} MB download, {f['installed_mb']} MB on disk"
+        t.rows.append([f["title"], where, cost])
+    table(console, t)

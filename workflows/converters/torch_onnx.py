@@ -14,7 +14,7 @@ from workflows.inputs import concrete_shape
 from workflows.model import Model
 from workflows.progress import Progress
 
-# An example batch of 2: batch 1 would make the exporter specialise the dimension (FIELD_NOTES).
+# An example batch of 2: batch 1 would make the exporter specialise the dimension (docs/dependencies.md).
 EXAMPLE_BATCH = 2
 
 

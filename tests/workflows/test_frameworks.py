@@ -1,0 +1,149 @@
+"""Frameworks on demand (workflows/frameworks.py), as the installed app meets them: a framework
+is prepared once from a hashed lock file by pip --target into a folder that appears only when
+complete; step processes put it on sys.path; a step failing for want of one says what to do;
+a damaged download or no index leaves nothing behind and says why. A tiny wheel made here
+stands in for PyTorch (pip installs it exactly as it would torch's)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import sys
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from workflows import frameworks
+from workflows.errors import FrameworkMissing
+
+
+def make_wheel(folder: Path, name: str = "tinyfw", version: str = "1.0") -> Path:
+    """A pure-Python wheel with module `name` (VALUE = 7), valid for pip."""
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": "VALUE = 7\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }  # fmt: skip
+    record = []
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+            record.append(f"{path},sha256={digest.decode()},{len(text)}")
+        record.append(f"{info}/RECORD,,")
+        z.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+@pytest.fixture
+def installed_app(tmp_path, monkeypatch):
+    """Frozen as far as workflows.frameworks can tell, a torch framework that is the tiny wheel,
+    a package index that is a folder, and a fresh cache."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel = make_wheel(wheels)
+    lock = tmp_path / "torch-test.txt"
+    lock.write_text(
+        f"tinyfw==1.0 \\\n    --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}\n"
+    )
+    fake = replace(frameworks.FRAMEWORKS["torch"], modules=("tinyfw",), lock=lock)
+    monkeypatch.setitem(frameworks.FRAMEWORKS, "torch", fake)
+    monkeypatch.setattr(frameworks, "is_frozen", lambda: True)
+    monkeypatch.setenv("DOCKYARD_TOOLS_DIR", str(tmp_path / "cache" / "tools"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")  # not the machine's index or constraints
+    monkeypatch.delenv(frameworks.PATH_ENV, raising=False)
+    return lock
+
+
+def test_prepared_once_then_on_the_path_of_step_processes(installed_app, monkeypatch):
+    assert not frameworks.available("torch")
+    missing = frameworks.missing_framework(ModuleNotFoundError("No module", name="tinyfw.sub"))
+    assert isinstance(missing, FrameworkMissing) and missing.family == "torch"
+    assert "dockyard-cli frameworks install torch" in str(missing)
+    assert frameworks.missing_framework(ModuleNotFoundError("x", name="requests")) is None
+    try:  # as a format loader reports it: its own error, the import failure as the cause
+        try:
+            raise ModuleNotFoundError("No module named 'tinyfw'", name="tinyfw")
+        except ImportError as exc:
+            raise ValueError("x.pt2: not a readable exported_program model") from exc
+    except ValueError as wrapped:
+        assert frameworks.missing_framework(wrapped).family == "torch"
+
+    messages = []
+    from workflows.progress import Progress
+
+    folder = frameworks.prepare("torch", Progress(lambda f, m: messages.append((f, m))))
+    assert folder == frameworks.root() / "torch" and (folder / "tinyfw" / "__init__.py").exists()
+    assert frameworks.available("torch") and frameworks.prepared("torch") == folder
+    assert messages[-1][0] == 1.0 and any("Downloading tinyfw" in m for _, m in messages)
+    assert not list(frameworks.root().glob("torch.partial-*"))
+    assert frameworks.prepare("torch") == folder  # once: the second call installs nothing
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert str(folder) in map(str, frameworks.activate())
+    import tinyfw  # noqa: F401  (from the prepared folder)
+
+    assert sys.modules["tinyfw"].VALUE == 7
+    sys.modules.pop("tinyfw")
+
+    # Another lock (a new Dockyard release): the folder no longer counts as prepared.
+    installed_app.write_text(installed_app.read_text() + "# changed\n")
+    assert frameworks.prepared("torch") is None
+
+
+def test_a_damaged_download_leaves_nothing_and_says_so(installed_app):
+    installed_app.write_text("tinyfw==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    stale = frameworks.root() / "torch.partial-999"
+    stale.mkdir(parents=True)  # left by a killed preparation
+    with pytest.raises(Exception, match="does not match the sha256"):
+        frameworks.prepare("torch")
+    assert not (frameworks.root() / "torch").exists()
+    assert not list(frameworks.root().glob("torch.partial-*"))
+
+
+def test_no_index_reachable_is_a_clear_offline_error(installed_app, monkeypatch):
+    monkeypatch.delenv("PIP_NO_INDEX")
+    monkeypatch.delenv("PIP_FIND_LINKS")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    with pytest.raises(Exception, match="cannot be reached from here") as caught:
+        frameworks.prepare("torch")
+    assert frameworks.PATH_ENV in str(caught.value)
+    assert not (frameworks.root() / "torch").exists()
+
+
+def test_an_existing_environment_instead(installed_app, tmp_path, monkeypatch):
+    site = tmp_path / "site-packages"
+    (site / "tinyfw").mkdir(parents=True)
+    (site / "tinyfw" / "__init__.py").write_text("VALUE = 8\n")
+    monkeypatch.setenv(frameworks.PATH_ENV, str(site))
+    assert frameworks.available("torch")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert frameworks.activate() == [site]
+
+
+def test_the_frameworks_step_through_the_runner(installed_app):
+    from workflows.runner import run_step
+
+    # The child process is not frozen: it reports the frameworks as installed packages.
+    result = run_step("frameworks", {})
+    assert {f["family"] for f in result["frameworks"]} == {"torch", "tensorflow"}
+    with pytest.raises(Exception, match="not one of"):
+        run_step("frameworks", {"install": "jax"})
+
+
+def test_the_cli_lists_frameworks():
+    r = subprocess.run(
+        [sys.executable, "-m", "workflows.cli", "frameworks"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "PyTorch 2.13.0" in r.stdout and "installed" in r.stdout
