@@ -56,7 +56,8 @@ def user_env(home: Path) -> dict[str, str]:
     bare = home / "bin"  # nothing in it: every tool the bundle needs comes with it
     bare.mkdir(parents=True, exist_ok=True)
     keep = ("LANG", "LC_ALL", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "WINDIR")
-    env = {k: v for k, v in os.environ.items() if k in keep}
+    # pip's sources stay: the user's own pip settings (here, the machine's wheel folder).
+    env = {k: v for k, v in os.environ.items() if k in keep or k.startswith("PIP_")}
     env.update(
         HOME=str(home),
         USERPROFILE=str(home),

@@ -4,6 +4,8 @@
 
 Opens the sample, converts and quantizes it, runs a test input and a benchmark, exports the Docker
 target, then grabs each page; then prunes the sample as eager PyTorch (`--only prune`: just that).
+`--only graph`: the 10,000-node graph views; `--only frameworks`: the installed app's offer to
+prepare PyTorch.
 Keep it: the pictures can be regenerated after UI changes.
 """
 
@@ -153,6 +155,22 @@ def prune_screen(tmp: Path) -> None:
     window.close()
 
 
+def framework_offer_screen(tmp: Path) -> None:
+    """The installed app without PyTorch opening the sample .pt2: the one-time offer."""
+    from PySide6.QtWidgets import QMessageBox
+
+    window = MainWindow(Session(output_root=tmp))
+    window.framework_offer.available = lambda family: False  # as in the core bundle
+    window.show()
+    window.page(LoadPage).open_sample()
+    wait_for(window, "inspect")
+    wait_until(lambda: any(b.isVisible() for b in window.findChildren(QMessageBox)))
+    settle(500)
+    screen = QApplication.primaryScreen()
+    screen.grabWindow(0).copy(window.frameGeometry()).save(str(OUT / "09-framework-offer.png"))
+    window.close()
+
+
 def main() -> None:
     only_prune = sys.argv[1:] == ["--only", "prune"]
     prepare_environment()
@@ -172,6 +190,9 @@ def main() -> None:
         )
         if only_prune:
             prune_screen(Path(tmp))
+            return
+        if sys.argv[1:] == ["--only", "frameworks"]:
+            framework_offer_screen(Path(tmp))
             return
         if sys.argv[1:] == ["--only", "graph"]:
             big_graph_screens(Path(tmp))

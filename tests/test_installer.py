@@ -1,8 +1,9 @@
 """The desktop bundle (build_installer.spec), built and used as a user would by
 scripts/build_installer.py: no Python on PATH, a clean HOME; the GUI paints, the bundled CLI
 inspects, quantizes (static INT8) and exports a Docker context whose server it starts and
-queries. Marked `installer` (a PyInstaller build: ~2-3 min on 2 cores); `-m 'not installer'`
-skips it."""
+queries; then PyTorch is prepared from its lock file (pip's sources: this machine's) and the
+sample .pt2 goes through every step to the Docker export. Marked `installer` (a PyInstaller
+build and a 700 MB framework install: ~4 min on 2 cores); `-m 'not installer'` skips it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ CORE_LIMIT_MB = 700  # issue 17: the core bundle, unpacked
 def test_the_core_bundle_builds_and_works_without_python(tmp_path):
     r = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build_installer.py"),
-         "--dist", str(tmp_path / "dist"), "--paint-runs", "1"],
+         "--dist", str(tmp_path / "dist"), "--paint-runs", "1", "--with-pytorch"],
         capture_output=True, text=True, timeout=1400, cwd=ROOT,
     )  # fmt: skip
     said = r.stdout + r.stderr[-3000:]
@@ -40,6 +41,11 @@ def test_the_core_bundle_builds_and_works_without_python(tmp_path):
     int8 = r"static INT8: top-1 ([\d.]+) % .*?, ([\d.]+)x smaller, gate (pass|inconclusive)"
     top1, ratio = re.search(int8, said).group(1, 2)
     assert float(top1) >= 97.0 and float(ratio) >= 3.5, said
+    # A .pt2 in the core bundle: inspected without PyTorch, convert refused with the way to get
+    # it; PyTorch prepared from its hashed lock file; then every step up to the Docker export.
+    assert "frameworks install torch" in said
+    assert re.search(r"PyTorch prepared from its lock file in \d+ s, [6-8]\d\d MB on disk", said)
+    assert "through convert, validate, quantize, benchmark, report, export-docker" in said
     # No torch, TensorFlow or scikit-learn in the core bundle.
     internal = tmp_path / "dist" / "Dockyard" / "_internal"
     assert not [p.name for p in internal.iterdir() if p.name in ("torch", "tensorflow", "sklearn")]

@@ -147,3 +147,15 @@ def test_the_cli_lists_frameworks():
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "PyTorch 2.13.0" in r.stdout and "installed" in r.stdout
+
+
+def test_the_framework_index_is_used_unless_pip_sources_are_set(tmp_path, monkeypatch):
+    for name in frameworks.PIP_SOURCES:
+        monkeypatch.delenv(name, raising=False)
+    url = frameworks.FRAMEWORKS["torch"].index_url
+    assert url == "https://download.pytorch.org/whl/cpu"
+    command = frameworks.pip_install_command(tmp_path / "lock.txt", tmp_path / "t", url)
+    assert command[command.index("--extra-index-url") + 1] == url
+    assert {"--require-hashes", "--no-deps", "--target"} <= set(command)
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
+    assert "--extra-index-url" not in frameworks.pip_install_command(tmp_path / "l", tmp_path, url)
