@@ -181,7 +181,7 @@ def with_pytorch(app: Path) -> dict[str, object]:
         steps = json.loads(run([cli, "run", "all.yaml", "--json"], env, work, timeout=1800))
         return {
             "inspect_params": inspected["model"]["parameters"],
-            "refused": r.stderr.strip().splitlines()[-1][:200],
+            "refused": r.stderr.strip().splitlines()[-1],
             "prepare_seconds": prepare_seconds,
             "framework_mb": folder_size(folder) / 1e6,
             "pipeline_seconds": time.perf_counter() - started,

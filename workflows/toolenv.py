@@ -84,6 +84,18 @@ def ensure(tool: Tool, progress: Progress | None = None) -> Path:
             f"{tool.package} cannot be installed on this platform ({sys.platform}). "
             f"{tool.unsupported}".strip()
         )
+    from workflows.frozen import is_frozen
+
+    if is_frozen() and ready(tool) is None:
+        # A tool environment is a virtual environment of its own Python packages (onnx2tf pins
+        # numpy, onnx and TensorFlow versions the app cannot share): the installed app has no
+        # Python to make one with.
+        raise ConversionError(
+            f"{tool.package} runs in a Python environment of its own, which the installed app "
+            "cannot make (it has no Python interpreter). Convert from a developer install of "
+            "Dockyard (pip install), or start from a Keras or TensorFlow model, which converts "
+            "to TFLite without it."
+        )
     lock = tool.lock_file()
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()
     root = cache_dir()

@@ -6,38 +6,16 @@ stands in for PyTorch (pip installs it exactly as it would torch's)."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import subprocess
 import sys
-import zipfile
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
+from tests.workflows.tiny_wheel import make_wheel
 from workflows import frameworks
 from workflows.errors import FrameworkMissing
-
-
-def make_wheel(folder: Path, name: str = "tinyfw", version: str = "1.0") -> Path:
-    """A pure-Python wheel with module `name` (VALUE = 7), valid for pip."""
-    wheel = folder / f"{name}-{version}-py3-none-any.whl"
-    info = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": "VALUE = 7\n",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }  # fmt: skip
-    record = []
-    with zipfile.ZipFile(wheel, "w") as z:
-        for path, text in files.items():
-            z.writestr(path, text)
-            digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-            record.append(f"{path},sha256={digest.decode()},{len(text)}")
-        record.append(f"{info}/RECORD,,")
-        z.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
-    return wheel
 
 
 @pytest.fixture
@@ -46,7 +24,7 @@ def installed_app(tmp_path, monkeypatch):
     a package index that is a folder, and a fresh cache."""
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    wheel = make_wheel(wheels)
+    wheel = make_wheel(wheels, "tinyfw", "1.0", "VALUE = 7\n")
     lock = tmp_path / "torch-test.txt"
     lock.write_text(
         f"tinyfw==1.0 \\\n    --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}\n"

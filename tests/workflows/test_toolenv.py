@@ -3,40 +3,23 @@ and nothing is left), rebuilt when the lock changes, built once by two concurren
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import subprocess
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.workflows.tiny_wheel import make_wheel
 from workflows import toolenv
 from workflows.errors import ConversionError
 
 
 def _wheel(folder: Path, version: str = "1") -> Path:
     """A minimal pure-Python wheel of `dockyardfake` (no network in tests)."""
-    name = f"dockyardfake-{version}.dist-info"
-    files = {
-        "dockyardfake/__init__.py": f"VERSION = {version!r}\n",
-        f"{name}/METADATA": f"Metadata-Version: 2.1\nName: dockyardfake\nVersion: {version}\n",
-        f"{name}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-        "Tag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
-    files[f"{name}/RECORD"] = "\n".join([*record, f"{name}/RECORD,,"]) + "\n"
-    wheel = folder / f"dockyardfake-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as z:
-        for path, text in files.items():
-            z.writestr(path, text)
-    return wheel
+    return make_wheel(folder, "dockyardfake", version, f"VERSION = {version!r}\n")
 
 
 def _tool(lock: Path, version: str = "1") -> toolenv.Tool:
@@ -175,3 +158,36 @@ def test_two_concurrent_creators_build_it_once(tmp_path, monkeypatch):
     assert errors == [] and len(found) == 2 and found[0] == found[1]
     assert _FakePip.runs == 1, "the environment was built twice (one creator deleted the other's)"
     assert (tmp_path / "fakepkg-1" / "dockyard-ready.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("platform", "env", "expected"),
+    [
+        ("linux", {"XDG_CACHE_HOME": "/x/cache"}, "/x/cache/dockyard/tools"),
+        ("linux", {"HOME": "/home/u"}, "/home/u/.cache/dockyard/tools"),
+        ("darwin", {"HOME": "/Users/u"}, "/Users/u/Library/Caches/dockyard/tools"),
+        ("win32", {"LOCALAPPDATA": "C:/Users/u/AppData/Local"},
+         "C:/Users/u/AppData/Local/dockyard/tools"),
+    ],
+)  # fmt: skip
+def test_cache_folders_per_platform(monkeypatch, platform, env, expected):
+    """Where tool environments and the installed app's frameworks go on each OS."""
+    from workflows import frameworks
+
+    for name in ("DOCKYARD_TOOLS_DIR", "XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "platform", platform)
+    assert toolenv.cache_dir().as_posix() == expected
+    assert frameworks.root().as_posix() == expected.replace("/tools", "/frameworks")
+
+
+def test_the_installed_app_says_why_it_cannot_make_a_tool_environment(tmp_path, monkeypatch):
+    import workflows.frozen
+
+    monkeypatch.setenv("DOCKYARD_TOOLS_DIR", str(tmp_path))
+    monkeypatch.setattr(workflows.frozen, "is_frozen", lambda: True)
+    with pytest.raises(ConversionError, match=r"cannot make.*Keras or TensorFlow model"):
+        toolenv.ensure(toolenv.ONNX2TF)
+    assert not list(tmp_path.iterdir())  # nothing made
