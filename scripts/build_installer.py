@@ -17,6 +17,7 @@ a .tar.gz with a .desktop file on Linux, a .zip on Windows, a .dmg on macOS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,18 +106,23 @@ def first_paint(app: Path, env: dict[str, str], cwd: Path, runs: int) -> list[fl
     return times
 
 
+@contextlib.contextmanager
+def user_home(files: list[Path]) -> Iterator[tuple[dict[str, str], Path]]:
+    """A fresh user (see user_env) and their working folder holding copies of `files`."""
+    with tempfile.TemporaryDirectory(prefix="dockyard-user-") as tmp:
+        home = Path(tmp)
+        work = home / "work"
+        work.mkdir()
+        for path in files:
+            shutil.copy(path, work / path.name)
+        yield user_env(home), work
+
+
 def smoke(app: Path, model: Path, paint_runs: int = 3) -> dict[str, object]:
     """The bundle used as a user would (see the module docstring); the figures it produced."""
     cli = str(app / f"dockyard-cli{EXE}")
-    with tempfile.TemporaryDirectory(prefix="dockyard-user-") as tmp:
-        home = Path(tmp)
-        env = user_env(home)
-        work = home / "work"
-        work.mkdir()
-        shutil.copy(model, work / model.name)
-        for name in ("digits_calibration.npz", "digits_test.npz"):
-            shutil.copy(SAMPLE / name, work / name)
-
+    data = [SAMPLE / "digits_calibration.npz", SAMPLE / "digits_test.npz"]
+    with user_home([model, *data]) as (env, work):
         paints = first_paint(app, env, work, runs=paint_runs)
         version = run([cli, "--version"], env, work).strip()
         facts = json.loads(run([cli, "inspect", model.name, "--json"], env, work))
@@ -160,13 +167,9 @@ def with_pytorch(app: Path) -> dict[str, object]:
     """A PyTorch .pt2 in the core bundle: the clear error first, then the framework prepared
     from its lock file, then the sample through every step up to the Docker export."""
     cli = str(app / f"dockyard-cli{EXE}")
-    with tempfile.TemporaryDirectory(prefix="dockyard-user-") as tmp:
-        home = Path(tmp)
-        env = user_env(home)
-        work = home / "work"
-        work.mkdir()
-        for name in ("digits_cnn.pt2", "digits_calibration.npz", "digits_test.npz"):
-            shutil.copy(SAMPLE / name, work / name)
+    names = ("digits_cnn.pt2", "digits_calibration.npz", "digits_test.npz")
+    with user_home([SAMPLE / name for name in names]) as (env, work):
+        home = work.parent
         inspected = json.loads(run([cli, "inspect", "digits_cnn.pt2", "--json"], env, work))
         r = subprocess.run([cli, "convert", "digits_cnn.pt2", "-o", "x.onnx"], env=env,
                            cwd=work, capture_output=True, text=True, timeout=300)  # fmt: skip

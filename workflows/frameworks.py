@@ -17,7 +17,6 @@ here applies: the frameworks are installed packages.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -260,15 +259,16 @@ def _install(framework: Framework, lock: Path, target: Path, progress: Progress)
 
 def install_problem(framework: Framework, lock: Path, output: str) -> str:
     """What went wrong preparing a framework, in words, with pip's last lines."""
+    from workflows.toolenv import pip_failure
+
     tail = "\n".join(output.strip().splitlines()[-8:])
-    offline = ("NewConnectionError", "Network is unreachable", "No route", "Name or service",
-               "Temporary failure in name resolution", "ConnectTimeout", "Could not fetch URL")  # fmt: skip
-    if "DO NOT MATCH THE HASHES" in output:
+    failure = pip_failure(output)
+    if failure == "hash":
         why = (
             f"a downloaded file does not match the sha256 recorded in {lock.name} (a damaged "
             "download, or an index or proxy serving other files than PyPI's): nothing was installed"
         )
-    elif any(s in output for s in offline) or "No matching distribution" in output:
+    elif failure == "unreachable" or "No matching distribution" in output:
         # Unreachable, pip often says only "from versions: none" (its connection errors are
         # logged at debug level when it does not retry).
         why = (
@@ -287,8 +287,6 @@ def status() -> list[dict[str, object]]:
     rows = []
     for family, framework in FRAMEWORKS.items():
         folder = prepared(family) if is_frozen() else None
-        with contextlib.suppress(DockyardError):
-            framework.lock_file()
         rows.append(
             {
                 "family": family,

@@ -216,15 +216,32 @@ def _build(
     return _bin(env)
 
 
+# What pip prints when the package index cannot be reached.
+UNREACHABLE = ("NewConnectionError", "Network is unreachable", "No route", "Name or service",
+               "Temporary failure in name resolution", "ConnectTimeout", "Could not fetch URL")  # fmt: skip
+
+
+def pip_failure(output: str) -> str:
+    """Why a hashed pip install failed, from its output: "hash" (a file is not the one the lock
+    records: nothing was installed), "unreachable" (no package index), or "" (something else).
+    Shared by tool environments and the installed app's frameworks (workflows.frameworks)."""
+    if "DO NOT MATCH THE HASHES" in output:
+        return "hash"
+    if any(marker in output for marker in UNREACHABLE):
+        return "unreachable"
+    return ""
+
+
 def _install_problem(tool: Tool, env: Path, lock: Path, output: str) -> str:
     """What went wrong installing a tool, in words, with pip's last lines."""
     tail = "\n".join(output.strip().splitlines()[-15:])
-    if "DO NOT MATCH THE HASHES" in output:
+    failure = pip_failure(output)
+    if failure == "hash":
         why = (
             f"a downloaded file does not match the sha256 recorded in {lock} (a damaged download, "
             "or a package index or proxy serving other files than PyPI's): nothing was installed"
         )
-    elif any(s in output for s in ("NewConnectionError", "Network is unreachable", "No route")):
+    elif failure == "unreachable":
         why = (
             f"the {tool.package} environment is downloaded from the package index on first use, "
             "and it cannot be reached: connect once (or set pip's index/proxy settings) and retry"
