@@ -8,6 +8,7 @@ with the bundle's Python mode and queries it over HTTP and gRPC. Prints the buil
 bundle's size and the cold start to first paint; exits 1 when any check fails.
 
     python scripts/build_installer.py [--skip-build] [--package] [--dist DIR]
+                                      [--with-pytorch] [--with-tensorflow]
 
 The ONNX model is the bundled sample converted by this checkout's Python (the core bundle has
 no PyTorch to convert it). `--package` then makes the platform's package from the folder:
@@ -148,48 +149,168 @@ def smoke(app: Path, model: Path, paint_runs: int = 3) -> dict[str, object]:
         }
 
 
-PIPELINE = """version: 1
+WORKFLOW = """version: 1
 model: {{path: {model}}}
-output: {out}
+output: runs
 steps:
   - step: convert
   - step: validate
-    options: {{inputs: digits_test.npz}}
+    options: {{inputs: {test}}}
   - step: quantize
-    options: {{modes: [static], calibration: digits_calibration.npz, evaluation: digits_test.npz}}
+    options: {{modes: [static], calibration: {calibration}, evaluation: {test}}}
   - step: benchmark
-  - step: report
-  - step: export-docker
 """
+PIPELINE = WORKFLOW.format(
+    model="digits_cnn.pt2", calibration="digits_calibration.npz", test="digits_test.npz"
+) + "  - step: report\n  - step: export-docker\n"  # fmt: skip
 
 
 def with_pytorch(app: Path) -> dict[str, object]:
-    """A PyTorch .pt2 in the core bundle: the clear error first, then the framework prepared
-    from its lock file, then the sample through every step up to the Docker export."""
+    """A PyTorch .pt2 in the core bundle: the clear error from the CLI first; then the GUI
+    (scripts/frozen_gui_walk.py, run by the bundle) opens it, gets the offer, prepares PyTorch
+    and walks it through every page's steps; then the CLI runs the whole workflow with it."""
     cli = str(app / f"dockyard-cli{EXE}")
     names = ("digits_cnn.pt2", "digits_calibration.npz", "digits_test.npz")
-    with user_home([SAMPLE / name for name in names]) as (env, work):
+    files = [SAMPLE / name for name in names] + [ROOT / "scripts" / "frozen_gui_walk.py"]
+    with user_home(files) as (env, work):
         home = work.parent
         inspected = json.loads(run([cli, "inspect", "digits_cnn.pt2", "--json"], env, work))
         r = subprocess.run([cli, "convert", "digits_cnn.pt2", "-o", "x.onnx"], env=env,
                            cwd=work, capture_output=True, text=True, timeout=300)  # fmt: skip
         if r.returncode == 0 or "frameworks install torch" not in r.stderr:
             raise SystemExit(f"FAIL: convert without PyTorch did not say how to get it: {r.stderr}")
-        started = time.perf_counter()
-        run([cli, "frameworks", "install", "torch", "--json"], env, work, timeout=1800)
-        prepare_seconds = time.perf_counter() - started
-        folder = next((home / ".cache" / "dockyard" / "frameworks").glob("torch"))
-        (work / "all.yaml").write_text(PIPELINE.format(model="digits_cnn.pt2", out="runs"))
+        # The console executable in Python mode (the windowed one has no stdout on Windows).
+        said = run([cli, "--dockyard-python", "frozen_gui_walk.py"], env, work, timeout=3600)
+        gui = json.loads(said.strip().splitlines()[-1])
+        folder = home / ".cache" / "dockyard" / "frameworks" / "torch"
+        (work / "all.yaml").write_text(PIPELINE)
         started = time.perf_counter()
         steps = json.loads(run([cli, "run", "all.yaml", "--json"], env, work, timeout=1800))
         return {
             "inspect_params": inspected["model"]["parameters"],
             "refused": r.stderr.strip().splitlines()[-1],
-            "prepare_seconds": prepare_seconds,
-            "framework_mb": folder_size(folder) / 1e6,
+            "gui": gui,
+            "framework_mb": folder_size(folder) / 1e6 if folder.is_dir() else 0.0,
             "pipeline_seconds": time.perf_counter() - started,
             "steps": [s["step"] for s in steps["steps"]],
         }
+
+
+GUI_STEPS = ["inspect", "frameworks", "convert", "validate", "quantize", "predict", "benchmark",
+             "export-docker"]  # fmt: skip
+
+
+def gui_problems(gui: dict) -> list[str]:
+    """What is wrong with the frozen GUI's walk (empty: nothing)."""
+    problems = []
+    offers = gui.get("offers", [])
+    if len(offers) != 1 or "MB download" not in offers[0].get("details", ""):
+        problems.append(
+            f"the GUI's offer to prepare PyTorch: expected one with its size, got {offers}"
+        )
+    ran = [s["step"] for s in gui.get("steps", []) if s["ok"]]
+    if [s for s in GUI_STEPS if s not in ran] or gui.get("errors"):
+        problems.append(f"the GUI's walk: {gui}")
+    return problems
+
+
+KERAS_PIPELINE = WORKFLOW.format(
+    model="classifier.keras", calibration="calibration.npz", test="test.npz"
+) + (
+    "  - step: export-tflite\n"
+    "    options: {variants: [fp32, int8], calibration: calibration.npz, evaluation: test.npz}\n"
+    "  - step: export-docker\n"
+)  # fmt: skip
+
+
+def keras_classifier(out: Path) -> list[Path]:
+    """A small Keras image classifier trained here on synthetic classes (this checkout's Keras:
+    the core bundle has none), with calibration and labelled test data."""
+    code = f"""
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+patterns = rng.standard_normal((5, 8, 8, 3)).astype("float32")
+def data(n):
+    y = rng.integers(0, 5, n)
+    return (patterns[y] + 0.7 * rng.standard_normal((n, 8, 8, 3))).astype("float32"), y
+model = keras.Sequential([keras.Input((8, 8, 3), name="image"),
+    keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+    keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])
+model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+x, y = data(2000)
+model.fit(x, y, epochs=8, verbose=0)
+model.save({str(out / "classifier.keras")!r})
+np.savez({str(out / "calibration.npz")!r}, x=data(128)[0])
+x, y = data(500)
+np.savez({str(out / "test.npz")!r}, x=x, y=y)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=600,
+                   capture_output=True)  # fmt: skip
+    return [out / "classifier.keras", out / "calibration.npz", out / "test.npz"]
+
+
+def with_tensorflow(app: Path) -> dict[str, object]:
+    """A Keras model in the core bundle: the clear error first, then TensorFlow prepared from
+    its lock file, then the model through every step up to the TFLite and Docker exports."""
+    cli = str(app / f"dockyard-cli{EXE}")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        user_home(keras_classifier(Path(tmp))) as (env, work),
+    ):
+        home = work.parent
+        r = subprocess.run([cli, "convert", "classifier.keras", "-o", "x.onnx"], env=env,
+                           cwd=work, capture_output=True, text=True, timeout=300)  # fmt: skip
+        if r.returncode == 0 or "frameworks install tensorflow" not in r.stderr:
+            raise SystemExit(
+                f"FAIL: convert without TensorFlow did not say how to get it: {r.stderr}"
+            )
+        started = time.perf_counter()
+        run([cli, "frameworks", "install", "tensorflow", "--json"], env, work, timeout=1800)
+        prepare_seconds = time.perf_counter() - started
+        folder = home / ".cache" / "dockyard" / "frameworks" / "tensorflow"
+        (work / "all.yaml").write_text(KERAS_PIPELINE)
+        started = time.perf_counter()
+        steps = json.loads(run([cli, "run", "all.yaml", "--json"], env, work, timeout=1800))
+        results = {s["step"]: s.get("result") or {} for s in steps["steps"]}
+        return {
+            "refused": r.stderr.strip().splitlines()[-1],
+            "prepare_seconds": prepare_seconds,
+            "framework_mb": folder_size(folder) / 1e6,
+            "pipeline_seconds": time.perf_counter() - started,
+            "steps": list(results),
+            "results": results,
+        }
+
+
+def keras_figures(results: dict[str, dict]) -> str:
+    """The Keras run's numbers in one line."""
+    int8 = results["quantize"]["variants"][0]
+    tfl = {v["variant"]: v["validation"] for v in results["export-tflite"]["variants"]}
+    served = results["export-docker"].get("smoke_test") or {}
+    return (
+        f"Keras -> ONNX max abs error {results['validate']['worst']['max_abs_error']:.2e}; "
+        f"ONNX static INT8 top-1 "
+        f"{100 * int8['accuracy']['top1']:.1f} % ({int8['accuracy']['gate']['decision']}); "
+        f"TFLite fp32 max abs error {tfl['fp32']['max_abs_error']:.2e}, int8 gate "
+        f"{tfl['int8']['gate']['decision']}; Docker server max abs error "
+        f"{served.get('max_abs_error')}"
+    )
+
+
+def keras_problems(tf: dict[str, object]) -> list[str]:
+    """What is wrong with the Keras run (empty: nothing)."""
+    results: dict[str, dict] = tf["results"]  # type: ignore[assignment]
+    if len(results) != KERAS_PIPELINE.count("- step:"):
+        return [f"the Keras workflow ran {list(results)}"]
+    problems = []
+    if not results["validate"]["passed"]:
+        problems.append(f"Keras -> ONNX validation failed: {results['validate']['worst']}")
+    if not results["export-tflite"]["passed"]:
+        problems.append(f"the TFLite bundle did not pass: {results['export-tflite']['variants']}")
+    if not (results["export-docker"].get("smoke_test") or {}).get("passed"):
+        problems.append("the Keras model's Docker server smoke test did not pass")
+    return problems
 
 
 def check(found: dict[str, object]) -> list[str]:
@@ -246,6 +367,9 @@ def main() -> None:
     parser.add_argument("--with-pytorch", action="store_true",
                         help="then prepare PyTorch in the bundle (a 197 MB download) and run "
                         "the sample .pt2 through every step to the Docker export")  # fmt: skip
+    parser.add_argument("--with-tensorflow", action="store_true",
+                        help="then prepare TensorFlow in the bundle (a 310 MB download) and run "
+                        "a Keras model through every step to the TFLite and Docker exports")  # fmt: skip
     args = parser.parse_args()
     dist = args.dist.resolve()
     app = dist / "Dockyard"
@@ -280,16 +404,36 @@ def main() -> None:
             f"a .pt2 without PyTorch: inspected ({torch['inspect_params']:,} parameters); "
             f"convert refused with: {torch['refused']}"
         )
+        gui = torch["gui"]
+        seconds = {s["step"]: s["seconds"] for s in gui["steps"]}  # type: ignore[index]
+        print(f"the GUI opened it and offered: {gui['offers'][0]['details'] if gui['offers'] else None}")  # type: ignore[index]  # fmt: skip
         print(
-            f"PyTorch prepared from its lock file in {torch['prepare_seconds']:.0f} s, "
-            f"{torch['framework_mb']:.0f} MB on disk"
+            f"PyTorch prepared from its lock file (the GUI's offer accepted) in "
+            f"{seconds.get('frameworks', 0):.0f} s, {torch['framework_mb']:.0f} MB on disk"
         )
+        print(
+            f"the GUI's steps after it: {', '.join(f'{k} {v:.1f} s' for k, v in seconds.items())}"
+        )
+        problems += gui_problems(gui)  # type: ignore[arg-type]
         print(
             f"the sample .pt2 through {', '.join(torch['steps'])}: "  # type: ignore[arg-type]
             f"{torch['pipeline_seconds']:.0f} s"
         )
         if len(torch["steps"]) != PIPELINE.count("- step:"):  # type: ignore[arg-type]
             problems.append(f"the workflow ran {torch['steps']}")
+    if args.with_tensorflow:
+        tf = with_tensorflow(app)
+        print(f"a .keras without TensorFlow: convert refused with: {tf['refused']}")
+        print(
+            f"TensorFlow prepared from its lock file in {tf['prepare_seconds']:.0f} s, "
+            f"{tf['framework_mb']:.0f} MB on disk"
+        )
+        print(
+            f"a Keras classifier through {', '.join(tf['steps'])}: "  # type: ignore[arg-type]
+            f"{tf['pipeline_seconds']:.0f} s"
+        )
+        print(keras_figures(tf["results"]))  # type: ignore[arg-type]
+        problems += keras_problems(tf)
     if args.package and not problems:
         out = package(app, dist, __version__)
         print(f"package: {out} ({out.stat().st_size / 1e6:.0f} MB)")

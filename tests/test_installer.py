@@ -42,9 +42,17 @@ def test_the_core_bundle_builds_and_works_without_python(tmp_path):
     top1, ratio = re.search(int8, said).group(1, 2)
     assert float(top1) >= 97.0 and float(ratio) >= 3.5, said
     # A .pt2 in the core bundle: inspected without PyTorch, convert refused with the way to get
-    # it; PyTorch prepared from its hashed lock file; then every step up to the Docker export.
+    # it; the frozen GUI opens it and offers PyTorch once, with its size; accepted, PyTorch is
+    # prepared from its hashed lock file and the GUI walks the sample through every page's
+    # steps (the script checks each succeeded); then the CLI runs the whole workflow with it.
     assert "frameworks install torch" in said
-    assert re.search(r"PyTorch prepared from its lock file in \d+ s, [6-8]\d\d MB on disk", said)
+    assert re.search(r"offered: A \d+ MB download, \d+ MB on disk", said), said
+    assert re.search(r"PyTorch prepared from .* in \d+ s, [6-8]\d\d MB on disk", said), said
+    walked = re.search(r"the GUI's steps after it: (.*)", said).group(1)
+    assert re.findall(r"([\w-]+) [\d.]+ s", walked) == [
+        "inspect", "frameworks", "convert", "validate", "quantize", "predict", "benchmark",
+        "export-docker",
+    ], walked  # fmt: skip
     assert "through convert, validate, quantize, benchmark, report, export-docker" in said
     # No torch, TensorFlow or scikit-learn in the core bundle.
     internal = tmp_path / "dist" / "Dockyard" / "_internal"

@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -55,24 +54,21 @@ def framework_missing(family: str, message: str = "") -> FrameworkMissing:
 
 @dataclass(frozen=True)
 class Framework:
-    """A framework the core bundle leaves out, and what preparing it costs."""
+    """A framework the core bundle leaves out. What preparing it costs, and where its files are
+    published besides PyPI (PyTorch's CPU builds: PyPI's Linux torch is the CUDA one, gigabytes
+    more), are measured per platform by scripts/lock_framework.py and read from the lock file."""
 
     family: str  # the step-worker family that imports it (workflows.warm.FAMILIES)
     title: str
     modules: tuple[str, ...]  # top-level modules it brings (a step failing on one needs it)
-    download_mb: int  # measured: the wheels' size
-    installed_mb: int  # measured: the folder's size
     lock: Path | None = None  # default: resources/frameworks/FAMILY-PLATFORM.txt
-    # Where its wheels are published besides PyPI (PyTorch's CPU builds: PyPI's Linux torch is
-    # the CUDA one, gigabytes more). Used unless the user set pip's own sources.
-    index_url: str = ""
 
-    def size_text(self) -> str:
-        return f"a {self.download_mb} MB download, {self.installed_mb} MB on disk"
+    def _lock_path(self) -> Path:
+        return self.lock or resources_dir() / "frameworks" / f"{self.family}-{platform_tag()}.txt"
 
     def lock_file(self) -> Path:
         """The platform's lock file; FrameworkMissing when Dockyard ships none for it."""
-        path = self.lock or resources_dir() / "frameworks" / f"{self.family}-{platform_tag()}.txt"
+        path = self._lock_path()
         if not path.exists():
             raise framework_missing(
                 self.family,
@@ -81,6 +77,34 @@ class Framework:
             )
         return path
 
+    def lock_header(self) -> dict[str, str]:
+        """The lock's `# key: value` lines (download-mb, installed-mb, extra-index-url); empty
+        when Dockyard ships no lock for this platform."""
+        path = self._lock_path()
+        if not path.exists():
+            return {}
+        return dict(re.findall(r"^# ([a-z-]+): (\S+)$", path.read_text(), flags=re.MULTILINE))
+
+    @property
+    def download_mb(self) -> int | None:
+        value = self.lock_header().get("download-mb")
+        return int(value) if value else None
+
+    @property
+    def installed_mb(self) -> int | None:
+        value = self.lock_header().get("installed-mb")
+        return int(value) if value else None
+
+    @property
+    def index_url(self) -> str:
+        """The index the lock's files come from besides PyPI ("" when PyPI has them all)."""
+        return self.lock_header().get("extra-index-url", "")
+
+    def size_text(self) -> str:
+        if self.download_mb is None:
+            return f"no package list for {platform_tag()}"
+        return f"a {self.download_mb} MB download, {self.installed_mb} MB on disk"
+
 
 FRAMEWORKS = {
     "torch": Framework(
@@ -88,16 +112,11 @@ FRAMEWORKS = {
         "PyTorch 2.13.0 (CPU)",
         ("torch", "torchvision", "onnxscript", "onnx_ir", "onnxslim", "torch_pruning",
          "safetensors", "networkx", "jinja2", "fsspec", "filelock"),
-        download_mb=197,  # measured: the lock's 13 wheels (Linux x86_64)
-        installed_mb=721,
-        index_url="https://download.pytorch.org/whl/cpu",
     ),
     "tensorflow": Framework(
         "tensorflow",
         "TensorFlow 2.21.0 (CPU) with Keras 3",
         ("tensorflow", "keras", "tf2onnx", "tf_keras", "h5py", "ml_dtypes", "onnxslim"),
-        download_mb=300,
-        installed_mb=1300,
     ),
 }  # fmt: skip
 
@@ -231,29 +250,15 @@ def pip_install_command(lock: Path, target: Path, index_url: str = "") -> list[s
 
 
 def _install(framework: Framework, lock: Path, target: Path, progress: Progress) -> None:
-    wheels = len(re.findall(r"^\S+==", lock.read_text(), flags=re.MULTILINE))
+    from workflows.toolenv import run_pip
+
     progress.update(0.01, f"Preparing {framework.title}: {framework.size_text()}")
     started = time.monotonic()
-    lines: list[str] = []
-    collected = 0
     env = {**os.environ, "PIP_NO_WARN_SCRIPT_LOCATION": "1", "PYTHONPATH": ""}
-    with subprocess.Popen(
-        pip_install_command(lock, target, framework.index_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    ) as proc:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            if line.startswith(("Collecting", "Processing")):
-                collected += 1
-                name = line.split()[1].split("/")[-1][:60]
-                progress.update(0.02 + 0.8 * collected / max(wheels, 1), f"Downloading {name}")
-            elif line.startswith("Installing collected packages"):
-                progress.update(0.85, "Installing (unpacking the wheels)")
-    if proc.returncode != 0:
-        raise DockyardError(install_problem(framework, lock, "".join(lines)))
+    command = pip_install_command(lock, target, framework.index_url)
+    status, output = run_pip(command, lock, progress, env)
+    if status != 0:
+        raise DockyardError(install_problem(framework, lock, output))
     progress.update(0.98, f"Installed in {time.monotonic() - started:.0f} s")
 
 

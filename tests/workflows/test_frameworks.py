@@ -7,6 +7,7 @@ stands in for PyTorch (pip installs it exactly as it would torch's)."""
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -27,6 +28,7 @@ def installed_app(tmp_path, monkeypatch):
     wheel = make_wheel(wheels, "tinyfw", "1.0", "VALUE = 7\n")
     lock = tmp_path / "torch-test.txt"
     lock.write_text(
+        "# download-mb: 1\n# installed-mb: 1\n"
         f"tinyfw==1.0 \\\n    --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}\n"
     )
     fake = replace(frameworks.FRAMEWORKS["torch"], modules=("tinyfw",), lock=lock)
@@ -137,3 +139,56 @@ def test_the_framework_index_is_used_unless_pip_sources_are_set(tmp_path, monkey
     assert {"--require-hashes", "--no-deps", "--target"} <= set(command)
     monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
     assert "--extra-index-url" not in frameworks.pip_install_command(tmp_path / "l", tmp_path, url)
+
+
+LOCKS = sorted((frameworks.resources_dir() / "frameworks").glob("*.txt"))
+
+
+def _pins(lock):
+    """name -> (version, its hashes) of a lock file."""
+    text = lock.read_text()
+    pins = {}
+    for block in re.split(r"\n(?=\S)", re.sub(r"^#.*\n", "", text, flags=re.MULTILINE)):
+        name, version = re.match(r"([a-z0-9-]+)==(\S+)", block).groups()
+        pins[name] = (version, re.findall(r"--hash=sha256:([0-9a-f]{64})", block))
+    return pins
+
+
+def test_a_lock_per_framework_and_platform_the_app_ships_for():
+    names = {lock.stem for lock in LOCKS}
+    assert names == {f"{family}-{p}" for family in frameworks.FRAMEWORKS
+                     for p in ("linux-x86_64", "win32-amd64", "darwin-arm64")}  # fmt: skip
+    for lock in LOCKS:
+        pins = _pins(lock)
+        assert all(len(hashes) == 1 for _, hashes in pins.values()), lock.name  # the one file
+        header = dict(re.findall(r"^# ([a-z-]+): (\S+)$", lock.read_text(), flags=re.MULTILINE))
+        assert 50 < int(header["download-mb"]) < int(header["installed-mb"]) < 2000, lock.name
+        assert not {"numpy", "onnx", "protobuf", "onnxruntime"} & set(pins), lock.name  # bundled
+        local_builds = [v for v, _ in pins.values() if "+" in v]
+        # a build PyPI lacks comes with the index that has it, and only then
+        assert bool(local_builds) == ("extra-index-url" in header), lock.name
+    # PyPI's Linux torch is the CUDA build; its Windows and macOS wheels are the CPU ones
+    assert _pins(LOCKS[0].parent / "torch-linux-x86_64.txt")["torch"][0] == "2.13.0+cpu"
+    assert _pins(LOCKS[0].parent / "torch-win32-amd64.txt")["torch"][0] == "2.13.0"
+    # tensorflow-cpu has no macOS wheel; macOS's tensorflow is the CPU build
+    assert "tensorflow" in _pins(LOCKS[0].parent / "tensorflow-darwin-arm64.txt")
+    assert "tensorflow-cpu" in _pins(LOCKS[0].parent / "tensorflow-win32-amd64.txt")
+
+
+@pytest.mark.skipif(frameworks.platform_tag() != "linux-x86_64", reason="the Linux locks")
+def test_the_locks_pin_what_the_developer_install_tests():
+    """A changed pin in pyproject.toml without a new lock would ship untested versions."""
+    from importlib import metadata
+
+    for family in frameworks.FRAMEWORKS:
+        for name, (version, _) in _pins(frameworks.FRAMEWORKS[family].lock_file()).items():
+            assert metadata.version(name) == version, f"{family} lock: {name}"
+
+
+def test_what_preparing_costs_is_read_from_this_platforms_lock():
+    torch = frameworks.FRAMEWORKS["torch"]
+    header = torch.lock_header()
+    assert torch.size_text() == (
+        f"a {header['download-mb']} MB download, {header['installed-mb']} MB on disk"
+    )
+    assert torch.index_url == header.get("extra-index-url", "")

@@ -191,3 +191,23 @@ def test_the_installed_app_says_why_it_cannot_make_a_tool_environment(tmp_path, 
     with pytest.raises(ConversionError, match=r"cannot make.*Keras or TensorFlow model"):
         toolenv.ensure(toolenv.ONNX2TF)
     assert not list(tmp_path.iterdir())  # nothing made
+
+
+def test_pip_progress_counts_the_lock_files_fetched(tmp_path):
+    """One reading of pip's output for tool environments and the app's frameworks."""
+    lock = tmp_path / "lock.txt"
+    lock.write_text("".join(f"p{i}==1 \\\n    --hash=sha256:{'0' * 64}\n" for i in range(4)))
+    said = "Collecting p0==1\\nCollecting p1==1\\nProcessing ./p2-1.whl\\nCollecting p3==1\\n"
+    said += "Installing collected packages: p0, p1, p2, p3\\nSuccessfully installed\\n"
+    seen: list[tuple[float, str]] = []
+
+    class Record:
+        def update(self, fraction: float, message: str = "") -> None:
+            seen.append((fraction, message))
+
+    status, output = toolenv.run_pip(
+        [sys.executable, "-c", f"print('{said}', end='')"], lock, Record()
+    )
+    assert status == 0 and output.endswith("Successfully installed\n")
+    assert [round(f, 2) for f, _ in seen] == [0.25, 0.45, 0.65, 0.85, 0.85]
+    assert seen[2][1] == "Downloading p2-1.whl" and "unpacking" in seen[-1][1]

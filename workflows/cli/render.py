@@ -190,6 +190,10 @@ def frameworks(console: Any, r: dict[str, Any]) -> None:
     t = Table(["framework", "status", "size"])
     for f in r["frameworks"]:
         where = f["folder"] or ("installed" if f["available"] else "not prepared")
-        cost = f"{f['download_mb']} MB download, {f['installed_mb']} MB on disk"
+        cost = (
+            f"{f['download_mb']} MB download, {f['installed_mb']} MB on disk"
+            if f["download_mb"] is not None
+            else "no package list for this platform"
+        )
         t.rows.append([f["title"], where, cost])
     table(console, t)
