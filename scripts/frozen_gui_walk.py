@@ -6,8 +6,10 @@ without PyTorch: run by the bundle itself (scripts/build_installer.py --with-pyt
 so that the window, its pages and its step workers are the bundle's (this file imports `app`
 from the bundle, not from a checkout). It opens the sample, expects the one-time offer to
 prepare PyTorch, accepts it, then converts, validates, quantizes, predicts, benchmarks and
-exports the Docker context from the pages, as a user clicks through them. Prints one JSON
-line: the offer's text, every step with its outcome and seconds, and any error shown.
+exports the Docker context and the TorchServe archive from the pages, as a user clicks through
+them (both exports run their smoke tests: the exported server, and a real TorchServe whose
+workers are this bundle's Python mode). Prints one JSON line: the offer's text, every step
+with its outcome and seconds, the exports' smoke tests, and any error shown.
 """
 
 from __future__ import annotations
@@ -76,7 +78,12 @@ class Walk:
         return None
 
     def facts(self) -> dict[str, object]:
-        return {"offers": self.offers, "steps": self.steps, "errors": self.errors}
+        results = self.window.session.results
+        smoke = {k: (results.get(k) or {}).get("smoke_test") for k in EXPORTS}
+        return {"offers": self.offers, "steps": self.steps, "errors": self.errors, "smoke": smoke}
+
+
+EXPORTS = ("export-docker", "export-torchserve")
 
 
 def main() -> None:
@@ -115,9 +122,10 @@ def main() -> None:
             window.go_to(4)
             export = window.page(ExportPage)
             for key, target in export.targets.items():
-                target.setChecked(key == "docker")
+                target.setChecked(f"export-{key}" in EXPORTS)
             export.export()
-            walk.until("export-docker")
+            for step in EXPORTS:
+                walk.until(step)
             later = [b for b in window.findChildren(QMessageBox) if b.isVisible() and b is not box]
             walk.offers += [{"title": b.windowTitle(), "text": b.text()} for b in later]
         window.close()

@@ -63,13 +63,15 @@ TARGETS = {
 
 # In the core bundle (build_installer.spec), the one copy every process uses.
 BUNDLED = {"numpy", "onnx", "protobuf", "sympy", "mpmath", "packaging", "typing-extensions",
-           "pip", "setuptools", "grpcio", "pillow", "rich", "pyyaml", "psutil", "onnxruntime"}  # fmt: skip
+           "pip", "setuptools", "grpcio", "pillow", "rich", "pyyaml", "psutil", "onnxruntime",
+           "torch-model-archiver", "enum-compat"}  # fmt: skip
 
 
 def tops(family: str, target: Target) -> list[str]:
     """What a family's steps import, as distributions (uv adds their dependencies)."""
     if family == "torch":
-        return ["torch", "onnxscript", "onnxslim", "safetensors", "torch-pruning"]
+        # torchserve: the TorchServe export's smoke test serves the .mar (its workers need torch)
+        return ["torch", "onnxscript", "onnxslim", "safetensors", "torch-pruning", "torchserve"]
     return [target.tensorflow, "keras", "tf2onnx", "onnxslim"]
 
 

@@ -111,7 +111,7 @@ FRAMEWORKS = {
         "torch",
         "PyTorch 2.13.0 (CPU)",
         ("torch", "torchvision", "onnxscript", "onnx_ir", "onnxslim", "torch_pruning",
-         "safetensors", "networkx", "jinja2", "fsspec", "filelock"),
+         "safetensors", "networkx", "jinja2", "fsspec", "filelock", "ts"),
     ),
     "tensorflow": Framework(
         "tensorflow",

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import runpy
+import shlex
+import subprocess
 import sys
+from pathlib import Path
 
 PYTHON_FLAG = "--dockyard-python"
 CLI_NAME = "dockyard-cli"
@@ -77,3 +80,19 @@ def run_as_python(args: list[str]) -> int:
         print(code, file=sys.stderr)
         return 1
     return 0
+
+
+def python_shim(folder: Path) -> Path:
+    """An executable named `python` in `folder` that runs `python_command()`: for a program that
+    insists on starting "a Python" with its own arguments (TorchServe's frontend starts
+    `PYTHON model_service_worker.py ...` for each worker), where the bundle's Python mode needs
+    its flag first. Outside a bundle it simply starts this interpreter."""
+    command = python_command()
+    if sys.platform == "win32":
+        shim = folder / "python.cmd"
+        shim.write_text("@" + subprocess.list2cmdline(command) + " %*\r\n")
+    else:
+        shim = folder / "python"
+        shim.write_text("#!/bin/sh\nexec " + shlex.join(command) + ' "$@"\n')
+        shim.chmod(0o755)
+    return shim

@@ -210,3 +210,30 @@ def test_deep_output_folder(tmp_path, sample_dir):
     )
     assert len(str(deep)) > 108
     assert result["smoke_test"]["passed"]
+
+
+def test_without_java_the_export_says_what_to_install_and_writes_nothing(tmp_path, monkeypatch):
+    import workflows.exporters.torchserve as ts
+    from workflows.errors import ExportError
+
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(ts.shutil, "which", lambda name, path=None: None)  # no java anywhere
+    with pytest.raises(ExportError, match=r"Java 17 or later.*JAVA_HOME.*--no-smoke-test"):
+        export_torchserve(
+            TorchServeExportOptions(
+                model={"path": str(mf.save_onnx(tmp_path)), "input_shapes": {"x": [1, 3, 8, 8]}},
+                output=str(tmp_path / "out"),
+            )
+        )
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_java_from_java_home_first(tmp_path, monkeypatch):
+    import workflows.exporters.torchserve as ts
+
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    assert ts._java() == str(java)

@@ -71,3 +71,19 @@ def test_the_bundle_is_the_cli_when_started_by_that_name(monkeypatch):
     assert frozen.started_as_cli(["/opt/Dockyard/dockyard-cli", "inspect"])
     assert frozen.started_as_cli(["C:\\Dockyard\\dockyard-cli.exe"]) == (sys.platform == "win32")
     assert not frozen.started_as_cli(["/opt/Dockyard/dockyard"])
+
+
+def test_a_python_shim_passes_its_arguments_to_the_python_mode(tmp_path, monkeypatch):
+    """TorchServe's frontend starts `PYTHON model_service_worker.py --sock-type ...` for each
+    worker; in the bundle PYTHON is a shim that re-enters the Python mode with them."""
+    code = "import sys; print(sys.argv[1:])"
+    monkeypatch.setattr(frozen, "python_command", lambda: [sys.executable, "-c", code])
+    shim = frozen.python_shim(tmp_path)
+    said = subprocess.run([str(shim), "worker.py", "--sock-name", "/tmp/a b", "$HOME"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.strip() == "['worker.py', '--sock-name', '/tmp/a b', '$HOME']"
+    monkeypatch.setattr(frozen.sys, "platform", "win32")
+    (tmp_path / "win").mkdir()
+    cmd = frozen.python_shim(tmp_path / "win")
+    assert cmd.name == "python.cmd" and cmd.read_text().rstrip().endswith(" %*")

@@ -36,6 +36,7 @@ from workflows.exporters.common import (
     tool_versions,
 )
 from workflows.formats.onnx_format import copy_onnx
+from workflows.frozen import is_frozen, python_command, python_shim
 from workflows.model import Model
 from workflows.options import LoadOptions, Options, from_dict, option, to_dict
 from workflows.progress import Progress
@@ -77,6 +78,52 @@ def _bin(name: str) -> str | None:
     )
 
 
+def _java() -> str | None:
+    """The java TorchServe's launcher will start: JAVA_HOME's, else the one on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        found = shutil.which("java", path=str(Path(home) / "bin"))
+        if found:
+            return found
+    return shutil.which("java")
+
+
+def _torchserve_command(folder: Path) -> tuple[list[str], dict[str, str]]:
+    """How TorchServe is started here, and what its environment needs.
+
+    A developer install has its `torchserve` script. The installed app has no console scripts
+    and no PyTorch of its own: TorchServe's launcher runs in the bundle's Python mode with the
+    prepared PyTorch framework (which carries torchserve) on PYTHONPATH, and the launcher tells
+    the frontend to start each worker with `sys.executable`, set here to a shim in `folder`
+    that re-enters the Python mode (workflows.frozen.python_shim)."""
+    if _java() is None:
+        raise ExportError(
+            "The TorchServe export's smoke test serves the archive with TorchServe, which needs "
+            "Java 17 or later: install a JDK (e.g. Eclipse Temurin 17) and put `java` on PATH "
+            "or set JAVA_HOME, or export without the smoke test (--no-smoke-test)."
+        )
+    if not is_frozen():
+        exe = _bin("torchserve")
+        if exe is None:
+            raise ExportError(
+                "The TorchServe smoke test needs `torchserve` (pip install torchserve)"
+            )
+        return [exe], {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    from workflows import frameworks
+
+    if not frameworks.available("torch"):
+        raise frameworks.framework_missing("torch")
+    found = [*frameworks.configured_paths(), frameworks.prepared("torch")]
+    shim = python_shim(folder)
+    launcher = (
+        f"import sys; sys.executable = {str(shim)!r}; "
+        "from ts.model_server import start; sys.argv[0] = 'torchserve'; start()"
+    )
+    return [*python_command(), "-c", launcher], {
+        "PYTHONPATH": os.pathsep.join(str(p) for p in found if p)
+    }
+
+
 def _stage_pytorch(model: Model, stage: Path) -> dict[str, Any] | None:
     """Put a PyTorch model into `stage` as TorchServe takes it; None for other formats."""
     if model.format == "torchscript":
@@ -113,9 +160,17 @@ class TorchServe:
     """A real TorchServe on loopback ports, in its own folder and process group."""
 
     def __init__(self, model_store: Path, models: dict[str, str], workdir: Path) -> None:
-        exe = _bin("torchserve")
-        if exe is None or shutil.which("java") is None:
-            raise ExportError("TorchServe smoke test needs `torchserve` and Java 17 on PATH")
+        # TorchServe keeps its PID file in the temp folder and refuses to start while it names a
+        # live process, so each instance gets a private TMPDIR. It must be short: the workers'
+        # Unix sockets live there and socket paths are limited to 108 bytes, which a deep output
+        # folder exceeds (the worker then never starts).
+        tmp = Path(tempfile.mkdtemp(prefix="dy-ts-"))
+        self.tmp = tmp
+        try:
+            command, env = _torchserve_command(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         self.port = free_port()
         ports = [self.port, *(free_port() for _ in range(4))]
         config = workdir / "smoke.properties"
@@ -130,7 +185,7 @@ class TorchServe:
             "default_workers_per_model=1\ndisable_token_authorization=true\n"
         )
         args = [
-            exe,
+            *command,
             "--start",
             "--ncs",
             "--foreground",
@@ -141,19 +196,7 @@ class TorchServe:
             "--models",
             *[f"{k}={v}" for k, v in models.items()],
         ]
-        # TorchServe keeps its PID file in the temp folder and refuses to start while it names a
-        # live process, so each instance gets a private TMPDIR. It must be short: the workers'
-        # Unix sockets live there and socket paths are limited to 108 bytes, which a deep output
-        # folder exceeds (the worker then never starts).
-        tmp = Path(tempfile.mkdtemp(prefix="dy-ts-"))
-        self.tmp = tmp
-        env = {
-            **os.environ,
-            "TMPDIR": str(tmp),
-            "TEMP": str(tmp),
-            "TMP": str(tmp),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        }
+        env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "TMP": str(tmp), **env}
         self.log = open(workdir / "torchserve.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             args,
@@ -383,14 +426,18 @@ class TorchServeExporter(Exporter):
 def _archive(
     name: str, version: str, stage: Path, handler: dict, extra: list[Path], store: Path
 ) -> Path:
-    """Run torch-model-archiver on the staged files; the .mar's path."""
-    archiver = _bin("torch-model-archiver")
-    if archiver is None:
+    """Run torch-model-archiver on the staged files; the .mar's path. Its module, run by this
+    Python (the installed app has it in the bundle, and no console scripts)."""
+    import importlib.util
+
+    if importlib.util.find_spec("model_archiver") is None:
         raise ExportError(
             "torch-model-archiver is not installed (pip install torch-model-archiver)"
         )
     cmd = [
-        archiver,
+        *python_command(),
+        "-m",
+        "model_archiver.model_packaging",
         "--model-name",
         name,
         "--version",
