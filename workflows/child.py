@@ -65,13 +65,36 @@ def kill_group(process: Any) -> None:
     """SIGKILL a step child (a multiprocessing Process) and its process group, then reap it.
 
     The whole group, even when the child itself has already died (killed by the OOM killer,
-    say): what it started (a smoke-test server, TorchServe, nested steps) must not outlive it."""
+    say): what it started (a smoke-test server, TorchServe, nested steps) must not outlive it.
+    Windows has no process groups to kill: there the child's descendants are found by their
+    parent ids (which Windows keeps after the parent dies) and killed first."""
     if hasattr(os, "killpg") and process.pid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+    elif process.pid:
+        _kill_descendants(process.pid)
     if process.exitcode is None:
         process.kill()
         process.join(timeout=2)
+
+
+def _kill_descendants(pid: int) -> None:
+    """Kill every process descended from `pid` (alive or not), from one snapshot of the
+    process table's parent ids."""
+    import psutil
+
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc.pid)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        if child != pid and child not in found:
+            found.append(child)
+            todo += children.get(child, [])
+    for child in found:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(child).kill()
 
 
 def _flush() -> None:
