@@ -193,6 +193,13 @@ def gui_problems(gui: dict) -> list[str]:
     ran = [s["step"] for s in gui.get("steps", []) if s["ok"]]
     if [s for s in GUI_STEPS if s not in ran] or gui.get("errors"):
         problems.append(f"the GUI's walk: {gui}")
+    cancelled = gui.get("cancelled") or {}
+    if (
+        cancelled.get("ended_ok") is not False
+        or cancelled.get("left")
+        or not cancelled.get("processes")
+    ):
+        problems.append(f"the GUI's cancel of a running step: {cancelled}")
     for export, smoke in gui.get("smoke", {}).items():
         if not (smoke or {}).get("passed"):
             problems.append(f"the GUI's {export}: its smoke test did not pass: {smoke}")
@@ -406,6 +413,10 @@ def main() -> None:
         print(
             f"the GUI's steps after it: {', '.join(f'{k} {v:.1f} s' for k, v in seconds.items())}"
         )
+        cancelled = gui["cancelled"]  # type: ignore[index]
+        print(f"a running {cancelled.get('step')} cancelled from the GUI: ended in "
+              f"{cancelled.get('seconds')} s, {cancelled.get('processes')} step process(es), "
+              f"{len(cancelled.get('left') or [])} left")  # fmt: skip
         served = {k: v or {} for k, v in gui["smoke"].items()}  # type: ignore[union-attr]
         print(f"the exports' smoke tests from the GUI: Docker server max abs error "
               f"{served['export-docker'].get('max_abs_error')}; the .mar served by TorchServe "

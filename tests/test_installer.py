@@ -54,6 +54,13 @@ def test_the_core_bundle_builds_and_works_without_python(tmp_path):
         "inspect", "frameworks", "convert", "validate", "quantize", "predict", "benchmark",
         "export-docker", "export-torchserve",
     ], walked  # fmt: skip
+    # Cancel works frozen: a running benchmark cancelled from the window ends, its processes
+    # gone, no error shown (the walk then runs it again to the end).
+    cancel = re.search(
+        r"cancelled from the GUI: ended in ([\d.]+) s, (\d+) step process\(es\), (\d+) left", said
+    )
+    assert cancel and float(cancel.group(1)) < 5 and int(cancel.group(2)) >= 1, said
+    assert cancel.group(3) == "0", said
     # Both exports' smoke tests from the GUI: the exported server from the bundle, and the .mar
     # served by a real TorchServe whose Python workers are the bundle's Python mode with the
     # prepared PyTorch (Java from JAVA_HOME).
