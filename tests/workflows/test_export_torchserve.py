@@ -237,3 +237,21 @@ def test_java_from_java_home_first(tmp_path, monkeypatch):
     java.chmod(0o755)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
     assert ts._java() == str(java)
+
+
+def test_a_stale_java_home_gives_way_to_the_java_found(tmp_path, monkeypatch):
+    import workflows.exporters.torchserve as ts
+
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "gone"))
+    monkeypatch.setenv("PATH", f"{java.parent}:{tmp_path / 'bin'}")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "torchserve").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "torchserve").chmod(0o755)
+    monkeypatch.setattr(ts, "_bin", lambda name: str(tmp_path / "bin" / name))
+    command, env = ts._torchserve_command(tmp_path)
+    assert command == [str(tmp_path / "bin" / "torchserve")]
+    assert env["JAVA_HOME"] == str(tmp_path / "jdk")  # what the launcher's java will be

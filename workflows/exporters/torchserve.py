@@ -96,19 +96,24 @@ def _torchserve_command(folder: Path) -> tuple[list[str], dict[str, str]]:
     prepared PyTorch framework (which carries torchserve) on PYTHONPATH, and the launcher tells
     the frontend to start each worker with `sys.executable`, set here to a shim in `folder`
     that re-enters the Python mode (workflows.frozen.python_shim)."""
-    if _java() is None:
+    java = _java()
+    if java is None:
         raise ExportError(
             "The TorchServe export's smoke test serves the archive with TorchServe, which needs "
             "Java 17 or later: install a JDK (e.g. Eclipse Temurin 17) and put `java` on PATH "
             "or set JAVA_HOME, or export without the smoke test (--no-smoke-test)."
         )
+    # TorchServe's launcher starts JAVA_HOME's java when JAVA_HOME is set: make it the one found
+    # (a stale JAVA_HOME beside a working java on PATH would otherwise fail at start-up).
+    java_home = {"JAVA_HOME": str(Path(java).resolve().parents[1])}
     if not is_frozen():
         exe = _bin("torchserve")
         if exe is None:
             raise ExportError(
                 "The TorchServe smoke test needs `torchserve` (pip install torchserve)"
             )
-        return [exe], {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        return [exe], {"PATH": path, **java_home}
     from workflows import frameworks
 
     if not frameworks.available("torch"):
@@ -120,7 +125,8 @@ def _torchserve_command(folder: Path) -> tuple[list[str], dict[str, str]]:
         "from ts.model_server import start; sys.argv[0] = 'torchserve'; start()"
     )
     return [*python_command(), "-c", launcher], {
-        "PYTHONPATH": os.pathsep.join(str(p) for p in found if p)
+        "PYTHONPATH": os.pathsep.join(str(p) for p in found if p),
+        **java_home,
     }
 
 
