@@ -228,13 +228,18 @@ def test_without_java_the_export_says_what_to_install_and_writes_nothing(tmp_pat
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
+def _executable(path: Path) -> Path:
+    """An empty executable script at `path` (a stand-in java or torchserve)."""
+    path.parent.mkdir(parents=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
 def test_java_from_java_home_first(tmp_path, monkeypatch):
     import workflows.exporters.torchserve as ts
 
-    java = tmp_path / "jdk" / "bin" / "java"
-    java.parent.mkdir(parents=True)
-    java.write_text("#!/bin/sh\n")
-    java.chmod(0o755)
+    java = _executable(tmp_path / "jdk" / "bin" / "java")
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
     assert ts._java() == str(java)
 
@@ -242,15 +247,10 @@ def test_java_from_java_home_first(tmp_path, monkeypatch):
 def test_a_stale_java_home_gives_way_to_the_java_found(tmp_path, monkeypatch):
     import workflows.exporters.torchserve as ts
 
-    java = tmp_path / "jdk" / "bin" / "java"
-    java.parent.mkdir(parents=True)
-    java.write_text("#!/bin/sh\n")
-    java.chmod(0o755)
+    java = _executable(tmp_path / "jdk" / "bin" / "java")
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "gone"))
     monkeypatch.setenv("PATH", f"{java.parent}:{tmp_path / 'bin'}")
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "torchserve").write_text("#!/bin/sh\n")
-    (tmp_path / "bin" / "torchserve").chmod(0o755)
+    _executable(tmp_path / "bin" / "torchserve")
     monkeypatch.setattr(ts, "_bin", lambda name: str(tmp_path / "bin" / name))
     command, env = ts._torchserve_command(tmp_path)
     assert command == [str(tmp_path / "bin" / "torchserve")]
