@@ -4,8 +4,11 @@ process (grpc.aio: one process keeps 32 streams busy at a few thousand calls/s, 
 not what is measured). Prints one JSON line: requests, errors, req/s, p50/p99 ms.
 
     PYTHONPATH=EXPORT_DIR python benchmarks/grpc_load.py TARGET MODEL INPUTS.npz CLIENTS SECONDS
+    PYTHONPATH=EXPORT_DIR python benchmarks/grpc_load.py --frame MODEL INPUTS.npz OUT
 
 It uses the export's own stubs (server/protos), the ones a user's client would be generated from.
+`--frame` writes the ModelInfer request as one length-prefixed gRPC message (the body of the
+HTTP/2 POST a gRPC client sends) for h2load, nghttp2's C load generator.
 """
 
 from __future__ import annotations
@@ -63,10 +66,25 @@ async def _run(target: str, request: Any, clients: int, seconds: float) -> dict:
     }
 
 
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC message on the wire: not compressed (0), its length (4 bytes, big-endian), itself."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def _inputs(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
 def main() -> None:
+    if sys.argv[1] == "--frame":
+        model, inputs_file, out = sys.argv[2:5]
+        message = _request(model, _inputs(inputs_file)).SerializeToString()
+        with open(out, "wb") as f:
+            f.write(grpc_frame(message))
+        return
     target, model, inputs_file, clients, seconds = sys.argv[1:6]
-    with np.load(inputs_file) as data:
-        inputs = {k: data[k] for k in data.files}
+    inputs = _inputs(inputs_file)
     result = asyncio.run(_run(target, _request(model, inputs), int(clients), float(seconds)))
     print(json.dumps(result))
 

@@ -7,11 +7,14 @@ Triton (nvidia-pytriton's server, the same ONNX model in ONNX Runtime) on the sa
                                  [--no-torchserve] [--no-triton]
 
 Load generators: `hey` for HTTP (apt-get install hey; a Go client, so the 2 cores are not spent in
-a Python client), benchmarks/grpc_load.py (grpc.aio, its own process) for gRPC. Models: the bundled
-sample (8x8 digits, 64 floats per request) and EfficientNet-Lite0's architecture with seeded random
-weights (benchmarks/models; 4.65 M parameters, one 224x224x3 image per request, 602 KB as raw
-FP32, 3 MB as JSON). Every server gets one worker and all cores; each run lasts --seconds after a
-warm-up. Prints req/s, p50, p99, errors and server RSS per run, then the ratios issue 13 asks for.
+a Python client) and `h2load` for gRPC (apt-get install nghttp2-client; C, sending the ModelInfer
+request made with the export's own stubs; `--grpc-client python` uses benchmarks/grpc_load.py,
+grpc.aio in its own process, which runs out of CPU before the server on 2 cores at one client).
+Models: the bundled sample (8x8 digits, 64 floats per request) and EfficientNet-Lite0's
+architecture with seeded random weights (benchmarks/models; 4.65 M parameters, one 224x224x3 image
+per request, 602 KB as raw FP32, 3 MB as JSON). Every server gets one worker and all cores; each
+run lasts --seconds after a warm-up. Prints req/s, p50, p99, errors and server RSS per run, then
+the ratios issue 13 asks for.
 
 Triton runs from a Python 3.13 venv made on first use in the cache (pip install nvidia-pytriton
 and onnxruntime: the one download this benchmark makes); --no-triton skips it.
@@ -153,6 +156,66 @@ def grpc_load(folder: Path, target: str, name: str, npz: Path, clients: int, sec
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def grpc_frame_file(folder: Path, name: str, npz: Path) -> Path:
+    """The ModelInfer request as h2load sends it (made with the export's own stubs)."""
+    out = npz.with_suffix(".grpc")
+    if not out.exists():
+        env = {**os.environ, "PYTHONPATH": str(folder)}
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "grpc_load.py"), "--frame", name,
+             str(npz), str(out)],
+            check=True, env=env,
+        )  # fmt: skip
+    return out
+
+
+def grpc_counts(base: str) -> dict[str, float]:
+    """ModelInfer calls the server has answered, by gRPC status (its /metrics)."""
+    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    pattern = (
+        r'dockyard_requests_total\{endpoint="/inference\.GRPCInferenceService/ModelInfer",'
+        r'status="(\w+)"\} ([\d.e+]+)'
+    )
+    return {status: float(n) for status, n in re.findall(pattern, text)}
+
+
+def h2load_grpc(base: str, port: int, frame: Path, clients: int, seconds: float) -> dict:
+    """gRPC load from h2load (nghttp2's C client, apt-get install nghttp2-client): `clients`
+    connections, one call in flight on each, for `seconds` after a warm-up. A C client keeps a
+    Python server busy at any rate it can answer, where a Python gRPC client on the same 2 cores
+    runs out first. h2load sees only HTTP/2 statuses; the gRPC status of every call is counted
+    from the server's metrics (errors: any status but OK)."""
+    url = f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"
+    args = ["h2load", "-c", str(clients), "-m", "1", "-d", str(frame),
+            "-H", "content-type: application/grpc", "-H", "te: trailers"]  # fmt: skip
+    # Warm-up as for hey: its own run (h2load's --warm-up-time counts in its log and total).
+    subprocess.run([*args, "-n", str(max(20, clients * 4)), url], capture_output=True, check=True)
+    before = grpc_counts(base)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "requests.tsv"
+        r = subprocess.run(
+            [*args, "-D", f"{seconds:g}", "--log-file", str(log), url],
+            capture_output=True, text=True, timeout=seconds + 120,
+        )  # fmt: skip
+        rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
+    after = grpc_counts(base)
+    if r.returncode != 0:
+        raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
+    ok = [int(row[2]) / 1000 for row in rows if row[1] == "200"]
+    errors = sum(after.get(k, 0) - before.get(k, 0) for k in after if k != "OK")
+    errors += len(rows) - len(ok)
+    ms = np.asarray(ok or [float("nan")])
+    done = re.search(r"finished in ([\d.]+)(m?s)", r.stdout)
+    wall = float(done.group(1)) / (1000 if done.group(2) == "ms" else 1) if done else seconds
+    return {
+        "rps": (len(ok) - errors) / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "requests": len(ok),
+        "errors": int(errors),
+    }
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and its children (TorchServe: Java + Python workers)."""
     try:
@@ -204,9 +267,12 @@ def raw_ort(model_path: Path, name: str, x: np.ndarray, runs: int = 200) -> dict
 
 
 # -- servers -------------------------------------------------------------------------------------
-def bench_dockyard(folder: Path, name: str, files: dict, clients: list[int], seconds: float):
+def bench_dockyard(
+    folder: Path, name: str, files: dict, clients: list[int], seconds: float, grpc_client: str
+):
     rows = []
     url_path = f"/v2/models/{name}/infer"
+    frame = grpc_frame_file(folder, name, files["npz"]) if grpc_client == "h2load" else None
     for batching in ("0", "1"):
         grpc_port = free_port()
         env = {"BATCHING": batching, "GRPC_PORT": str(grpc_port), "API_KEY": ""}
@@ -218,7 +284,8 @@ def bench_dockyard(folder: Path, name: str, files: dict, clients: list[int], sec
                     "REST binary": hey(base + url_path, files["binary"], c, seconds,
                                        "application/octet-stream",
                                        {"Inference-Header-Content-Length": files["header"]}),
-                    "gRPC": grpc_load(folder, f"127.0.0.1:{grpc_port}", name, files["npz"], c,
+                    "gRPC": h2load_grpc(base, grpc_port, frame, c, seconds) if frame else
+                            grpc_load(folder, f"127.0.0.1:{grpc_port}", name, files["npz"], c,
                                       seconds),
                 }  # fmt: skip
                 for protocol, r in runs.items():
@@ -389,9 +456,17 @@ def main() -> None:
     parser.add_argument("--no-triton", action="store_true")
     parser.add_argument("--triton-max-batch", type=int, default=8)
     parser.add_argument("--json", help="also write every row here")
+    parser.add_argument(
+        "--grpc-client", choices=["h2load", "python"], default="h2load",
+        help="gRPC load from h2load (C, default) or benchmarks/grpc_load.py (grpc.aio)",
+    )  # fmt: skip
     args = parser.parse_args()
     if shutil.which("hey") is None:
         raise SystemExit("hey is needed: apt-get install hey")
+    if args.grpc_client == "h2load" and shutil.which("h2load") is None:
+        raise SystemExit(
+            "h2load is needed: apt-get install nghttp2-client (or --grpc-client python)"
+        )
     print(f"{measured_on()['label']}, {os.cpu_count()} cores; {args.seconds:g} s per run")
     everything = []
     for key in args.models.split(","):
@@ -409,7 +484,7 @@ def main() -> None:
             onnx = model_folder(ctx) / "1" / "model.onnx"
             files = bodies(tmp, "x", model["x"])
             raw = raw_ort(onnx, "x", model["x"])
-            rows = bench_dockyard(ctx, "bench", files, clients, args.seconds)
+            rows = bench_dockyard(ctx, "bench", files, clients, args.seconds, args.grpc_client)
             if not args.no_torchserve:
                 rows += bench_torchserve(model, files, clients, args.seconds, tmp)
             if not args.no_triton:

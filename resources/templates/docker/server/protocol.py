@@ -15,6 +15,11 @@ both; so does this:
   connection is closed;
 - the head may be at most MAX_HEAD_BYTES long: else 431 Request Header Fields Too Large and the
   connection is closed (llhttp itself sets no limit; h11's was the same 16 KiB).
+
+Two costs of uvicorn's protocol are cut, as measured on a small model's requests at 32 clients
+(py-spy, 2 cores): a timer made and cancelled for every deadline (7 % of the event loop's time;
+here one timer per connection, moved only when it fires), and two socket writes per answer, one
+for its head and one for its body (18 %; here the head goes out with the body's first part).
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import asyncio
 import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from server.settings import Settings
 
 log = logging.getLogger("uvicorn.error")
 MAX_HEAD_BYTES = 16 * 1024
+JOIN_BODY_BYTES = 64 * 1024  # a body up to this size is copied behind the head: one write
 _settings: Settings | None = None
 
 
@@ -47,6 +53,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timeout, self.body_timeout = _timeouts()
         self._phase: str | None = None  # "head" or "body" while one is awaited
         self._deadline: asyncio.TimerHandle | None = None
+        self._phase_deadline = 0.0  # loop time by which the awaited phase must arrive
         self._head_bytes = 0  # received while the head is incomplete
         self._parsed_head = 0  # of the head parsed so far
         self._oversized = False
@@ -101,6 +108,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_bytes = self._parsed_head = 0
         super().on_headers_complete()
+        if type(self.cycle) is RequestResponseCycle:
+            # uvicorn makes the cycle itself; its task has not run yet, so `send` is looked up
+            # on the subclass (same attributes, one method more).
+            self.cycle.__class__ = OneWriteCycle
         self._await("body")
 
     def on_message_complete(self) -> None:
@@ -108,22 +119,37 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._await(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._await(None)
+        self._stop_deadline()
         super().connection_lost(exc)
 
     def _await(self, phase: str | None) -> None:
+        """Start awaiting `phase` (None: nothing). The deadline is a time, not a timer: the one
+        timer of the connection checks it when it fires and, if it was moved, waits again."""
+        self._phase = phase
+        if phase is None:
+            return
+        seconds = self.header_timeout if phase == "head" else self.body_timeout
+        self._phase_deadline = self.loop.time() + seconds
+        if self._deadline is None:
+            self._deadline = self.loop.call_at(self._phase_deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._deadline = None
+        phase = self._phase
+        if phase is None or self.transport.is_closing():
+            return
+        if self.loop.time() < self._phase_deadline:  # awaiting a later phase or request
+            self._deadline = self.loop.call_at(self._phase_deadline, self._check_deadline)
+            return
+        self._expired(phase, self.header_timeout if phase == "head" else self.body_timeout)
+
+    def _stop_deadline(self) -> None:
+        self._phase = None
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self._phase = phase
-        if phase is not None:
-            seconds = self.header_timeout if phase == "head" else self.body_timeout
-            self._deadline = self.loop.call_later(seconds, self._expired, phase, seconds)
 
     def _expired(self, phase: str, seconds: float) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
-            return
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         log.warning(
             "closing the connection from %s: request %s not received in %g s",
@@ -138,7 +164,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, reason: bytes, message: str) -> None:
         """Answer `status` with `message` (unless this request's answer has begun) and close."""
-        self._await(None)
+        self._stop_deadline()
         cycle = self.cycle  # on a kept-alive connection, maybe the previous request's
         if cycle is None or cycle.response_complete or not cycle.response_started:
             text = (message + "\n").encode()
@@ -152,3 +178,70 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.response_started = True  # the app's own answer, if any, goes nowhere
             cycle.disconnected = True
         self.transport.close()
+
+
+class OneWriteCycle(RequestResponseCycle):
+    """uvicorn's request/response cycle writing an answer's head together with its body (or the
+    body's first part, up to JOIN_BODY_BYTES): one send() and one TCP segment for a small answer
+    where uvicorn makes two. A head with no body message after it is not sent (the app failed
+    after starting its answer: uvicorn then closes the connection anyway)."""
+
+    _head = b""
+
+    async def send(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and not self.response_started:
+            transport, held = self.transport, _HeldWrites()
+            self.transport = held  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            self._head = b"".join(held.data)
+            return
+        if kind == "http.response.body" and self._head:
+            head, self._head = self._head, b""
+            transport, joined = self.transport, _HeadFirst(self.transport, head)
+            self.transport = joined  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+                joined.flush()  # an answer to HEAD writes no body
+            return
+        await super().send(message)
+
+
+class _HeldWrites:
+    """Stands in for the transport while uvicorn writes a head: keeps what it writes."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+
+class _HeadFirst:
+    """The transport, with `head` written before (joined to, when small) the first write."""
+
+    def __init__(self, transport: asyncio.Transport, head: bytes) -> None:
+        self._transport, self._head = transport, head
+
+    def write(self, data: bytes) -> None:
+        if self._head and len(data) <= JOIN_BODY_BYTES:
+            data, self._head = self._head + data, b""
+        self.flush()
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head:
+            head, self._head = self._head, b""
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # close(), is_closing(), ...
+        return getattr(self._transport, name)
