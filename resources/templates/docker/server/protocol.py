@@ -16,10 +16,11 @@ both; so does this:
 - the head may be at most MAX_HEAD_BYTES long: else 431 Request Header Fields Too Large and the
   connection is closed (llhttp itself sets no limit; h11's was the same 16 KiB).
 
-Two costs of uvicorn's protocol are cut, as measured on a small model's requests at 32 clients
-(py-spy, 2 cores): a timer made and cancelled for every deadline (7 % of the event loop's time;
-here one timer per connection, moved only when it fires), and two socket writes per answer, one
-for its head and one for its body (18 %; here the head goes out with the body's first part).
+Two per-request costs are cut, seen with py-spy on a small model's requests at 32 clients (2
+cores): a timer made and cancelled for every deadline (~7 % of the event loop's time; here one
+timer per connection, moved only when it fires), and two socket writes per answer, one for its
+head and one for its body (here the head goes out with the body's first part: one write, one TCP
+segment). Together: 6 % more requests/s with batching (median of 4 alternating runs each way).
 """
 
 from __future__ import annotations
