@@ -240,3 +240,31 @@ def test_onnx2tf_starts_before_the_original_loads_and_dies_with_a_failed_export(
             if "onnx2tf" in " ".join(child.cmdline()) and child.status() != "zombie":
                 leftovers.append(child)
     assert leftovers == [] and not (tmp_path / "out").exists()
+
+
+def test_the_onnx_given_to_onnx2tf_is_left_as_it_was(tmp_path, sample_dir, monkeypatch):
+    """onnx2tf writes its simplified model back over its input: it gets a copy, so a workflow's
+    convert output (which the other exports read, maybe side by side) is never changed."""
+    import tempfile
+
+    from workflows.runner import run_step
+
+    scratch = tmp_path / "tmp"  # this test's own temporary folder: its copy must be gone after
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    onnx = tmp_path / "digits.onnx"
+    run_step("convert", {"model": {"path": str(sample_dir / "digits_cnn.pt2")},
+                         "output": str(onnx)}, timeout=300)  # fmt: skip
+    before = onnx.read_bytes()
+    result = export_tflite(
+        TFLiteExportOptions(
+            model={"path": str(sample_dir / "digits_cnn.pt2")},
+            converted=str(onnx),
+            output=str(tmp_path / "out"),
+            variants=["fp32"],
+        )
+    )
+    assert result["passed"]
+    assert onnx.read_bytes() == before
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("dockyard-onnx2tf-")]

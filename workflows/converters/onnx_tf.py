@@ -7,11 +7,14 @@ layout and its validation feeds the original data transposed accordingly.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from workflows import toolenv
 from workflows.errors import ConversionError
+from workflows.formats.onnx_format import copy_onnx
 from workflows.progress import Progress, null_progress
 
 
@@ -29,8 +32,14 @@ class Onnx2TF:
         }
         env.pop("PYTHONPATH", None)
         python = bin_dir / ("python.exe" if os.name == "nt" else "python")
+        # onnx2tf simplifies its input with onnxsim and writes the result back over it: it gets a
+        # copy, so the model it was given (a workflow's convert output, read by the other
+        # exports, maybe beside this one) stays as it was.
+        self._scratch = Path(tempfile.mkdtemp(prefix="dockyard-onnx2tf-"))
+        copy_onnx(onnx_path, self._scratch, onnx_path.name)
         # -osd: write signature defs, so TFLiteConverter.from_saved_model finds serving_default.
-        cmd = [str(python), "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out_dir), "-osd", "-n"]
+        cmd = [str(python), "-m", "onnx2tf", "-i", str(self._scratch / onnx_path.name),
+               "-o", str(out_dir), "-osd", "-n"]  # fmt: skip
         self.onnx_path, self.out_dir = onnx_path, out_dir
         # In this step's process group: a cancel's group kill ends it too.
         self.proc = subprocess.Popen(
@@ -46,6 +55,8 @@ class Onnx2TF:
         except subprocess.TimeoutExpired:
             self.close()
             raise ConversionError(f"{self.onnx_path}: onnx2tf took more than 30 minutes") from None
+        finally:
+            shutil.rmtree(self._scratch, ignore_errors=True)
         if self.proc.returncode != 0 or not (self.out_dir / "saved_model.pb").exists():
             tail = "\n".join(output.strip().splitlines()[-12:])
             raise ConversionError(f"{self.onnx_path}: onnx2tf could not convert the model:\n{tail}")
@@ -57,6 +68,7 @@ class Onnx2TF:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def onnx_to_savedmodel(onnx_path: Path, out_dir: Path, progress: Progress | None = None) -> Path:
