@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.replay import absolute_paths, differences
@@ -296,3 +298,58 @@ def test_an_export_hands_off_the_variant_it_is_told_to(tmp_path):
         planned(["convert", "quantize"], {"source": "sparse"})
     with pytest.raises(DockyardError, match=r"unknown variant 'int4'.*original, pruned"):
         planned(["quantize"], {"source": "int4"})
+
+
+def test_consecutive_exports_are_grouped_to_run_side_by_side(monkeypatch):
+    from workflows.errors import OptionsError
+    from workflows.workflow import SIDE_BY_SIDE_ENV, _batches
+
+    def planned(*steps: str | tuple[str, dict]) -> list[tuple[str, dict, Path]]:
+        return [(s, {}, Path(s)) if isinstance(s, str) else (*s, Path(s[0])) for s in steps]
+
+    steps = planned(
+        "convert", "export-docker", "export-torchserve",
+        "export-docker",  # the same export again writes the same folder: not beside the first
+        "export-triton", "report", "export-tflite",
+        ("export-docker", {"add_to": "earlier"}),  # adds to an earlier export's folder
+    )  # fmt: skip
+    monkeypatch.delenv(SIDE_BY_SIDE_ENV, raising=False)
+    assert _batches(steps) == [[0], [1, 2], [3, 4], [5], [6], [7]]
+    monkeypatch.setenv(SIDE_BY_SIDE_ENV, "1")
+    assert _batches(steps) == [[i] for i in range(8)]
+    monkeypatch.setenv(SIDE_BY_SIDE_ENV, "0")
+    with pytest.raises(OptionsError, match="DOCKYARD_SIDE_BY_SIDE: '0' is not a whole number"):
+        _batches(steps)
+
+
+def test_exports_run_side_by_side_and_a_failing_one_leaves_nothing(sample_dir, tmp_path):
+    wf = _wf(sample_dir, tmp_path / "run")
+    wf.steps = [
+        wf.steps[0],
+        Step("export-docker", {"build": False}),
+        Step("export-triton", {}),
+    ]
+    result = run_workflow(wf)
+    steps = result["steps"]
+    assert [s["step"] for s in steps] == ["convert", "export-docker", "export-triton"]
+    (_, docker_end), (triton_start, _) = steps[1]["span"], steps[2]["span"]
+    assert triton_start < docker_end  # the second export started before the first one ended
+    assert steps[1]["span"][0] >= steps[0]["span"][1]  # and both after the conversion
+    root = tmp_path / "run" / "digits_cnn"
+    assert (root / "export-docker" / "manifest.json").is_file()
+    assert steps[2]["result"]["validation"]  # checked against the original
+
+    # A failing export: its error is the run's; nothing half-written is left by either export.
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((1, 3, 5, 5), np.float32))  # the sample takes 1x1x8x8
+    failing = _wf(sample_dir, tmp_path / "failing")
+    failing.steps = [
+        failing.steps[0],
+        Step("export-docker", {"build": False, "sample_inputs": str(bad)}),
+        Step("export-triton", {}),
+    ]
+    with pytest.raises(DockyardError, match=r"bad\.npy: the model refused this sample"):
+        run_workflow(failing)
+    left = sorted(p.name for p in (tmp_path / "failing" / "digits_cnn").iterdir())
+    assert "export-docker" not in left
+    assert not [name for name in left if name.startswith(".")], left  # no partial folders

@@ -171,7 +171,11 @@ def export(console: Any, r: dict[str, Any]) -> None:
 def run(console: Any, r: dict[str, Any]) -> None:
     for s in r["steps"]:
         _say(console, f"done {s['step']:18} {s['seconds']:6.1f} s  -> {s['output']}")
-    _say(console, f"{len(r['steps'])} steps in {sum(s['seconds'] for s in r['steps']):.1f} s")
+    # Wall time: exports run side by side, so their seconds overlap.
+    wall = max((s["span"][1] for s in r["steps"] if s.get("span")), default=None)
+    if wall is None:
+        wall = sum(s["seconds"] for s in r["steps"])
+    _say(console, f"{len(r['steps'])} steps in {wall:.1f} s")
     if r.get("handoff"):
         _say(console, f"handoff note: {r['handoff']}")
 
