@@ -36,15 +36,19 @@ class Onnx2TF:
         # copy, so the model it was given (a workflow's convert output, read by the other
         # exports, maybe beside this one) stays as it was.
         self._scratch = Path(tempfile.mkdtemp(prefix="dockyard-onnx2tf-"))
-        copy_onnx(onnx_path, self._scratch, onnx_path.name)
         # -osd: write signature defs, so TFLiteConverter.from_saved_model finds serving_default.
         cmd = [str(python), "-m", "onnx2tf", "-i", str(self._scratch / onnx_path.name),
                "-o", str(out_dir), "-osd", "-n"]  # fmt: skip
         self.onnx_path, self.out_dir = onnx_path, out_dir
-        # In this step's process group: a cancel's group kill ends it too.
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
+        try:
+            copy_onnx(onnx_path, self._scratch, onnx_path.name)
+            # In this step's process group: a cancel's group kill ends it too.
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            )
+        except BaseException:  # no copy left behind when it cannot start
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
 
     def finish(self, progress: Progress | None = None) -> Path:
         """Wait for the SavedModel; ConversionError with onnx2tf's last lines when it failed."""
