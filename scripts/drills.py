@@ -143,30 +143,41 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def prepare(work: Path, drills: tuple[Drill, ...]) -> tuple[Path, dict[str, float]]:
-    """The ONNX model quantize reads, and each drill's full duration (a first, complete run that
-    also leaves the good output every later drill must not touch)."""
-    model_onnx = work / "input" / "model.onnx"
-    model_onnx.parent.mkdir(parents=True)
-    subprocess.run(
-        command(DRILLS[0], model_onnx.parent, model_onnx),
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    durations = {}
-    for drill in drills:
-        folder = work / drill.name
-        folder.mkdir()
-        started = time.monotonic()
-        done = subprocess.run(
-            command(drill, folder, model_onnx), cwd=ROOT, capture_output=True, timeout=900
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{drill.name}'s full run failed:\n{done.stderr.decode()[-3000:]}")
-        durations[drill.name] = time.monotonic() - started
-    return model_onnx, durations
+class Prepared:
+    """What the drills start from, made on a drill's first use (a short run picks a few of the
+    drills; preparing all seven took more time than the kills): the ONNX model quantize reads,
+    and each drill's full duration from a first, complete run, which also leaves the good output
+    every later drill must not touch."""
+
+    def __init__(self, work: Path, log=print) -> None:
+        self.work, self.log = work, log
+        self.model_onnx = work / "input" / "model.onnx"
+        self.durations: dict[str, float] = {}
+
+    def duration(self, drill: Drill) -> float:
+        if drill.name not in self.durations:
+            if "MODEL_ONNX" in drill.args and not self.model_onnx.exists():
+                self.model_onnx.parent.mkdir(parents=True)
+                subprocess.run(
+                    command(DRILLS[0], self.model_onnx.parent, self.model_onnx),
+                    cwd=ROOT,
+                    check=True,
+                    capture_output=True,
+                    timeout=600,
+                )
+            folder = self.work / drill.name
+            folder.mkdir()
+            started = time.monotonic()
+            done = subprocess.run(
+                command(drill, folder, self.model_onnx), cwd=ROOT, capture_output=True, timeout=900
+            )
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"{drill.name}'s full run failed:\n{done.stderr.decode()[-3000:]}"
+                )
+            self.durations[drill.name] = time.monotonic() - started
+            self.log(f"{drill.name}: full run {self.durations[drill.name]:.1f} s")
+        return self.durations[drill.name]
 
 
 def _inodes(folder: Path, drill: Drill) -> dict[str, int | None]:
@@ -315,14 +326,14 @@ def run(kills: int, seed: int, only: list[str] | None = None, log=print) -> list
         raise ValueError(f"unknown drills in {only}; known: {[d.name for d in DRILLS]}")
     work = Path(tempfile.mkdtemp(prefix="dockyard-drills-"))
     try:
-        model_onnx, durations = prepare(work, drills)
-        log(f"full runs: {', '.join(f'{k} {v:.1f} s' for k, v in durations.items())}")
+        prepared = Prepared(work, log)
         failures = []
         done = attempts = 0
         while done < kills and attempts < 2 * kills:
             attempts += 1
             drill = rng.choice(drills)
-            outcome = one_drill(drill, work, model_onnx, rng, durations[drill.name])
+            duration = prepared.duration(drill)
+            outcome = one_drill(drill, work, prepared.model_onnx, rng, duration)
             if outcome is None:
                 log(f"{drill.name}: finished before its kill, not counted")
                 continue
