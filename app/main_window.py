@@ -193,7 +193,7 @@ class MainWindow(QMainWindow):
         from workflows import warm
 
         pool = warm.pool()
-        settled = pool.wanted() <= set(pool.idle()) and pool.wait_ready(0)
+        settled = pool.settled()
         waited = time.monotonic() - self._graph_view_wait > GRAPH_VIEW_WAIT_S
         if self.busy or self._prefetch.is_alive() or not (settled or waited):
             return

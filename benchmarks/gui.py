@@ -102,7 +102,7 @@ def stalls() -> list[tuple[str, float, float]]:
         ticks.clear()
         started = time.perf_counter()
         while warm.Pool.enabled() and time.perf_counter() - started < 120:
-            if set(warm.pool().idle()) >= {"onnx", "torch"} and warm.pool().wait_ready(0):
+            if warm.pool().wanted() >= {"onnx", "torch"} and warm.pool().settled():
                 break
             QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 10)
             time.sleep(0.01)

@@ -110,13 +110,28 @@ def listening_ports(processes: list[psutil.Process]) -> set[int]:
     return ports
 
 
-def _is_step(p: psutil.Process) -> bool:
-    """The step process (multiprocessing's spawned child), not its resource tracker."""
+def _runs_a_step(p: psutil.Process) -> bool:
+    """Not a parked warm worker: those write to their own log in the pool's dockyard-warm-
+    folder until a step is handed over (then to the step's log)."""
     try:
-        line = " ".join(p.cmdline())
+        return not any("dockyard-warm-" in f.path for f in p.open_files())
     except psutil.Error:
         return False
-    return "spawn_main" in line and "resource_tracker" not in line
+
+
+def _is_step(p: psutil.Process, top: int) -> bool:
+    """A step process of `top`: its spawned child (not its resource tracker), or a warm worker
+    forked by one of its fork servers (workflows/warm.py; same command line as the server)."""
+    try:
+        line = " ".join(p.cmdline())
+        if "spawn_main" in line and "resource_tracker" not in line:
+            return p.ppid() == top
+        if "multiprocessing.forkserver" in line:
+            server = psutil.Process(p.ppid())
+            return server.ppid() == top and " ".join(server.cmdline()) == line
+    except psutil.Error:
+        return False
+    return False
 
 
 # How long a killed tree may take to go. Children notice a dead parent within a second; on a busy
@@ -250,7 +265,7 @@ def one_drill(
     target = parent.pid
     who = "app" if drill.gui else "cli"
     if victim == "step":
-        steps = [p for p in descendants(parent.pid) if p.ppid() == parent.pid and _is_step(p)]
+        steps = [p for p in descendants(parent.pid) if _is_step(p, parent.pid) and _runs_a_step(p)]
         if steps:
             target = steps[0].pid
             who = "step"

@@ -13,6 +13,15 @@ window has painted and "tensorflow" only once a TensorFlow model is opened, and 
 run` starts the next step's family while a step runs (not during a benchmark). Which family a
 step needs is a guess from its models' formats: a wrong guess costs the imports, never
 correctness (a step imports what it needs either way).
+
+On Linux (not in the frozen app) the ONNX and PyTorch workers are forked from a fork server of
+their family (multiprocessing's forkserver, one per family), which imported the family's
+modules once: a replacement worker is ready in ~0.1 s of CPU instead of seconds of imports,
+which on 2 cores the steps running meanwhile paid for. The forked worker is still a fresh process
+with its own process group that runs one step; it takes the parent's current environment and
+watches the fork server, which exits as soon as the parent is gone. TensorFlow workers are
+spawned as before (TensorFlow does not promise a usable state after fork). DOCKYARD_WARM_FORK=0
+spawns every worker.
 """
 
 from __future__ import annotations
@@ -23,8 +32,11 @@ import importlib
 import multiprocessing as mp
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +70,18 @@ WITHOUT_FRAMEWORK = {"inspect": {"exported_program"}}
 # TFLiteConverter and TF Serving's SavedModel, whatever the source.
 STEP_FAMILY = {"export-tflite": "tensorflow", "export-tfserving": "tensorflow"}
 DISABLE_ENV = "DOCKYARD_NO_WARM_WORKERS"  # set to 1: every step starts a fresh process
+FORK_ENV = "DOCKYARD_WARM_FORK"  # set to 0: warm workers are spawned, never forked
+FORKED_FAMILIES = ("onnx", "torch")
+
+
+def _modules(family: str) -> tuple[str, ...]:
+    """What a `family` worker imports, in order: ONNX Runtime, the framework, then the steps."""
+    from workflows import catalogue
+
+    steps = tuple(spec.module for spec in catalogue.STEPS.values())  # no framework at import
+    base = PREIMPORTS["onnx"]
+    framework = PREIMPORTS[family] if family != "onnx" else ()
+    return (*base[:3], *framework, *base[3:], *steps)
 
 
 def family_of(step: str, options: Any) -> str:
@@ -96,12 +120,7 @@ def _preimport(family: str, handed_over: Callable[[], bool] = lambda: False) -> 
     """Import what `family`'s steps will need, most needed first; stop as soon as a step has
     been handed over (it imports what it needs itself, and must not wait for the rest). A
     module that fails here fails in the step, with its message."""
-    from workflows import catalogue
-
-    steps = tuple(spec.module for spec in catalogue.STEPS.values())  # no framework at import
-    base = PREIMPORTS["onnx"]
-    framework = PREIMPORTS[family] if family != "onnx" else ()
-    for module in (*base[:3], *framework, *base[3:], *steps):
+    for module in _modules(family):
         if handed_over():
             return
         with contextlib.suppress(Exception):
@@ -116,10 +135,29 @@ def _preimport(family: str, handed_over: Callable[[], bool] = lambda: False) -> 
         cpu_features()
 
 
-def _worker_main(family: str, jobs: Any, events: Any, ready: Any, parent: int, log: str) -> None:
-    """A warm worker: enter the step child's state, import, wait for one step, run it, exit."""
+def _worker_main(
+    family: str,
+    jobs: Any,
+    events: Any,
+    ready: Any,
+    parent: int,
+    log: str,
+    environ: dict[str, str] | None = None,
+    stdio: _Stdio | None = None,
+) -> None:
+    """A warm worker: enter the step child's state, import, wait for one step, run it, exit.
+    `environ`: forked from a fork server, which was started with an older environment: the
+    parent's as it is now replaces it, and the fork server (which exits with the parent) is
+    the process this worker dies with; `stdio`: the parent's stdout and stderr, for the ones
+    the server inherited when it started."""
     from workflows import child
 
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+        parent = os.getppid()
+    if stdio is not None:
+        stdio.adopt()
     child.enter_child(parent, log)
     _preimport(family, lambda: jobs.poll(0))
     ready.set()
@@ -129,6 +167,25 @@ def _worker_main(family: str, jobs: Any, events: Any, ready: Any, parent: int, l
         os._exit(0)
     child.switch_log(log, step_log)
     child.serve_step(step, options, events, parent)
+
+
+class _Stdio:
+    """The parent's stdout and stderr as they are when a worker is forked, sent with it (a
+    fork server's own are the parent's when the server started: a test's capture since ended,
+    say). Pickled for a fork server only: the descriptors go over its socket."""
+
+    def __init__(self, fds: tuple[Any, ...] = ()) -> None:
+        self.fds = [fd.detach() for fd in fds]  # in the worker: the received descriptors
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from multiprocessing import reduction
+
+        return (_Stdio, ((reduction.DupFd(1), reduction.DupFd(2)),))
+
+    def adopt(self) -> None:
+        for target, fd in zip((1, 2), self.fds, strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
 
 
 @dataclass
@@ -145,10 +202,17 @@ class Worker:
     def alive(self) -> bool:
         return self.process.exitcode is None and self.process.is_alive()
 
+    def forking(self) -> bool:
+        """Still being forked (no pid yet: the fork server is importing)."""
+        return isinstance(self.process, _FORKED) and self.process.pending()
+
     def kill(self) -> None:
         from workflows.child import kill_group
 
-        kill_group(self.process)
+        if isinstance(self.process, _FORKED):
+            self.process.doom()  # a worker still being forked goes once it is
+        else:
+            kill_group(self.process)
 
 
 class Pool:
@@ -192,23 +256,37 @@ class Pool:
             current = self._idle.get(family)
             if current is not None and current.alive():
                 return current
-            ctx = mp.get_context("spawn")
-            jobs_recv, jobs_send = ctx.Pipe(duplex=False)
-            events_recv, events_send = ctx.Pipe(duplex=False)
-            ready = ctx.Event()
             log = self._logs / f"{family}-{len(os.listdir(self._logs))}.log"
-            process = ctx.Process(
-                target=_worker_main,
-                args=(family, jobs_recv, events_send, ready, os.getpid(), str(log)),
-                daemon=False,  # a step may start nested steps, which daemons may not
-                name=f"dockyard-warm-{family}",
-            )
-            process.start()
-            jobs_recv.close()
-            events_send.close()
+            started = self._start_process(family, log, forked=_forks(family))
+            process, jobs_send, events_recv, ready = started
             worker = Worker(family, process, jobs_send, events_recv, ready, log)
             self._idle[family] = worker
             return worker
+
+    @staticmethod
+    def _start_process(family: str, log: Path, forked: bool) -> tuple[Any, ...]:
+        ctx = mp.get_context("forkserver" if forked else "spawn")
+        jobs_recv, jobs_send = ctx.Pipe(duplex=False)
+        events_recv, events_send = ctx.Pipe(duplex=False)
+        ready = ctx.Event()
+        args = (family, jobs_recv, events_send, ready, os.getpid(), str(log))
+        kind = _ForkedProcess if forked else ctx.Process
+        process = kind(
+            target=_worker_main,
+            args=(*args, dict(os.environ), _Stdio()) if forked else args,
+            daemon=False,  # a step may start nested steps, which daemons may not
+            name=f"dockyard-warm-{family}",
+        )
+        if forked:
+            process.family = family
+            process.start_closing((jobs_recv, events_send))
+        else:
+            try:
+                process.start()
+            finally:
+                jobs_recv.close()
+                events_send.close()
+        return process, jobs_send, events_recv, ready
 
     def take(self, family: str) -> Worker | None:
         """The idle worker of `family` (even one still importing: it is ahead of a fresh one)."""
@@ -216,6 +294,8 @@ class Pool:
             return None
         with self._lock:
             worker = self._idle.pop(family, None)
+        if worker is not None and isinstance(worker.process, _FORKED):
+            worker.process.wait_forked()  # the server's first fork waits for its imports
         if worker is None or not worker.alive():
             return None
         return worker
@@ -229,12 +309,32 @@ class Pool:
         """Block until every parked worker has finished importing (benchmarks, tests)."""
         with self._lock:
             workers = list(self._idle.values())
-        return all(w.ready.wait(timeout) for w in workers)
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            while not worker.ready.wait(max(0.0, min(0.1, deadline - time.monotonic()))):
+                if not worker.alive() or time.monotonic() >= deadline:
+                    return False
+        return True
 
     def idle(self) -> dict[str, int]:
-        """family -> pid of the parked workers."""
+        """family -> pid of the parked workers (waits for one being forked: not on a GUI
+        thread, which asks `settled`)."""
         with self._lock:
-            return {f: w.process.pid for f, w in self._idle.items() if w.alive()}
+            workers = dict(self._idle)
+        return {f: pid for f, w in workers.items() if (pid := w.process.pid) and w.alive()}
+
+    def settled(self) -> bool:
+        """Whether every wanted family has a parked worker done importing. Never blocks."""
+        with self._lock:
+            workers = dict(self._idle)
+            wanted = set(self._wanted)
+        return all(
+            f in workers
+            and not workers[f].forking()
+            and workers[f].alive()
+            and workers[f].ready.is_set()
+            for f in wanted
+        )
 
     def release(self) -> None:
         """Kill the parked workers and forget the wanted families (the app's window closed)."""
@@ -251,7 +351,177 @@ class Pool:
             self._closed = True
         self.release()
         shutil.rmtree(self._logs, ignore_errors=True)
+        _stop_servers()
 
+
+def _forks(family: str) -> bool:
+    """Whether `family`'s workers are forked from its fork server (see the module's doc)."""
+    from workflows.frozen import is_frozen
+
+    return (
+        family in FORKED_FAMILIES
+        and sys.platform == "linux"
+        and not is_frozen()
+        and os.environ.get(FORK_ENV, "") != "0"
+        and family not in _BROKEN
+    )
+
+
+# multiprocessing has one fork server per process; a worker family needs its own (an ONNX worker
+# must not hold torch), so each family gets a ForkServer of its own and a Popen that asks it.
+# multiprocessing's own forkserver code does the rest: file descriptors sent over a Unix socket,
+# the child's exit status, the server exiting when this process ends.
+_SERVERS: dict[str, Any] = {}
+_BROKEN: set[str] = set()  # families whose fork server failed: their workers are spawned
+_GENERATION = [0]  # how many times the servers were stopped (a fork failing after that is not)
+_SERVERS_LOCK = threading.Lock()
+
+
+def _stop_servers() -> None:
+    """Stop the fork servers (they also exit by themselves when this process ends)."""
+    with _SERVERS_LOCK:
+        servers = list(_SERVERS.values())
+        _SERVERS.clear()
+        _GENERATION[0] += 1
+    for server in servers:
+        with contextlib.suppress(OSError, TypeError):
+            # Killed, not asked: a server still importing would read its lifeline only after.
+            os.kill(server._forkserver_pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            server._stop()  # close its lifeline, reap it, remove its socket
+
+
+def _server(family: str) -> Any:
+    from multiprocessing import forkserver
+
+    with _SERVERS_LOCK:
+        if family not in _SERVERS:
+            server = forkserver.ForkServer()
+            # Not ONNX Runtime: its library opens a SQLite database (~/.cache/Microsoft/
+            # DeveloperTools) that forked children must not share; each worker imports it
+            # after the fork (0.05 s once the rest is in).
+            modules = [m for m in _modules(family) if m.split(".")[0] != "onnxruntime"]
+            server.set_forkserver_preload(["workflows.warm_guard", *modules])
+            _SERVERS[family] = server
+        return _SERVERS[family]
+
+
+def _forked_popen(process: Any) -> Any:
+    import io
+    from multiprocessing import popen_forkserver, spawn, util
+    from multiprocessing.context import reduction, set_spawning_popen
+
+    class FamilyPopen(popen_forkserver.Popen):
+        def _launch(self, process_obj: Any) -> None:
+            # popen_forkserver.Popen._launch (CPython 3.11), asking the family's server.
+            prep_data = spawn.get_preparation_data(process_obj._name)
+            buf = io.BytesIO()
+            set_spawning_popen(self)
+            try:
+                reduction.dump(prep_data, buf)
+                reduction.dump(process_obj, buf)
+            finally:
+                set_spawning_popen(None)
+            server = _server(process_obj.family)
+            self.sentinel, w = server.connect_to_new_process(self._fds)
+            _parent_w = os.dup(w)
+            self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+            with open(w, "wb", closefd=True) as f:
+                f.write(buf.getbuffer())
+            self.pid = popen_forkserver.forkserver.read_signed(self.sentinel)
+
+    return FamilyPopen(process)
+
+
+if "forkserver" in mp.get_all_start_methods():
+
+    class _ForkedProcess(mp.context.ForkServerProcess):  # type: ignore[name-defined]
+        """A worker forked by its family's fork server. `start` returns at once: the first
+        fork waits for the server's imports, which must not hold up the caller (the CLI's main
+        thread, the app before its window); the process's methods wait for the fork."""
+
+        family = "onnx"
+        _launch: threading.Thread | None = None
+        _doomed = False
+
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:
+            return _forked_popen(process_obj)
+
+        def start(self) -> None:
+            raise NotImplementedError("start_closing: the child's ends close after the fork")
+
+        def start_closing(self, child_ends: tuple[Any, ...]) -> None:
+            """Fork in the background; then close this process's copies of `child_ends`."""
+
+            generation = _GENERATION[0]
+
+            def launch() -> None:
+                try:
+                    super(_ForkedProcess, self).start()
+                except Exception:
+                    if generation == _GENERATION[0]:  # the server failed, not stopped by us:
+                        _BROKEN.add(self.family)  # this family's workers are spawned now
+                    return
+                finally:
+                    for end in child_ends:
+                        end.close()
+                if self._doomed:  # killed while it was being forked
+                    from workflows.child import kill_group
+
+                    kill_group(self)
+
+            self._launch = threading.Thread(target=launch, name="dockyard-fork", daemon=True)
+            self._launch.start()
+
+        def __getstate__(self) -> dict[str, Any]:  # sent to the server: not the thread
+            return {k: v for k, v in self.__dict__.items() if k != "_launch"}
+
+        def wait_forked(self) -> None:
+            if self._launch is not None and self._launch is not threading.current_thread():
+                self._launch.join()
+
+        def is_alive(self) -> bool:
+            if self._launch is not None and self._launch.is_alive():
+                return True  # being forked
+            return self._popen is not None and super().is_alive()
+
+        @property
+        def exitcode(self) -> int | None:
+            if self._launch is not None and self._launch.is_alive():
+                return None
+            if self._popen is None:
+                return 1  # never started: the server failed
+            return super().exitcode
+
+        @property
+        def pid(self) -> int | None:  # type: ignore[override]
+            self.wait_forked()
+            return super().pid
+
+        def pending(self) -> bool:
+            return self._launch is not None and self._launch.is_alive()
+
+        def doom(self) -> None:
+            """Kill it once forked, without waiting for that here (see Worker.kill)."""
+            self._doomed = True
+            if not self.pending():
+                from workflows.child import kill_group
+
+                kill_group(self)
+
+        def kill(self) -> None:
+            self.wait_forked()
+            if self._popen is not None:
+                super().kill()
+
+        def join(self, timeout: float | None = None) -> None:
+            self.wait_forked()
+            if self._popen is not None:
+                super().join(timeout)
+
+
+_FORKED: tuple[type, ...] = (_ForkedProcess,) if "forkserver" in mp.get_all_start_methods() else ()
 
 _POOL: Pool | None = None
 _POOL_LOCK = threading.Lock()

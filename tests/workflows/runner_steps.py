@@ -58,3 +58,15 @@ def needs_torch(options, progress):
     if Path(options["marker"]).exists():  # prepared meanwhile: the retried step succeeds
         return {"ran": True}
     raise framework_missing("torch")
+
+
+def environment(options, progress):
+    """What a step sees of its process: an environment variable, its modules, its cwd."""
+    import os
+    import sys
+
+    return {
+        "value": os.environ.get(options["name"]),
+        "torch": "torch" in sys.modules,
+        "cwd": os.getcwd(),
+    }

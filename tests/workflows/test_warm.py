@@ -179,6 +179,78 @@ def test_an_idle_worker_dies_with_its_killed_parent(tmp_path, monkeypatch):
         parent.kill()
 
 
+FORKS = warm._forks("onnx")
+
+
+@pytest.mark.skipif(not FORKS, reason="warm workers are forked on Linux only")
+def test_a_forked_worker_has_the_parents_environment_and_cwd_of_now_and_its_familys_modules(
+    pool, monkeypatch, tmp_path
+):
+    parked = psutil.Process(pool.idle()["onnx"])
+    server = parked.ppid()
+    assert server != os.getpid()  # forked by the family's server, which this process started
+    assert psutil.Process(server).ppid() == os.getpid()
+    # Set after the server started: a forked worker still sees them, as a spawned one would.
+    monkeypatch.setenv("DOCKYARD_TEST_MARK", "set later")
+    monkeypatch.chdir(tmp_path)
+    pool.start("onnx")  # the parked one was forked before: a fresh one for the step
+    pool.take("onnx").kill()
+    pool.start("onnx")
+    proc = StepProcess(f"{STEPS}:environment", {"name": "DOCKYARD_TEST_MARK"})
+    assert proc.warm
+    seen = proc.wait(60)
+    assert seen == {"value": "set later", "torch": False, "cwd": str(tmp_path)}
+    assert psutil.Process(server).is_running()  # one server for every worker of the family
+
+
+@pytest.mark.skipif(not FORKS, reason="warm workers are forked on Linux only")
+def test_torch_workers_are_forked_with_torch_imported_and_onnx_ones_without(pool):
+    pool.want("torch")
+    assert not pool.settled()  # its server is importing torch: said at once, not waited for
+    assert pool.wait_ready(180) and pool.settled()
+    torch_worker = psutil.Process(pool.idle()["torch"])
+    onnx_worker = psutil.Process(pool.idle()["onnx"])
+    servers = [psutil.Process(torch_worker.ppid()), psutil.Process(onnx_worker.ppid())]
+    assert servers[0].pid != servers[1].pid  # a server per family
+    # ONNX Runtime's SQLite database is opened by each worker, never by a server it forks from.
+    for server in servers:
+        assert "onnxruntime" not in " ".join(f.path for f in server.open_files())
+    assert "onnxruntime" in " ".join(f.path for f in onnx_worker.open_files())
+    options = {"name": "HOME", "model": {"path": str(SAMPLE / "digits_cnn.pt2")}}
+    proc = StepProcess(f"{STEPS}:environment", options)  # a .pt2: the torch family's worker
+    assert proc.warm and proc.pid == torch_worker.pid and proc.wait(60)["torch"]
+
+
+KILLED_WHILE_IMPORTING = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from workflows import warm
+if __name__ == "__main__":
+    warm.pool().want("torch")  # its server now imports torch for seconds
+    time.sleep(0.5)
+    import psutil
+    for p in psutil.Process().children():
+        print(p.pid, "forkserver" in " ".join(p.cmdline()), flush=True)
+    os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.mark.skipif(not FORKS, reason="warm workers are forked on Linux only")
+def test_a_fork_server_still_importing_dies_with_its_killed_parent(tmp_path, monkeypatch):
+    monkeypatch.delenv(warm.DISABLE_ENV, raising=False)
+    script = tmp_path / "parent.py"
+    script.write_text(KILLED_WHILE_IMPORTING.format(root=str(ROOT)))
+    said = tmp_path / "children.txt"
+    with said.open("w") as out:  # a file: a pipe would wait for the server too, which holds it
+        subprocess.run([sys.executable, str(script)], stdout=out, timeout=60)
+    children = dict(line.split() for line in said.read_text().splitlines())
+    assert "True" in children.values(), children  # its torch server was among them
+    deadline = time.monotonic() + 2
+    while not all(gone(int(pid)) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(gone(int(pid)) for pid in children), "a fork server outlived its killed parent"
+
+
 def test_the_family_comes_from_the_models_formats(tmp_path):
     pt2 = str(SAMPLE / "digits_cnn.pt2")
     assert warm.family_of("inspect", {"model": {"path": pt2}}) == "onnx"  # read from its JSON
