@@ -482,13 +482,13 @@ if "forkserver" in mp.get_all_start_methods():
                 self._launch.join()
 
         def is_alive(self) -> bool:
-            if self._launch is not None and self._launch.is_alive():
+            if self.pending():
                 return True  # being forked
             return self._popen is not None and super().is_alive()
 
         @property
         def exitcode(self) -> int | None:
-            if self._launch is not None and self._launch.is_alive():
+            if self.pending():
                 return None
             if self._popen is None:
                 return 1  # never started: the server failed
