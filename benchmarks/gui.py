@@ -1,8 +1,9 @@
 """GUI responsiveness: cold start to first paint, and the worst event-loop stall while each step
 runs, seen by a 10 ms QTimer probe (targets: first paint <= 1 s, stall <= 50 ms).
-Prints numbers; asserts nothing.
+Prints numbers; asserts nothing. With --why, each stall over 30 ms is followed by where the GUI
+thread was during it (its Python stack, sampled by a watcher thread while the probe was late).
 
-    QT_QPA_PLATFORM=offscreen python benchmarks/gui.py
+    QT_QPA_PLATFORM=offscreen python benchmarks/gui.py [--why]
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +62,40 @@ def cold_start(runs: int = 3) -> list[float]:
     return times
 
 
-def stalls() -> list[tuple[str, float, float]]:
+class StallWatch(threading.Thread):
+    """Samples the GUI thread's stack every 3 ms while the probe is more than `late_ms` late:
+    `seen[last tick]` holds the distinct stacks of that gap (innermost frames last)."""
+
+    def __init__(self, ticks: list[float], late_ms: float = 30) -> None:
+        super().__init__(daemon=True, name="stall-watch")
+        self.ticks, self.late, self.gui = ticks, late_ms / 1000, threading.get_ident()
+        self.seen: dict[float, list[str]] = {}
+
+    def run(self) -> None:
+        while True:
+            time.sleep(0.003)
+            last = self.ticks[-1] if self.ticks else None
+            if last is None or time.perf_counter() - last < self.late:
+                continue
+            frame = sys._current_frames().get(self.gui)
+            if frame is None:
+                continue
+            lines = traceback.format_stack(frame, limit=12)
+            stack = "".join(line for line in lines if "/benchmarks/" not in line)
+            stacks = self.seen.setdefault(last, [])
+            if stack not in stacks:
+                stacks.append(stack)
+
+    def during(self, ticks: list[float]) -> list[str]:
+        """The stacks seen in the longest gap between `ticks`."""
+        if len(ticks) < 2:
+            return []
+        import numpy as np
+
+        return self.seen.get(ticks[int(np.argmax(np.diff(ticks)))], [])
+
+
+def stalls(why: bool = False) -> list[tuple[str, float, float, list[str]]]:
     import numpy as np
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
@@ -84,6 +120,9 @@ def stalls() -> list[tuple[str, float, float]]:
         probe.setInterval(10)
         probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
         probe.start()
+        watch = StallWatch(ticks)
+        if why:
+            watch.start()
 
         def measure(step: str, action, label: str | None = None) -> None:
             ticks.clear()
@@ -93,7 +132,14 @@ def stalls() -> list[tuple[str, float, float]]:
             action()
             loop.exec()
             gaps = np.diff(ticks) * 1000 if len(ticks) > 1 else np.array([0.0])
-            rows.append((label or step, float(gaps.max() - 10), time.perf_counter() - started))
+            rows.append(
+                (
+                    label or step,
+                    float(gaps.max() - 10),
+                    time.perf_counter() - started,
+                    watch.during(ticks),
+                )
+            )
 
         # As a user meets it: the window has painted and settled (its warm step workers parked,
         # the graph view's Chromium started) before the first click; that settling is a row.
@@ -116,7 +162,14 @@ def stalls() -> list[tuple[str, float, float]]:
             QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 10)
             time.sleep(0.01)
         gaps = np.diff(ticks) * 1000 if len(ticks) > 1 else np.array([10.0])
-        rows.append(("idle after paint", float(gaps.max() - 10), time.perf_counter() - started))
+        rows.append(
+            (
+                "idle after paint",
+                float(gaps.max() - 10),
+                time.perf_counter() - started,
+                watch.during(ticks),
+            )
+        )
         measure("inspect", window.page(LoadPage).open_sample)
         window.go_to(2)
         convert = window.page(ConvertPage)
@@ -145,7 +198,14 @@ def stalls() -> list[tuple[str, float, float]]:
         if netron.drawn < 5001:
             raise SystemExit(f"Netron drew {netron.drawn} of 5001 nodes in 300 s: no measurement")
         gaps = np.diff(ticks) * 1000 if len(ticks) > 1 else np.array([10.0])
-        rows.append(("netron 5k draw", float(gaps.max() - 10), time.perf_counter() - started))
+        rows.append(
+            (
+                "netron 5k draw",
+                float(gaps.max() - 10),
+                time.perf_counter() - started,
+                watch.during(ticks),
+            )
+        )
         probe.stop()
         window.close()
     return rows
@@ -161,8 +221,12 @@ def main() -> None:
             f"  {in_process:6.0f} ms after the script started ({wall:.0f} ms including interpreter start)"
         )
     print("worst event-loop stall during each step, 10 ms probe (target <= 50 ms)")
-    for step, stall, seconds in stalls():
+    why = "--why" in sys.argv[1:]
+    for step, stall, seconds, stacks in stalls(why):
         print(f"  {step:14} {stall:7.1f} ms   (step took {seconds:.1f} s)")
+        if why and stall > 30:
+            for stack in stacks or ["    (no Python frame seen: in Qt or the OS, or not sampled)"]:
+                print("    GUI thread during it:\n" + stack)
 
 
 if __name__ == "__main__":

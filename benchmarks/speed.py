@@ -218,7 +218,7 @@ def main() -> None:
         print(f"cold start to first paint, 10 runs (target <= 1000 ms): {within} of 10 within")
         print("  " + ", ".join(f"{t:.0f}" for t, _ in starts) + " ms")
         print("worst event-loop stall during each step, 10 ms probe (target <= 50 ms)")
-        for step, stall, seconds in stalls():
+        for step, stall, seconds, _ in stalls():
             print(f"  {step:14} {stall:7.1f} ms   (step took {seconds:.1f} s)")
 
 

@@ -67,8 +67,9 @@ FORMAT_FAMILY = {
 }
 # Formats a step reads without their framework (inspect: a .pt2 from its JSON).
 WITHOUT_FRAMEWORK = {"inspect": {"exported_program"}}
-# TFLiteConverter and TF Serving's SavedModel, whatever the source.
-STEP_FAMILY = {"export-tflite": "tensorflow", "export-tfserving": "tensorflow"}
+# TF Serving's SavedModel, whatever the source. (The TFLite bundle of an ONNX or PyTorch model is
+# converted in onnx2tf's own environment: its step imports no TensorFlow.)
+STEP_FAMILY = {"export-tfserving": "tensorflow"}
 DISABLE_ENV = "DOCKYARD_NO_WARM_WORKERS"  # set to 1: every step starts a fresh process
 FORK_ENV = "DOCKYARD_WARM_FORK"  # set to 0: warm workers are spawned, never forked
 FORKED_FAMILIES = ("onnx", "torch")

@@ -18,6 +18,9 @@ from tests.workflows import model_factory as mf
 from workflows.errors import ExportError
 from workflows.exporters.tflite_bundle import TFLiteExportOptions, export_tflite, read_metadata
 from workflows.formats import load_model
+from workflows.resources import resource
+
+SAMPLE = resource("sample")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +38,17 @@ def sample_bundle(tmp_path_factory, sample_dir):
         )
     )
     return out, result
+
+
+@pytest.fixture(scope="module")
+def sample_onnx(tmp_path_factory, sample_dir):
+    """The sample converted to ONNX, as a workflow's convert step leaves it."""
+    from workflows.runner import run_step
+
+    onnx = tmp_path_factory.mktemp("converted") / "digits.onnx"
+    run_step("convert", {"model": {"path": str(sample_dir / "digits_cnn.pt2")},
+                         "output": str(onnx)}, timeout=300)  # fmt: skip
+    return onnx
 
 
 def test_sample_variants_meet_their_limits(sample_bundle):
@@ -199,7 +213,7 @@ def test_without_data_the_quantized_variants_are_not_judged(tmp_path, sample_dir
 
 
 def test_onnx2tf_starts_before_the_original_loads_and_dies_with_a_failed_export(
-    tmp_path, sample_dir
+    tmp_path, sample_dir, sample_onnx
 ):
     """With the ONNX on disk (the workflow's convert output), onnx2tf runs beside the original
     model's loading; an export that fails after starting it leaves no onnx2tf behind."""
@@ -209,11 +223,8 @@ def test_onnx2tf_starts_before_the_original_loads_and_dies_with_a_failed_export(
     from workflows.converters.onnx_tf import Onnx2TF
     from workflows.errors import DockyardError
     from workflows.exporters.tflite_bundle import TFLiteExporter
-    from workflows.runner import run_step
 
-    onnx = tmp_path / "digits.onnx"
-    run_step("convert", {"model": {"path": str(sample_dir / "digits_cnn.pt2")},
-                         "output": str(onnx)}, timeout=300)  # fmt: skip
+    onnx = sample_onnx
     toolenv.ensure(toolenv.ONNX2TF)
     opts = TFLiteExportOptions(
         model={"path": str(sample_dir / "digits_cnn.pt2")}, converted=str(onnx), output="x"
@@ -242,20 +253,18 @@ def test_onnx2tf_starts_before_the_original_loads_and_dies_with_a_failed_export(
     assert leftovers == [] and not (tmp_path / "out").exists()
 
 
-def test_the_onnx_given_to_onnx2tf_is_left_as_it_was(tmp_path, sample_dir, monkeypatch):
+def test_the_onnx_given_to_onnx2tf_is_left_as_it_was(
+    tmp_path, sample_dir, monkeypatch, sample_onnx
+):
     """onnx2tf writes its simplified model back over its input: it gets a copy, so a workflow's
     convert output (which the other exports read, maybe side by side) is never changed."""
     import tempfile
-
-    from workflows.runner import run_step
 
     scratch = tmp_path / "tmp"  # this test's own temporary folder: its copy must be gone after
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 
-    onnx = tmp_path / "digits.onnx"
-    run_step("convert", {"model": {"path": str(sample_dir / "digits_cnn.pt2")},
-                         "output": str(onnx)}, timeout=300)  # fmt: skip
+    onnx = sample_onnx
     before = onnx.read_bytes()
     result = export_tflite(
         TFLiteExportOptions(
@@ -268,3 +277,54 @@ def test_the_onnx_given_to_onnx2tf_is_left_as_it_was(tmp_path, sample_dir, monke
     assert result["passed"]
     assert onnx.read_bytes() == before
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("dockyard-onnx2tf-")]
+
+
+def test_an_onnx_source_is_converted_without_tensorflow_in_the_step(tmp_path, sample_onnx):
+    """onnx2tf's environment makes the SavedModel and every variant (INT8's data streamed to
+    it): the step's own process never imports TensorFlow, and the INT8 file still holds."""
+    out = tmp_path / "b"
+    code = (
+        "import json, sys\n"
+        "from workflows.exporters.tflite_bundle import TFLiteExportOptions, export_tflite\n"
+        f"r = export_tflite(TFLiteExportOptions(model={{'path': {str(sample_onnx)!r}}},\n"
+        f"    output={str(out)!r}, variants=['fp32', 'int8'],\n"
+        f"    calibration={str(SAMPLE / 'digits_calibration.npz')!r},\n"
+        f"    evaluation={str(SAMPLE / 'digits_test.npz')!r}))\n"
+        "v = {x['variant']: x['validation'] for x in r['variants']}\n"
+        "print(json.dumps({'tf': sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "    ('tensorflow', 'keras', 'torch')), 'passed': r['passed'], 'int8': v['int8'],\n"
+        "    'fp32': v['fp32'], 'steps': [s['step'] for s in r['manifest']['steps']]}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["tf"] == []  # neither TensorFlow nor Keras (nor torch: an ONNX source)
+    assert got["steps"] == ["onnx2tf", "export"] and got["passed"]
+    assert got["fp32"]["max_abs_error"] <= 1e-4
+    assert got["int8"]["gate"]["samples"] == 450 and got["int8"]["top1_agreement"] >= 0.97
+    assert sorted(p.name for p in out.glob("*.tflite")) == [
+        "digits.fp32.tflite",
+        "digits.int8.tflite",
+    ]
+
+
+def test_a_variant_failing_in_onnx2tfs_environment_is_reported_and_nothing_is_left(
+    tmp_path, sample_onnx
+):
+    """TFLiteConverter's error inside the tool comes back as the export's error, naming the
+    variant; the tool process and its scratch folder are gone after close()."""
+    from workflows import toolenv
+    from workflows.converters.onnx_tf import Onnx2TF
+    from workflows.progress import null_progress
+
+    tool = Onnx2TF(toolenv.ensure(toolenv.ONNX2TF), sample_onnx, tmp_path / "sm", ("fp32", "int8"))
+    try:
+        assert tool.variant("fp32")[4:8] == b"TFL3"  # a flatbuffer, TFLite's identifier
+        # Representative samples that do not fit the input (25 values, 64 wanted).
+        wrong = (np.zeros((1, 5, 5, 1), np.float32) for _ in range(4))
+        with pytest.raises(ExportError, match="TFLiteConverter failed for the int8 variant"):
+            tool.calibrate("x", wrong, null_progress(), 4)
+            tool.variant("int8")
+    finally:
+        tool.close()
+    assert tool.proc.returncode is not None and not tool._scratch.exists()

@@ -266,6 +266,9 @@ def test_the_family_comes_from_the_models_formats(tmp_path):
     assert warm.family_of("quantize", {"model": {"path": str(onnx_file)}}) == "onnx"
     assert warm.family_of("validate", {"original": {"path": pt2},
                                        "candidate": {"path": str(onnx_file)}}) == "torch"  # fmt: skip
-    assert warm.family_of("export-tflite", {"model": {"path": str(onnx_file)}}) == "tensorflow"
+    assert warm.family_of("export-tfserving", {"model": {"path": str(onnx_file)}}) == "tensorflow"
+    # The TFLite bundle converts ONNX and PyTorch in onnx2tf's environment: no TensorFlow here.
+    assert warm.family_of("export-tflite", {"model": {"path": str(onnx_file)}}) == "onnx"
+    assert warm.family_of("export-tflite", {"model": {"path": pt2}}) == "torch"
     assert warm.family_of("inspect", {"model": {"path": str(tmp_path / "missing.pt")}}) == "onnx"
     assert warm.family_of("benchmark", {"models": [str(onnx_file)]}) == "onnx"

@@ -14,10 +14,10 @@ from workflows.progress import Progress
 ONNX2TF_STEP = {"step": "onnx2tf", "version": "1.29.24", "format": "savedmodel"}
 
 
-def start_onnx2tf(opts: Any, work: Path) -> Any:
-    """onnx2tf, when the ONNX to convert is on disk already (an ONNX source, or the workflow's
-    convert output) and its environment is built: it then runs beside the original model's
-    loading (1.9 s for a .pt2 in a TensorFlow worker) instead of after. None: not started."""
+def start_onnx2tf(opts: Any, work: Path, variants: tuple[str, ...] = ()) -> Any:
+    """onnx2tf (then the TFLite `variants`), when the ONNX to convert is on disk already (an ONNX
+    source, or the workflow's convert output) and its environment is built: it then runs beside
+    the original model's loading instead of after. None: not started."""
     from workflows import toolenv
     from workflows.converters.onnx_tf import Onnx2TF
 
@@ -33,7 +33,7 @@ def start_onnx2tf(opts: Any, work: Path) -> Any:
     bin_dir = toolenv.ready(toolenv.ONNX2TF)
     if onnx_path is None or bin_dir is None:
         return None
-    return Onnx2TF(bin_dir, onnx_path, work / "onnx2tf_savedmodel")
+    return Onnx2TF(bin_dir, onnx_path, work / "onnx2tf_savedmodel", variants)
 
 
 def source_savedmodel(exporter: Exporter, progress: Progress) -> Path:

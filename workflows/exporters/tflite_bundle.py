@@ -2,12 +2,14 @@
 validated against the original model in the LiteRT interpreter, with metadata embedded in every
 model, labels, a signature check, infer.py and a README.
 
-Conversion paths: Keras -> SavedModel -> TFLiteConverter; SavedModel -> TFLiteConverter;
-ONNX (and PyTorch, via ONNX) -> onnx2tf (isolated environment) -> SavedModel -> TFLiteConverter.
+Conversion paths: Keras -> SavedModel -> TFLiteConverter; SavedModel -> TFLiteConverter (both in
+this process); ONNX (and PyTorch, via ONNX) -> onnx2tf -> SavedModel -> TFLiteConverter, all in
+one process of onnx2tf's isolated environment (this one then imports no TensorFlow).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import string
@@ -19,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from workflows import __version__, formats, present
+from workflows import __version__, formats, present, toolenv
+from workflows.converters.onnx_tf import Onnx2TF
 from workflows.data import (
     CALIBRATION_MAX,
     Dataset,
@@ -30,7 +33,11 @@ from workflows.data import (
 from workflows.errors import ExportError, first_line
 from workflows.exporters.base import Exporter
 from workflows.exporters.common import CONVERTED_HELP, SOURCE_HELP, sha256
-from workflows.exporters.savedmodel_source import source_savedmodel, start_onnx2tf
+from workflows.exporters.savedmodel_source import (
+    ONNX2TF_STEP,
+    source_savedmodel,
+    start_onnx2tf,
+)
 from workflows.formats import _tf
 from workflows.machine import measured_on
 from workflows.metrics import compare
@@ -117,27 +124,34 @@ def _representative(
     return generate
 
 
+def _converter_script() -> Any:
+    """resources/toolenvs/onnx2tf_convert.py as a module: the TFLiteConverter settings, the same
+    whether a variant is converted here (Keras, SavedModel) or in onnx2tf's environment."""
+    import importlib.util
+
+    path = resource("toolenvs", "onnx2tf_convert.py")
+    spec = importlib.util.spec_from_file_location("dockyard_onnx2tf_convert", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _converter(
     saved_model: Path, variant: str, representative: Callable[[], Iterator] | None
 ) -> bytes:
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if variant == "fp16":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.target_spec.supported_types = [tf.float16]
-    elif variant == "dynamic":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif variant == "int8":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = representative
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        return conv.convert()
+        return _converter_script().convert(str(saved_model), variant, representative)
     except Exception as exc:  # the converter raises ConverterError and friends
         raise ExportError(
             f"TFLiteConverter failed for the {variant} variant: {first_line(exc)}"
         ) from exc
+
+
+def variant_order(variants: list[str]) -> tuple[str, ...]:
+    """The variants converted, in order: fp32 first, always (it fixes the TFLite input layout
+    that INT8's representative data must use; converted for that even when not shipped)."""
+    return tuple(sorted(set(variants) | {"fp32"}, key=VARIANTS.index))
 
 
 def embed_metadata(flatbuffer: bytes, metadata: dict[str, Any]) -> bytes:
@@ -199,6 +213,11 @@ class TFLiteExporter(Exporter):
     @classmethod
     def check(cls, opts: TFLiteExportOptions, model: Model) -> None:
         _tf.quiet_tensorflow()
+        if model.format == "tflite":
+            raise ExportError(
+                f"{model.path}: already TFLite. Export the bundle from the original model "
+                "(Keras, SavedModel, ONNX or PyTorch) so every variant is made from full precision."
+            )
         if len(model.inputs) != 1:
             raise ExportError(
                 f"{model.path}: the TFLite bundle handles single-input models; this one has "
@@ -207,7 +226,7 @@ class TFLiteExporter(Exporter):
 
     @classmethod
     def start_early(cls, opts: TFLiteExportOptions, work: Path) -> Any:
-        return start_onnx2tf(opts, work)
+        return start_onnx2tf(opts, work, variant_order(opts.variants))
 
     def stage(self) -> None:
         opts, model = self.opts, self.model
@@ -227,65 +246,98 @@ class TFLiteExporter(Exporter):
         from workflows.quantization.accuracy import predict
 
         self.reference = predict(self.run_original, self.evaluation)[0]
-        saved_model = self._saved_model(self.progress.scaled(0.05, 0.4))
         self.adapt: Callable[[np.ndarray], np.ndarray] | None = None
         self.files: dict[str, Path] = {}
-        # fp32 first: it fixes the TFLite input layout that INT8's representative data must use
-        # (converted for that even when it is not asked for, then not shipped).
-        order = sorted(set(opts.variants) | {"fp32"}, key=VARIANTS.index)
+        order = variant_order(opts.variants)
+        if model.format in ("keras", "savedmodel"):  # TensorFlow is here already: convert here
+            saved_model = source_savedmodel(self, self.progress.scaled(0.05, 0.4))
+            self._write_variants(order, functools.partial(self._convert, saved_model))
+            return
+        # Else in onnx2tf's environment, which imports TensorFlow once for all of it.
+        tool = self._onnx2tf(order, self.progress.scaled(0.05, 0.4))
+        try:
+            self._write_variants(order, functools.partial(self._from_tool, tool))
+        finally:
+            if tool is not self.early:  # the early one is closed with the export
+                tool.close()
+
+    def _write_variants(
+        self, order: tuple[str, ...], convert: Callable[[str, Progress], bytes]
+    ) -> None:
+        """Convert every variant in `order`; write the asked ones with their metadata."""
+        opts = self.opts
         for i, variant in enumerate(order):
             self.progress.update(0.4 + 0.4 * i / len(order), f"Converting the {variant} variant")
             span = self.progress.scaled(
                 0.4 + 0.4 * i / len(order), 0.4 + 0.4 * (i + 1) / len(order)
             )
-            flat = self._convert(saved_model, variant, span)
+            flat = convert(variant, span)
+            if self.adapt is None:
+                self._read_spec(flat)
             if variant not in opts.variants:
                 continue
-            metadata = _metadata(opts, model, self.name, variant, self.spec, self.labels)
+            metadata = _metadata(opts, self.model, self.name, variant, self.spec, self.labels)
             final = self.out / f"{self.name}.{variant}.tflite"
             final.write_bytes(embed_metadata(flat, metadata))
             if read_metadata(final) != metadata:
                 raise ExportError(f"{final.name}: the embedded metadata did not read back")
             self.files[variant] = final
 
-    def _saved_model(self, progress: Progress) -> Path:
-        """A SavedModel to feed TFLiteConverter (steps taken to get it recorded)."""
-        if self.model.format == "tflite":
-            raise ExportError(
-                f"{self.model.path}: already TFLite. Export the bundle from the original model "
-                "(Keras, SavedModel, ONNX or PyTorch) so every variant is made from full precision."
+    def _onnx2tf(self, order: tuple[str, ...], progress: Progress) -> Onnx2TF:
+        """onnx2tf converting the source's ONNX and then `order`'s variants: the one started
+        early when it converts the same, else one started now (the caller closes it)."""
+        onnx_path = self.onnx(progress.scaled(0.0, 0.2))
+        tool = self.early
+        if not (
+            isinstance(tool, Onnx2TF)
+            and tool.onnx_path.resolve() == Path(onnx_path).resolve()
+            and tuple(tool.variants) == order
+        ):
+            bin_dir = toolenv.ensure(toolenv.ONNX2TF, progress=progress.scaled(0.2, 0.5))
+            tool = Onnx2TF(bin_dir, onnx_path, self.work / "onnx2tf_savedmodel", order)
+        tool.finish(progress.scaled(0.5, 1.0))
+        self.steps.append(dict(ONNX2TF_STEP))
+        return tool
+
+    def _from_tool(self, tool: Onnx2TF, variant: str, progress: Progress) -> bytes:
+        """A variant's flatbuffer from onnx2tf's environment (INT8's data streamed to it)."""
+        if variant == "int8":
+            assert self.adapt is not None
+            samples = (
+                self.adapt(next(iter(feeds.values())).astype(np.float32))
+                for feeds in self.calib.batches(1)
             )
-        return source_savedmodel(self, progress)
+            tool.calibrate(self.spec["signature_input"], samples, progress, len(self.calib))
+        return tool.variant(variant)
 
     def _convert(self, saved_model: Path, variant: str, progress: Progress) -> bytes:
-        """One variant's flatbuffer; the first (fp32) also fixes the input spec and layout."""
+        """One variant's flatbuffer, converted in this process."""
         representative = None
         if variant == "int8":
             assert self.adapt is not None
             representative = _representative(
                 self.calib, self.adapt, self.spec["signature_input"], progress
             )
-        flat = _converter(saved_model, variant, representative)
-        if self.adapt is None:
-            from workflows.formats import tflite_format
+        return _converter(saved_model, variant, representative)
 
-            tmp_model = self.work / f"{variant}.tflite"
-            tmp_model.write_bytes(flat)
-            interp = tflite_format.load(tmp_model).native
-            detail = interp.get_input_details()[0]
-            first_sig = next(iter(interp.get_signature_list().values()), {"inputs": []})
-            self.spec = {
-                "input_name": detail["name"],
-                "signature_input": first_sig["inputs"][0]
-                if first_sig["inputs"]
-                else detail["name"],
-                "shape": [int(d) for d in detail["shape_signature"]],
-                "dtype": np.dtype(detail["dtype"]).name,
-            }
-            self.adapt, self.transposed = layout_adapter(
-                next(iter(self.evaluation.shapes().values())), self.spec["shape"]
-            )
-        return flat
+    def _read_spec(self, flat: bytes) -> None:
+        """The TFLite input's name, shape and layout, from the first (fp32) flatbuffer."""
+        from workflows.formats import tflite_format
+
+        tmp_model = self.work / "fp32.tflite"
+        tmp_model.write_bytes(flat)
+        interp = tflite_format.load(tmp_model).native
+        detail = interp.get_input_details()[0]
+        first_sig = next(iter(interp.get_signature_list().values()), {"inputs": []})
+        self.spec = {
+            "input_name": detail["name"],
+            "signature_input": first_sig["inputs"][0] if first_sig["inputs"] else detail["name"],
+            "shape": [int(d) for d in detail["shape_signature"]],
+            "dtype": np.dtype(detail["dtype"]).name,
+        }
+        self.adapt, self.transposed = layout_adapter(
+            next(iter(self.evaluation.shapes().values())), self.spec["shape"]
+        )
 
     def validate(self) -> dict[str, Any]:
         """Run every shipped file in LiteRT on the evaluation data, against the original."""
