@@ -315,15 +315,17 @@ def test_a_variant_failing_in_onnx2tfs_environment_is_reported_and_nothing_is_le
     variant; the tool process and its scratch folder are gone after close()."""
     from workflows import toolenv
     from workflows.converters.onnx_tf import Onnx2TF
-    from workflows.progress import null_progress
 
     tool = Onnx2TF(toolenv.ensure(toolenv.ONNX2TF), sample_onnx, tmp_path / "sm", ("fp32", "int8"))
     try:
         assert tool.variant("fp32")[4:8] == b"TFL3"  # a flatbuffer, TFLite's identifier
+
         # Representative samples that do not fit the input (25 values, 64 wanted).
-        wrong = (np.zeros((1, 5, 5, 1), np.float32) for _ in range(4))
+        def wrong():
+            return ({"x": np.zeros((1, 5, 5, 1), np.float32)} for _ in range(4))
+
         with pytest.raises(ExportError, match="TFLiteConverter failed for the int8 variant"):
-            tool.calibrate("x", wrong, null_progress(), 4)
+            tool.calibrate("x", wrong)
             tool.variant("int8")
     finally:
         tool.close()

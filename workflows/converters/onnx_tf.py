@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,19 +135,18 @@ class Onnx2TF:
         return self._files[variant].read_bytes()
 
     def calibrate(
-        self, input_name: str, samples: Iterable[np.ndarray], progress: Progress, total: int
+        self, input_name: str, representative: Callable[[], Iterator[dict[str, np.ndarray]]]
     ) -> None:
-        """Stream INT8's representative `samples` (TFLite layout) to the tool as it reads them."""
+        """Stream INT8's representative data (TFLiteConverter's `representative_dataset`: one
+        {input_name: sample} per call, TFLite layout) to the tool as it reads it."""
         stdin = self.proc.stdin
         assert stdin is not None
         try:
             stdin.write(json.dumps({"input": input_name}).encode() + b"\n")
-            for i, sample in enumerate(samples):
-                data = np.ascontiguousarray(sample, dtype=np.float32)
+            for feeds in representative():
+                data = np.ascontiguousarray(feeds[input_name], dtype=np.float32)
                 stdin.write(json.dumps({"shape": list(data.shape)}).encode() + b"\n")
                 stdin.write(data.tobytes())
-                if (i + 1) % 16 == 0 or i + 1 == total:
-                    progress.update((i + 1) / total, f"Calibrating: {i + 1:,} of {total:,} samples")
             stdin.write(b'{"end": true}\n')
             stdin.flush()
         except OSError:  # the tool ended: its own reason is the error to show

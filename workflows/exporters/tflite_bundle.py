@@ -124,6 +124,7 @@ def _representative(
     return generate
 
 
+@functools.cache
 def _converter_script() -> Any:
     """resources/toolenvs/onnx2tf_convert.py as a module: the TFLiteConverter settings, the same
     whether a variant is converted here (Keras, SavedModel) or in onnx2tf's environment."""
@@ -303,11 +304,8 @@ class TFLiteExporter(Exporter):
         """A variant's flatbuffer from onnx2tf's environment (INT8's data streamed to it)."""
         if variant == "int8":
             assert self.adapt is not None
-            samples = (
-                self.adapt(next(iter(feeds.values())).astype(np.float32))
-                for feeds in self.calib.batches(1)
-            )
-            tool.calibrate(self.spec["signature_input"], samples, progress, len(self.calib))
+            name = self.spec["signature_input"]
+            tool.calibrate(name, _representative(self.calib, self.adapt, name, progress))
         return tool.variant(variant)
 
     def _convert(self, saved_model: Path, variant: str, progress: Progress) -> bytes:
